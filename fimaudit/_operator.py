@@ -1,0 +1,115 @@
+r"""The Fisher operator of one batch, built from the adapter's products.
+
+At a batch x with logits z and Jacobian J (C × d per input) the input Fisher is
+``F = (R J)ᵀ (R J)`` with ``RᵀR = M(z)`` (see :mod:`fimaudit.likelihoods`). This
+module exposes, batched over inputs and counting every model evaluation:
+
+* ``b_matvec(u)``  = ``R J Jᵀ Rᵀ u``  (output space, C-dim; one vjp + one jvp),
+* ``quadratic(V)`` = ``‖R J v‖²`` per probe (input space; one jvp each),
+* ``gram()``       = ``B = R J Jᵀ Rᵀ`` densely from C vjps (``W = R J``),
+* ``lift(U)``      = unit ``Jᵀ Rᵀ u``: the input-space eigenvector of F for an
+  eigenvector u of B, since ``F Jᵀ Rᵀ u = Jᵀ Rᵀ B u`` and ``‖JᵀRᵀu‖² = uᵀ B u``.
+"""
+
+from __future__ import annotations
+
+import math
+
+from ._probs import ProbsLinearization
+from ._validate import check_finite, check_logits
+from .errors import InvalidArgumentError
+from .likelihoods import get_likelihood
+
+
+class FisherOperator:
+    def __init__(self, model, xp, x, offset=0):
+        self.xp = xp
+        self.model = model
+        self.x = x
+        self.offset = offset
+        self.n = int(x.shape[0])
+        self.input_shape = tuple(x.shape[1:])
+        self.d = math.prod(self.input_shape)
+        lin = model.linearize(x)
+        self.floored = None
+        if model.output == "probs":
+            lin = ProbsLinearization(xp, lin)
+            self.floored = lin.floored
+        self.lin = lin
+        self.queries = 1  # per input: the forward pass
+        z = lin.logits
+        check_logits(xp, z, self.n, model.num_outputs, offset)
+        self.logits = z
+        self.C = int(z.shape[1])
+        self.likelihood = get_likelihood(model.likelihood, model.sigma)
+        if self.C < self.likelihood.min_outputs():
+            raise InvalidArgumentError(
+                f"a {self.likelihood.name} likelihood needs at least {self.likelihood.min_outputs()} "
+                f"outputs, the model has {self.C}; for one logit use likelihood='bernoulli'")
+        self.R = self.likelihood.factor(xp, z)
+        self.rank = min(self.likelihood.metric_rank(self.C), self.d)
+
+    # --- products, counted ---------------------------------------------------------
+    def _flat(self, a, lead):
+        return self.xp.reshape(a, (*lead, self.d))
+
+    def _unflat(self, a, lead):
+        return self.xp.reshape(a, (*lead, *self.input_shape))
+
+    def jvp_many(self, V):  # (n, k, d) -> (n, k, C)
+        k = V.shape[1]
+        self.queries += k
+        out = self.lin.jvp_many(self._unflat(V, (self.n, k)))
+        check_finite(self.xp, out, self.offset, "Jacobian-vector products")
+        return out
+
+    def vjp_many(self, U):  # (n, k, C) -> (n, k, d)
+        k = U.shape[1]
+        self.queries += k
+        out = self._flat(self.lin.vjp_many(U), (self.n, k))
+        check_finite(self.xp, out, self.offset, "vector-Jacobian products")
+        return out
+
+    def b_matvec(self, u):
+        """(n, C) → R J Jᵀ Rᵀ u."""
+        self.queries += 2
+        w = self.lin.vjp(self.R.apply_t(u))
+        out = self.R.apply(self.lin.jvp(w))
+        check_finite(self.xp, out, self.offset, "Fisher products")
+        return out
+
+    def b_matmat(self, U):
+        """(n, m, C) → R J Jᵀ Rᵀ U."""
+        W = self.vjp_many(self.R.apply_t(U))
+        return self.R.apply(self.jvp_many(W))
+
+    def quadratic(self, V):
+        """(n, k, d) probes → (n, k) values vᵀ F v = ‖R J v‖²."""
+        Y = self.R.apply(self.jvp_many(V))
+        return self.xp.sum(Y * Y, axis=-1)
+
+    # --- dense ---------------------------------------------------------------------
+    def gram(self, memory_limit):
+        """B (n, C, C) from C vjps; also W = R J (n, C, d) when it fits ``memory_limit`` bytes."""
+        xp, n, C, d = self.xp, self.n, self.C, self.d
+        Rd = self.R.dense(n, C, self.logits)  # (n, C, C); row c of R is the cotangent of W_c
+        itemsize = xp.finfo(self.logits.dtype).bits // 8
+        chunk = max(1, int(memory_limit // max(1, n * d * itemsize)))
+        if chunk >= C:
+            W = self.vjp_many(Rd)  # rows of W = R J
+            return xp.matmul(W, xp.permute_dims(W, (0, 2, 1))), W
+        # Too large to hold: B[:, :, c] = R J (W_c)ᵀ, chunk by chunk (C vjps + C jvps).
+        cols = []
+        for lo in range(0, C, chunk):
+            Wc = self.vjp_many(Rd[:, lo:lo + chunk, :])
+            cols.append(self.R.apply(self.jvp_many(Wc)))
+        B = xp.permute_dims(xp.concat(cols, axis=1), (0, 2, 1))
+        return B, None
+
+    def lift(self, U, W=None):
+        """Input-space unit vectors Jᵀ Rᵀ u for U (n, k, C) → (n, k, *input_shape)."""
+        xp = self.xp
+        V = xp.matmul(U, W) if W is not None else self.vjp_many(self.R.apply_t(U))
+        norm = xp.linalg.vector_norm(V, axis=-1, keepdims=True)
+        V = xp.where(norm > 0, V / xp.where(norm > 0, norm, xp.ones_like(norm)), xp.zeros_like(V))
+        return self._unflat(V, (self.n, U.shape[1]))

@@ -1,0 +1,87 @@
+"""Exceptions raised by fimaudit.
+
+Every error is a :class:`FimauditError` and also the built-in exception a caller
+would naturally catch (``ValueError`` for bad values, ``TypeError`` for bad types,
+``ImportError`` for a missing plugin, ``ArithmeticError`` for numerical failures),
+and its message names the problem and the fix.
+"""
+
+from __future__ import annotations
+
+__all__ = [
+    "FimauditError",
+    "InvalidArgumentError",
+    "InputShapeError",
+    "InputDtypeError",
+    "EmptyBatchError",
+    "NonFiniteOutputError",
+    "UnsupportedModelError",
+    "MissingAdapterError",
+    "NondeterministicModelError",
+    "NotConvergedError",
+    "TrainingModeWarning",
+    "NotConvergedWarning",
+]
+
+
+class FimauditError(Exception):
+    """Base class of every error fimaudit raises."""
+
+
+class InvalidArgumentError(FimauditError, ValueError):
+    """An argument has a value the function cannot use (tol <= 0, k too large, ...)."""
+
+
+class InputShapeError(InvalidArgumentError):
+    """The input batch does not have the shape the model expects."""
+
+
+class InputDtypeError(FimauditError, TypeError):
+    """The input batch has a dtype the model cannot use (integers, complex, objects)."""
+
+
+class EmptyBatchError(InvalidArgumentError):
+    """The input batch has no rows."""
+
+
+class NonFiniteOutputError(FimauditError, FloatingPointError):
+    """The model returned NaN or infinite logits (or products) for some inputs.
+
+    ``indices`` lists the offending rows of the batch.
+    """
+
+    def __init__(self, message: str, indices=()):
+        super().__init__(message)
+        self.indices = list(indices)
+
+
+class UnsupportedModelError(FimauditError, TypeError):
+    """``fimaudit.wrap`` found no adapter that claims the object."""
+
+
+class MissingAdapterError(UnsupportedModelError, ImportError):
+    """The object belongs to a framework whose fimaudit plugin is not installed."""
+
+
+class NondeterministicModelError(FimauditError, RuntimeError):
+    """Two forward passes on the same batch gave different outputs (dropout active?)."""
+
+
+class NotConvergedError(FimauditError, ArithmeticError):
+    """An iterative estimator stopped before meeting its tolerance.
+
+    ``partial`` holds the result so far (per-input values, brackets, residuals and the
+    ``converged`` flags), so no work is lost.
+    """
+
+    def __init__(self, message: str, partial=None):
+        super().__init__(message)
+        self.partial = partial
+
+
+class TrainingModeWarning(UserWarning):
+    """The wrapped module is in training mode (dropout / batch statistics active)."""
+
+
+class NotConvergedWarning(RuntimeWarning):
+    """Some inputs did not converge; their results are flagged, not dropped."""

@@ -1,0 +1,75 @@
+"""Typed results of the estimators (DESIGN.md §4).
+
+Per-input arrays (values, brackets, residuals, directions) are in the caller's array
+library, dtype and device; bookkeeping (queries, steps, converged flags) is numpy.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, fields
+
+import numpy as np
+
+__all__ = ["FisherNormResult", "TraceResult", "SpectrumResult"]
+
+
+class _Result:
+    def __len__(self):
+        return int(self.value.shape[0]) if hasattr(self, "value") else int(self.values.shape[0])
+
+    def __repr__(self):
+        parts = []
+        for f in fields(self):
+            v = getattr(self, f.name)
+            if hasattr(v, "shape") and getattr(v, "ndim", 0) > 0:
+                parts.append(f"{f.name}=<{type(v).__module__.split('.')[0]} {tuple(v.shape)}>")
+            else:
+                parts.append(f"{f.name}={v!r}")
+        return f"{type(self).__name__}({', '.join(parts)})"
+
+
+@dataclass(repr=False)
+class FisherNormResult(_Result):
+    """λ_max(F(x)) per input.
+
+    ``value`` is the estimate; ``lower ≤ λ_max ≤ upper`` is its bracket (for ``exact``
+    both equal the value up to round-off; for ``lanczos``/``power`` lower is the Ritz
+    value, a certified lower bound, and upper adds the residual). ``queries`` counts
+    model evaluations per input: one forward plus one per jvp/vjp vector.
+    """
+
+    value: object
+    lower: object
+    upper: object
+    queries: np.ndarray
+    method: str
+    likelihood: str
+    residual: object = None
+    converged: np.ndarray = None
+    steps: np.ndarray = None
+    direction: object = None
+    floored: np.ndarray = None  # classes at the probability floor (output="probs")
+
+
+@dataclass(repr=False)
+class TraceResult(_Result):
+    """tr F(x) per input, with a standard error (0 for ``exact``)."""
+
+    value: object
+    stderr: object
+    queries: np.ndarray
+    method: str
+    likelihood: str
+
+
+@dataclass(repr=False)
+class SpectrumResult(_Result):
+    """The top-k eigenvalues of F(x) per input, descending, shape (n, k)."""
+
+    values: object
+    queries: np.ndarray
+    method: str
+    likelihood: str
+    residuals: object = None
+    converged: np.ndarray = None
+    vectors: object = None  # (n, k, *input_shape), unit norm
