@@ -1,0 +1,206 @@
+"""A ``torch.nn.Module`` as a fimaudit :class:`~fimaudit.Model`.
+
+Products come from ``torch.func``: ``jvp`` (forward mode), ``vjp`` (reverse mode), and
+``vmap`` over a k axis of vectors so that C vjps for a whole batch are one batched
+backward. Two measured gaps are bridged:
+
+* forward-mode AD missing for an op (e.g. the fused ``_native_multi_head_attention``):
+  ``J v`` is computed by double backward, ``J v = ∂/∂u ⟨Jᵀu, v⟩`` (the vjp is linear
+  in u, so its own vjp with cotangent v is J v);
+* double backward missing (efficient/flash SDPA kernels): products run under the math
+  SDPA kernel.
+
+The user's module is never mutated: parameters and buffers are passed to
+``torch.func.functional_call`` (buffers cloned when the module is in training mode).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import warnings
+
+import numpy as np
+import torch
+from torch.func import functional_call, jvp as _jvp, vjp as _vjp, vmap
+
+from fimaudit.errors import InvalidArgumentError, NondeterministicModelError, TrainingModeWarning
+from fimaudit.models import Linearization, Model
+
+_FORWARD_AD_MISSING = ("forward ad", "forward-mode", "forward mode", "jvp", "dual")
+_DOUBLE_BACKWARD_MISSING = ("double backward", "derivative for", "not implemented", "is not differentiable twice")
+
+
+def _matches(err, needles):
+    msg = str(err).lower()
+    return any(s in msg for s in needles)
+
+
+class TorchModel(Model):
+    """Wrap ``module`` (not modified). Options: ``input_shape``, ``num_outputs``,
+    ``output``, ``likelihood``, ``sigma``, ``dtype`` and ``device`` (to compute on a copy
+    of the parameters in another dtype/device), ``chunk_size`` (vmap chunking to cap
+    memory), ``check_determinism`` (repeat the first forward pass; default True)."""
+
+    def __init__(self, module, *, dtype=None, device=None, chunk_size=None, check_determinism=True, **options):
+        if not isinstance(module, torch.nn.Module):
+            raise InvalidArgumentError(f"TorchModel needs a torch.nn.Module, got {type(module).__name__}")
+        super().__init__(**options)
+        self.module = module
+        self.training = module.training
+        if self.training:
+            warnings.warn(
+                f"{type(module).__name__} is in training mode: dropout and batch statistics make F depend on "
+                "the batch; call module.eval() before auditing", TrainingModeWarning, stacklevel=3)
+        params = {k: v.detach() for k, v in module.named_parameters()}
+        buffers = {k: v.detach() for k, v in module.named_buffers()}
+        if dtype is not None or device is not None:
+            params = {k: v.to(device=device, dtype=dtype if v.is_floating_point() else None) for k, v in params.items()}
+            buffers = {k: v.to(device=device, dtype=dtype if v.is_floating_point() else None) for k, v in buffers.items()}
+        self._params, self._buffers = params, buffers
+        ref = next(iter(params.values()), None)
+        self.dtype = dtype or (ref.dtype if ref is not None else torch.get_default_dtype())
+        self.device = torch.device(device) if device is not None else (ref.device if ref is not None else None)
+        self.chunk_size = chunk_size
+        self._check = bool(check_determinism)
+        self.jvp_mode = "forward"  # or "double_backward"
+        self.math_sdpa = False
+        self.generation = 0  # bumped on each fallback switch: saved graphs must be rebuilt
+
+    # --- conversion at the boundary ------------------------------------------------
+    def _in(self, a):
+        """(torch tensor on the model's device/dtype, function that converts results back)."""
+        if isinstance(a, torch.Tensor):
+            t = a.to(device=self.device or a.device, dtype=self.dtype)
+            return t, (lambda r, dev=a.device: r.to(dev))
+        arr = np.asarray(a)
+        t = torch.from_numpy(np.ascontiguousarray(arr)).to(device=self.device or "cpu", dtype=self.dtype)
+        return t, (lambda r: r.detach().cpu().numpy())
+
+    def _call(self, x):
+        buffers = self._buffers
+        if self.training:  # batch-norm running statistics must not touch the user's buffers
+            buffers = {k: v.clone() for k, v in buffers.items()}
+        return functional_call(self.module, (self._params, buffers), (x,))
+
+    def _ctx(self):
+        if self.math_sdpa:
+            from torch.nn.attention import SDPBackend, sdpa_kernel
+
+            return sdpa_kernel(SDPBackend.MATH)
+        return contextlib.nullcontext()
+
+    def _retrying(self, fn):
+        """Run fn, switching to double-backward JVPs / the math SDPA kernel when needed."""
+        for _ in range(3):
+            try:
+                with self._ctx():
+                    return fn()
+            except (NotImplementedError, RuntimeError) as err:
+                if self.jvp_mode == "forward" and _matches(err, _FORWARD_AD_MISSING):
+                    self.jvp_mode = "double_backward"
+                elif not self.math_sdpa and _matches(err, _DOUBLE_BACKWARD_MISSING):
+                    self.math_sdpa = True
+                else:
+                    raise
+                self.generation += 1
+        with self._ctx():
+            return fn()
+
+    # --- the contract ----------------------------------------------------------------
+    def forward(self, x):
+        t, back = self._in(x)
+        with torch.no_grad(), self._ctx():
+            out = self._logits(t)
+        return back(out)
+
+    def _logits(self, t):
+        out = self._call(t)
+        if isinstance(out, (tuple, list)) or out.ndim != 2:
+            raise InvalidArgumentError(
+                f"{type(self.module).__name__} returned {type(out).__name__} "
+                f"{tuple(getattr(out, 'shape', ()))}; fimaudit needs one (n, C) tensor of outputs "
+                "per batch: wrap the module so that forward returns it")
+        if self._check or self.training:
+            with torch.no_grad():
+                again = self._call(t)
+            if not torch.equal(out.detach(), again):
+                raise NondeterministicModelError(
+                    f"two forward passes of {type(self.module).__name__} on the same batch differ "
+                    f"(max diff {float((out.detach() - again).abs().max()):.3g}): dropout or another random "
+                    "layer is active; call module.eval()")
+            self._check = False
+        return out
+
+    def jvp(self, x, v):
+        return self.linearize(x).jvp(v)
+
+    def vjp(self, x, u):
+        return self.linearize(x).vjp(u)
+
+    def jvp_many(self, x, V):
+        return self.linearize(x).jvp_many(V)
+
+    def vjp_many(self, x, U):
+        return self.linearize(x).vjp_many(U)
+
+    def linearize(self, x):
+        return TorchLinearization(self, x)
+
+
+class TorchLinearization(Linearization):
+    """Products at a fixed batch: the reverse-mode graph is built once and reused."""
+
+    def __init__(self, model: TorchModel, x):
+        self.model = model
+        self.x_in = x
+        self.t, self._back = model._in(x)
+        with model._ctx():
+            out = model._logits(self.t)
+        self.logits = self._back(out.detach())
+        self._vjp_fn = None
+        self._generation = None
+
+    def _f(self, t):
+        return self.model._call(t)
+
+    def _pullback(self):
+        if self._vjp_fn is None or self._generation != self.model.generation:
+            self._generation = self.model.generation
+            with self.model._ctx():
+                _, self._vjp_fn = _vjp(self._f, self.t)
+        return self._vjp_fn
+
+    def _jvp_t(self, v):
+        m = self.model
+        if m.jvp_mode == "forward":
+            return _jvp(self._f, (self.t,), (v,))[1]
+        pull = self._pullback()
+        u0 = torch.zeros(self.t.shape[0], *self.logits.shape[1:], dtype=m.dtype, device=self.t.device)
+        return _vjp(lambda u: pull(u)[0], u0)[1](v)[0]
+
+    def _many(self, fn, A, needs_pullback):
+        """fn over axis 1 of A with vmap; a loop if the model cannot be vmapped."""
+        if needs_pullback or self.model.jvp_mode != "forward":
+            self._pullback()  # build the reverse graph outside vmap
+        try:
+            return vmap(fn, in_dims=1, out_dims=1, chunk_size=self.model.chunk_size)(A)
+        except (NotImplementedError, RuntimeError) as err:
+            if _matches(err, _FORWARD_AD_MISSING + _DOUBLE_BACKWARD_MISSING) and not _matches(err, ("vmap",)):
+                raise
+            return torch.stack([fn(A[:, i]) for i in range(A.shape[1])], dim=1)
+
+    def jvp(self, v):
+        vt, _ = self.model._in(v)
+        return self._back(self.model._retrying(lambda: self._jvp_t(vt)).detach())
+
+    def vjp(self, u):
+        ut, _ = self.model._in(u)
+        return self._back(self.model._retrying(lambda: self._pullback()(ut)[0]).detach())
+
+    def jvp_many(self, V):
+        Vt, _ = self.model._in(V)
+        return self._back(self.model._retrying(lambda: self._many(self._jvp_t, Vt, False)).detach())
+
+    def vjp_many(self, U):
+        Ut, _ = self.model._in(U)
+        return self._back(self.model._retrying(lambda: self._many(lambda u: self._pullback()(u)[0], Ut, True)).detach())
