@@ -138,7 +138,10 @@ def fisher_norm(model, x, method="auto", budget=None, tol=1e-4, seed=0, *, retur
             steps = _steps_for_budget(budget, return_direction, max_steps)
             res = _iterative(xp, op, m, 1, tol, steps, seed)
             value, r = res.values[:, 0], res.residuals[:, 0]
-            part = dict(value=value, lower=value, upper=value + r, residual=r,
+            # θ + r bounds λ_max only once the Krylov space has found the top eigenvalue:
+            # an unconverged input gets no finite upper bound.
+            upper = xp.where(res.converged, value + r, xp.full_like(value, float("inf")))
+            part = dict(value=value, lower=value, upper=upper, residual=r,
                         converged=to_numpy(res.converged).astype(bool), steps=to_numpy(res.steps))
             if return_direction:
                 part["direction"] = op.lift(res.vectors)[:, 0]

@@ -15,9 +15,10 @@ The input Fisher is ``F = Jᵀ M J = (R J)ᵀ (R J)`` and its nonzero spectrum i
 the C×C matrix ``B = R J Jᵀ Rᵀ``. Any factor R with ``RᵀR = M`` works; we use ones that
 are computed without ``log p`` and without forming ``M^{1/2}``:
 
-* categorical: with ``s = √p = exp((z − logsumexp z)/2)`` (‖s‖ = 1),
-  ``R = (I − s sᵀ) diag(s)``; since ``I − s sᵀ`` is an orthogonal projector,
-  ``RᵀR = diag(s)(I − s sᵀ)diag(s) = diag(p) − p pᵀ``.
+* categorical: with ``s = √p = exp((z − logsumexp z)/2)``, ``R = diag(s)(I − 1pᵀ)``:
+  ``RᵀR = (I − p1ᵀ) diag(p) (I − 1pᵀ) = diag(p) − 2ppᵀ + p(1ᵀp)pᵀ = diag(p) − p pᵀ``.
+  The arg-max component is summed so that ``1 − p_{i*}`` is never formed by
+  subtraction: saturated outputs keep full relative accuracy.
 * bernoulli: ``R = diag(r)``, ``r = √(σ(z)σ(−z)) = exp(−|z|/2) / (1 + exp(−|z|))``.
 * gaussian: ``R = I/σ``.
 
@@ -42,39 +43,57 @@ class Factor:
     """R for a batch of logits: ``apply`` computes R u, ``apply_t`` Rᵀ w (last axis C).
 
     ``u``/``w`` have shape (n, C) or (n, k, C); the batch axis lines up with the logits.
+    For the categorical factor ``R = diag(s)(I − 1pᵀ)`` the component of the top class
+    i* is evaluated without the cancellation in ``1 − p_{i*}`` (see ``_categorical``).
     """
 
     kind: str
     s: object  # categorical: √p; bernoulli: r; gaussian: None
     scale: float
     xp: object
+    p: object = None  # categorical: p
+    top: object = None  # categorical: one-hot mask of the arg-max class
+    rest: object = None  # categorical: 1 − p_{i*} = Σ_{j≠i*} p_j, summed without cancellation
 
-    def _b(self, u):
-        return self.s if u.ndim == 2 else self.s[:, None, :]
+    def _b(self, a, u):
+        return a if u.ndim == 2 else a[:, None, :]
 
     def apply(self, u):
         if self.kind == "gaussian":
             return u * self.scale
-        s = self._b(u)
+        s = self._b(self.s, u)
         if self.kind == "bernoulli":
             return s * u
-        su = s * u
-        return su - s * self.xp.sum(s * su, axis=-1, keepdims=True)
+        xp, p, top = self.xp, self._b(self.p, u), self._b(self.top, u)
+        # (I − 1pᵀ)u: u_i − p·u; at i*: Σ_j p_j (u_{i*} − u_j), whose j = i* term is exactly 0.
+        w = u - xp.sum(p * u, axis=-1, keepdims=True)
+        u_top = xp.sum(xp.where(top, u, xp.zeros_like(u)), axis=-1, keepdims=True)
+        w_top = xp.sum(p * (u_top - u), axis=-1, keepdims=True)
+        return s * xp.where(top, w_top, w)
 
     def apply_t(self, w):
         if self.kind == "gaussian":
             return w * self.scale
-        s = self._b(w)
+        s = self._b(self.s, w)
         if self.kind == "bernoulli":
             return s * w
-        return s * (w - s * self.xp.sum(s * w, axis=-1, keepdims=True))
+        xp, p, top = self.xp, self._b(self.p, w), self._b(self.top, w)
+        # (I − p1ᵀ)(s∘w): sw_i − p_i Σ_j sw_j; at i*: sw_{i*}(1 − p_{i*}) − p_{i*} Σ_{j≠i*} sw_j.
+        zero = xp.zeros_like(w)
+        sw = s * w
+        out = sw - p * xp.sum(sw, axis=-1, keepdims=True)
+        sw_top = xp.sum(xp.where(top, sw, zero), axis=-1, keepdims=True)
+        p_top = xp.sum(xp.where(top, p, zero), axis=-1, keepdims=True)
+        other = xp.sum(xp.where(top, zero, sw), axis=-1, keepdims=True)
+        out_top = sw_top * self._b(self.rest, w) - p_top * other
+        return xp.where(top, out_top, out)
 
     def dense(self, n, C, like):
         """R as an (n, C, C) array."""
         xp = self.xp
         eye = xp.eye(C, dtype=like.dtype, device=device(like))
         E = xp.broadcast_to(eye[None, :, :], (n, C, C))
-        # columns of R: R e_j. apply works on the last axis, so apply to rows of I and transpose.
+        # apply acts on the last axis: rows of apply(I) are R e_j, the columns of R.
         return xp.permute_dims(self.apply(E), (0, 2, 1))
 
 
@@ -113,8 +132,13 @@ class Categorical(Likelihood):
         zmax = xp.max(z, axis=-1, keepdims=True)
         shifted = z - zmax
         lse = xp.log(xp.sum(xp.exp(shifted), axis=-1, keepdims=True))
-        s = xp.exp(0.5 * (shifted - lse))
-        return Factor("categorical", s, 1.0, xp)
+        logp = shifted - lse
+        p = xp.exp(logp)
+        C = z.shape[-1]
+        idx = xp.argmax(z, axis=-1, keepdims=True)
+        top = xp.arange(C, device=device(z))[None, :] == idx
+        rest = xp.sum(xp.where(top, xp.zeros_like(p), p), axis=-1)
+        return Factor("categorical", xp.exp(0.5 * logp), 1.0, xp, p=p, top=top, rest=rest[:, None])
 
     def metric_rank(self, C):
         return C - 1

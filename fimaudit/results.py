@@ -34,7 +34,8 @@ class FisherNormResult(_Result):
 
     ``value`` is the estimate; ``lower ≤ λ_max ≤ upper`` is its bracket (for ``exact``
     both equal the value up to round-off; for ``lanczos``/``power`` lower is the Ritz
-    value, a certified lower bound, and upper adds the residual). ``queries`` counts
+    value, a certified lower bound, and upper adds the residual once converged — it is
+    ``inf`` for an input that did not converge). ``queries`` counts
     model evaluations per input: one forward plus one per jvp/vjp vector.
     """
 

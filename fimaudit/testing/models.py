@@ -146,10 +146,14 @@ def dense_metric(z, likelihood="categorical", sigma=1.0):
     if likelihood == "categorical":
         e = np.exp(z - z.max(axis=1, keepdims=True))
         p = e / e.sum(axis=1, keepdims=True)
-        return np.stack([np.diag(pi) - np.outer(pi, pi) for pi in p])
+        out = np.stack([np.diag(pi) - np.outer(pi, pi) for pi in p])
+        # diagonal as p_i · Σ_{j≠i} p_j: no cancellation in p_i(1 − p_i) when p_i ≈ 1
+        others = np.stack([np.delete(p, i, axis=1).sum(axis=1) for i in range(C)], axis=1)
+        out[:, np.arange(C), np.arange(C)] = p * others
+        return out
     if likelihood == "bernoulli":
         s = 1.0 / (1.0 + np.exp(-z))
-        return np.stack([np.diag(si * (1.0 - si)) for si in s])
+        return np.stack([np.diag(v) for v in s / (1.0 + np.exp(z))])  # σ(z)σ(−z), no 1 − σ
     return np.broadcast_to(np.eye(C) / sigma**2, (n, C, C)).copy()
 
 
