@@ -39,9 +39,11 @@ class TorchModel(Model):
     """Wrap ``module`` (not modified). Options: ``input_shape``, ``num_outputs``,
     ``output``, ``likelihood``, ``sigma``, ``dtype`` and ``device`` (to compute on a copy
     of the parameters in another dtype/device), ``chunk_size`` (vmap chunking to cap
-    memory), ``check_determinism`` (repeat the first forward pass; default True)."""
+    memory), ``vectorize`` ("auto", "vmap" or "loop": how a k axis of vectors is run),
+    ``check_determinism`` (repeat the first forward pass; default True)."""
 
-    def __init__(self, module, *, dtype=None, device=None, chunk_size=None, check_determinism=True, **options):
+    def __init__(self, module, *, dtype=None, device=None, chunk_size=None, vectorize="auto",
+                 check_determinism=True, **options):
         if not isinstance(module, torch.nn.Module):
             raise InvalidArgumentError(f"TorchModel needs a torch.nn.Module, got {type(module).__name__}")
         super().__init__(**options)
@@ -60,7 +62,10 @@ class TorchModel(Model):
         ref = next(iter(params.values()), None)
         self.dtype = dtype or (ref.dtype if ref is not None else torch.get_default_dtype())
         self.device = torch.device(device) if device is not None else (ref.device if ref is not None else None)
+        if vectorize not in ("auto", "vmap", "loop"):
+            raise InvalidArgumentError(f"vectorize must be 'auto', 'vmap' or 'loop', got {vectorize!r}")
         self.chunk_size = chunk_size
+        self.vectorize = vectorize
         self._check = bool(check_determinism)
         self.jvp_mode = "forward"  # or "double_backward"
         self.math_sdpa = False
@@ -114,7 +119,10 @@ class TorchModel(Model):
         return back(out)
 
     def _logits(self, t):
-        out = self._call(t)
+        return self._checked(self._call(t), t)
+
+    def _checked(self, out, t):
+        """Validate the module's output; the first time, repeat the pass to catch randomness."""
         if isinstance(out, (tuple, list)) or out.ndim != 2:
             raise InvalidArgumentError(
                 f"{type(self.module).__name__} returned {type(out).__name__} "
@@ -123,7 +131,10 @@ class TorchModel(Model):
         if self._check or self.training:
             with torch.no_grad():
                 again = self._call(t)
-            if not torch.equal(out.detach(), again):
+            # kernels may differ between a graph-recording and a no-grad pass (fused attention):
+            # allow √eps relative; dropout changes outputs by far more
+            tol = torch.finfo(again.dtype).eps ** 0.5 * max(float(again.abs().max()), 1e-30)
+            if float((out.detach() - again).abs().max()) > tol:
                 raise NondeterministicModelError(
                     f"two forward passes of {type(self.module).__name__} on the same batch differ "
                     f"(max diff {float((out.detach() - again).abs().max()):.3g}): dropout or another random "
@@ -154,20 +165,23 @@ class TorchLinearization(Linearization):
         self.model = model
         self.x_in = x
         self.t, self._back = model._in(x)
-        with model._ctx():
-            out = model._logits(self.t)
-        self.logits = self._back(out.detach())
         self._vjp_fn = None
         self._generation = None
+        out = model._retrying(self._build)  # one forward pass, kept for every vjp
+        self.logits = self._back(model._checked(out, self.t).detach())
 
     def _f(self, t):
         return self.model._call(t)
 
+    def _build(self):
+        self._generation = self.model.generation
+        with self.model._ctx():
+            out, self._vjp_fn = _vjp(self._f, self.t)
+        return out
+
     def _pullback(self):
         if self._vjp_fn is None or self._generation != self.model.generation:
-            self._generation = self.model.generation
-            with self.model._ctx():
-                _, self._vjp_fn = _vjp(self._f, self.t)
+            self._build()
         return self._vjp_fn
 
     def _jvp_t(self, v):
@@ -179,15 +193,23 @@ class TorchLinearization(Linearization):
         return _vjp(lambda u: pull(u)[0], u0)[1](v)[0]
 
     def _many(self, fn, A, needs_pullback):
-        """fn over axis 1 of A with vmap; a loop if the model cannot be vmapped."""
-        if needs_pullback or self.model.jvp_mode != "forward":
+        """fn over axis 1 of A: vmap on accelerators and for many vectors, a plain loop for a
+        few vectors on the CPU (measured faster there: benchmarks/whitebox.py), and a loop
+        whenever the model cannot be vmapped."""
+        m = self.model
+        if needs_pullback or m.jvp_mode != "forward":
             self._pullback()  # build the reverse graph outside vmap
+        k = A.shape[1]
+        on_cpu = A.device.type == "cpu"
+        if m.vectorize == "loop" or (m.vectorize == "auto" and on_cpu and k <= 16):
+            return torch.stack([fn(A[:, i]) for i in range(k)], dim=1)
+        chunk = m.chunk_size if m.chunk_size is not None else (32 if on_cpu else None)
         try:
-            return vmap(fn, in_dims=1, out_dims=1, chunk_size=self.model.chunk_size)(A)
+            return vmap(fn, in_dims=1, out_dims=1, chunk_size=chunk)(A)
         except (NotImplementedError, RuntimeError) as err:
             if _matches(err, _FORWARD_AD_MISSING + _DOUBLE_BACKWARD_MISSING) and not _matches(err, ("vmap",)):
                 raise
-            return torch.stack([fn(A[:, i]) for i in range(A.shape[1])], dim=1)
+            return torch.stack([fn(A[:, i]) for i in range(k)], dim=1)
 
     def jvp(self, v):
         vt, _ = self.model._in(v)
