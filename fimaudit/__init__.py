@@ -1,7 +1,14 @@
 """fimaudit: measure how sensitive a model's output distribution is to input perturbations.
 
 The largest eigenvalue of the input-space Fisher information, per input, exactly or
-with honest brackets, for any model with a fimaudit adapter. See DESIGN.md §4.
+with honest brackets, for any model with a fimaudit adapter.
+
+>>> import numpy as np, fimaudit as fa
+>>> from fimaudit.testing import LinearModel
+>>> m = LinearModel(np.array([[1.0, 0.0], [0.0, 2.0]]))   # logits z = W x
+>>> r = fa.fisher_norm(m, np.zeros((1, 2)))
+>>> round(float(r.value[0]), 12)  # p = (½, ½): F = ¼ (w₁ − w₂)(w₁ − w₂)ᵀ, λ_max = ¼ · ‖(1, −2)‖² = 5/4
+1.25
 """
 
 from . import errors

@@ -1,0 +1,114 @@
+"""GPU checks in one run (for a machine with CUDA; CI never has one).
+
+1. torch CUDA tensors in → CUDA tensors out for every estimator, same values as the CPU;
+2. host↔device copies during a Lanczos run, counted with the torch profiler (only
+   convergence flags may cross: a few bytes per step, never vectors);
+3. CuPy arrays through the array-API core (a CuPy linear-softmax model): values match
+   numpy and results stay CuPy;
+4. exact on the GPU: vmap vs loop over classes, inputs/s.
+"""
+
+import json
+import sys
+import time
+
+import numpy as np
+import torch
+
+import fimaudit as fa
+from fimaudit.models import Model
+
+sys.path.insert(0, __file__.rsplit("/", 1)[0])
+from _models import cifar_cnn, resnet18  # noqa: E402
+
+assert torch.cuda.is_available(), "no CUDA device"
+out = {"device": torch.cuda.get_device_name(), "torch": torch.__version__}
+print("device:", out["device"], "torch", torch.__version__)
+
+# 1. devices
+torch.manual_seed(0)
+net = cifar_cnn().cuda().eval()
+x = torch.rand(16, 3, 32, 32, device="cuda")
+cpu_net = cifar_cnn().eval()
+cpu_net.load_state_dict({k: v.cpu() for k, v in net.state_dict().items()})
+ref = fa.fisher_norm(cpu_net, x.cpu()).value
+checks = {}
+for name, call in {
+    "exact": lambda: fa.fisher_norm(net, x, method="exact", return_direction=True),
+    "lanczos": lambda: fa.fisher_norm(net, x, method="lanczos", return_direction=True, tol=1e-5),
+    "power": lambda: fa.fisher_norm(net, x, method="power", tol=1e-4, max_steps=2000, on_nonconvergence="flag"),
+}.items():
+    r = call()
+    checks[name] = dict(device=str(r.value.device), rel_err_vs_cpu=float(((r.value.cpu() - ref) / ref).abs().max()),
+                        direction_device=str(r.direction.device) if r.direction is not None else None)
+t = fa.fisher_trace(net, x, method="hutchpp", k=9)
+s = fa.fisher_spectrum(net, x, k=3, return_vectors=True)
+checks["trace_device"], checks["spectrum_device"] = str(t.value.device), str(s.vectors.device)
+out["devices"] = checks
+print(json.dumps(checks, indent=1))
+
+# 2. host-device traffic inside Lanczos
+from torch.profiler import ProfilerActivity, profile  # noqa: E402
+
+net1k = cifar_cnn(C=1000).cuda().eval()
+x1k = torch.rand(8, 3, 32, 32, device="cuda")
+fa.fisher_norm(net1k, x1k, method="lanczos", max_steps=5, on_nonconvergence="flag")
+with profile(activities=[ProfilerActivity.CPU, ProfilerActivity.CUDA]) as prof:
+    r = fa.fisher_norm(net1k, x1k, method="lanczos", tol=1e-4)
+copies = [e for e in prof.events() if "Memcpy" in e.name and ("DtoH" in e.name or "HtoD" in e.name)]
+out["lanczos_copies"] = dict(steps=int(r.steps.max()), count=len(copies),
+                             names=sorted({e.name for e in copies}))
+print("Lanczos C=1000:", out["lanczos_copies"])
+
+# 3. CuPy through the array-API core
+try:
+    import cupy as cp
+
+    class CupyLinear(Model):
+        def __init__(self, W):
+            super().__init__(input_shape=(W.shape[1],), num_outputs=W.shape[0])
+            self.W = W
+
+        def forward(self, x):
+            return x @ self.W.T
+
+        def jvp(self, x, v):
+            return v @ self.W.T
+
+        def vjp(self, x, u):
+            return u @ self.W
+
+    rng = np.random.default_rng(0)
+    W, xn = rng.standard_normal((12, 40)), rng.standard_normal((32, 40))
+    rn = fa.fisher_norm(fa.testing.LinearModel(W), xn)
+    results = {}
+    for method in ["exact", "lanczos"]:
+        rc = fa.fisher_norm(CupyLinear(cp.asarray(W)), cp.asarray(xn), method=method, tol=1e-10)
+        results[method] = dict(type=type(rc.value).__module__,
+                               rel_err=float(np.max(np.abs(cp.asnumpy(rc.value) - rn.value) / rn.value)))
+    tc = fa.fisher_trace(CupyLinear(cp.asarray(W)), cp.asarray(xn), method="hutchinson", k=64)
+    results["hutchinson_type"] = type(tc.value).__module__
+    out["cupy"] = results
+except Exception as err:  # report, do not hide
+    out["cupy"] = f"FAILED: {type(err).__name__}: {err}"
+print("CuPy:", out["cupy"])
+
+# 4. exact throughput, vmap vs loop
+rows = []
+for name, make in [("small CNN", cifar_cnn), ("ResNet-18 (32x32)", resnet18)]:
+    torch.manual_seed(0)
+    net = make().cuda().eval()
+    xb = torch.rand(256, 3, 32, 32, device="cuda")
+    for vec in ["vmap", "loop"]:
+        m = fa.wrap(net, vectorize=vec)
+        fa.fisher_norm(m, xb[:8])
+        torch.cuda.synchronize()
+        t0 = time.perf_counter()
+        fa.fisher_norm(m, xb)
+        torch.cuda.synchronize()
+        rows.append(dict(model=name, vectorize=vec, inputs_per_s=256 / (time.perf_counter() - t0)))
+out["exact_throughput_batch256"] = rows
+for r in rows:
+    print(r)
+with open(sys.argv[1] if len(sys.argv) > 1 else "gpu_check.json", "w") as f:
+    json.dump(out, f, indent=1)
