@@ -17,6 +17,7 @@ import torch
 
 import fimaudit as fa
 from fimaudit.models import Model
+from fimaudit.testing import LinearModel
 
 sys.path.insert(0, __file__.rsplit("/", 1)[0])
 from _models import cifar_cnn, resnet18  # noqa: E402
@@ -80,7 +81,7 @@ try:
 
     rng = np.random.default_rng(0)
     W, xn = rng.standard_normal((12, 40)), rng.standard_normal((32, 40))
-    rn = fa.fisher_norm(fa.testing.LinearModel(W), xn)
+    rn = fa.fisher_norm(LinearModel(W), xn)
     results = {}
     for method in ["exact", "lanczos"]:
         rc = fa.fisher_norm(CupyLinear(cp.asarray(W)), cp.asarray(xn), method=method, tol=1e-10)
@@ -93,8 +94,16 @@ except Exception as err:  # report, do not hide
     out["cupy"] = f"FAILED: {type(err).__name__}: {err}"
 print("CuPy:", out["cupy"])
 
-# 4. exact throughput, vmap vs loop
+# 4. exact throughput, vmap vs loop, and TF32 on vs off against float64
 rows = []
+torch.manual_seed(0)
+net = cifar_cnn().cuda().eval()
+xb = torch.rand(64, 3, 32, 32, device="cuda")
+r64 = fa.fisher_norm(fa.wrap(net, dtype=torch.float64), xb.double()).value
+for tf32 in [False, True]:
+    v = fa.fisher_norm(fa.wrap(net, allow_tf32=tf32), xb).value.double()
+    out[f"tf32_{tf32}_rel_err_vs_float64"] = float(((v - r64) / r64).abs().max())
+print({k: v for k, v in out.items() if k.startswith("tf32")})
 for name, make in [("small CNN", cifar_cnn), ("ResNet-18 (32x32)", resnet18)]:
     torch.manual_seed(0)
     net = make().cuda().eval()

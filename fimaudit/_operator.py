@@ -74,9 +74,10 @@ class FisherOperator:
         """(n, C) → R J Jᵀ Rᵀ u."""
         self.queries += 2
         w = self.lin.vjp(self.R.apply_t(u))
-        out = self.R.apply(self.lin.jvp(w))
-        check_finite(self.xp, out, self.offset, "Fisher products")
-        return out
+        check_finite(self.xp, w, self.offset, "vector-Jacobian products")
+        Jw = self.lin.jvp(w)
+        check_finite(self.xp, Jw, self.offset, "Jacobian-vector products")
+        return self.R.apply(Jw)
 
     def b_matmat(self, U):
         """(n, m, C) → R J Jᵀ Rᵀ U."""

@@ -160,3 +160,24 @@ def test_cuda_tensors_stay_on_the_device():
         assert r.value.device.type == "cuda" and r.direction.device.type == "cuda"
     cpu = fa.fisher_norm(copy.deepcopy(net).cpu(), x.cpu()).value
     assert torch.allclose(r.value.cpu(), cpu, rtol=1e-3)
+
+
+@pytest.mark.parametrize("name", list(MODELS))
+def test_vmap_and_loop_give_the_same_products(name):
+    torch.manual_seed(6)
+    net = MODELS[name]().double().eval()
+    x = torch.rand(2, 3, 16, 16, dtype=torch.float64)
+    a = fa.fisher_norm(fa.wrap(net, vectorize="vmap"), x, method="exact", return_direction=True)
+    b = fa.fisher_norm(fa.wrap(net, vectorize="loop"), x, method="exact", return_direction=True)
+    assert torch.allclose(a.value, b.value, rtol=1e-12)
+    t = fa.fisher_trace(fa.wrap(net, vectorize="vmap"), x, method="hutchinson", k=40)
+    u = fa.fisher_trace(fa.wrap(net, vectorize="loop"), x, method="hutchinson", k=40)
+    assert torch.allclose(t.value, u.value, rtol=1e-12)
+
+
+def test_tf32_flags_are_restored():
+    before = (torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32)
+    fa.fisher_norm(small_cnn().eval(), torch.rand(2, 3, 16, 16))
+    assert (torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32) == before
+    with pytest.raises(E.InvalidArgumentError, match="vectorize"):
+        fa.wrap(small_cnn().eval(), vectorize="threads")

@@ -40,10 +40,12 @@ class TorchModel(Model):
     ``output``, ``likelihood``, ``sigma``, ``dtype`` and ``device`` (to compute on a copy
     of the parameters in another dtype/device), ``chunk_size`` (vmap chunking to cap
     memory), ``vectorize`` ("auto", "vmap" or "loop": how a k axis of vectors is run),
-    ``check_determinism`` (repeat the first forward pass; default True)."""
+    ``allow_tf32`` (default False: products run in full float32 — TF32 convolutions and
+    matmuls change λ_max by about 1% on a GPU), ``check_determinism`` (repeat the first
+    forward pass; default True)."""
 
     def __init__(self, module, *, dtype=None, device=None, chunk_size=None, vectorize="auto",
-                 check_determinism=True, **options):
+                 allow_tf32=False, check_determinism=True, **options):
         if not isinstance(module, torch.nn.Module):
             raise InvalidArgumentError(f"TorchModel needs a torch.nn.Module, got {type(module).__name__}")
         super().__init__(**options)
@@ -66,6 +68,7 @@ class TorchModel(Model):
             raise InvalidArgumentError(f"vectorize must be 'auto', 'vmap' or 'loop', got {vectorize!r}")
         self.chunk_size = chunk_size
         self.vectorize = vectorize
+        self.allow_tf32 = bool(allow_tf32)
         self._check = bool(check_determinism)
         self.jvp_mode = "forward"  # or "double_backward"
         self.math_sdpa = False
@@ -87,12 +90,23 @@ class TorchModel(Model):
             buffers = {k: v.clone() for k, v in buffers.items()}
         return functional_call(self.module, (self._params, buffers), (x,))
 
+    @contextlib.contextmanager
     def _ctx(self):
-        if self.math_sdpa:
-            from torch.nn.attention import SDPBackend, sdpa_kernel
+        """Math SDPA kernel when needed; full-precision float32 (no TF32) unless allowed."""
+        saved = (torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32)
+        if not self.allow_tf32:
+            torch.backends.cuda.matmul.allow_tf32 = False
+            torch.backends.cudnn.allow_tf32 = False
+        try:
+            if self.math_sdpa:
+                from torch.nn.attention import SDPBackend, sdpa_kernel
 
-            return sdpa_kernel(SDPBackend.MATH)
-        return contextlib.nullcontext()
+                with sdpa_kernel(SDPBackend.MATH):
+                    yield
+            else:
+                yield
+        finally:
+            torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32 = saved
 
     def _retrying(self, fn):
         """Run fn, switching to double-backward JVPs / the math SDPA kernel when needed."""
@@ -193,15 +207,15 @@ class TorchLinearization(Linearization):
         return _vjp(lambda u: pull(u)[0], u0)[1](v)[0]
 
     def _many(self, fn, A, needs_pullback):
-        """fn over axis 1 of A: vmap on accelerators and for many vectors, a plain loop for a
-        few vectors on the CPU (measured faster there: benchmarks/whitebox.py), and a loop
+        """fn over axis 1 of A: a plain loop for up to 32 vectors (measured faster than vmap
+        on 2 CPU cores and on an H200 at C = 10: README), chunked vmap beyond, and a loop
         whenever the model cannot be vmapped."""
         m = self.model
         if needs_pullback or m.jvp_mode != "forward":
             self._pullback()  # build the reverse graph outside vmap
         k = A.shape[1]
         on_cpu = A.device.type == "cpu"
-        if m.vectorize == "loop" or (m.vectorize == "auto" and on_cpu and k <= 16):
+        if m.vectorize == "loop" or (m.vectorize == "auto" and k <= 32):
             return torch.stack([fn(A[:, i]) for i in range(k)], dim=1)
         chunk = m.chunk_size if m.chunk_size is not None else (32 if on_cpu else None)
         try:
