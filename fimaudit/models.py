@@ -19,6 +19,7 @@ from __future__ import annotations
 import copy
 from importlib import metadata
 
+from ._array import namespace
 from .errors import InvalidArgumentError, MissingAdapterError, UnsupportedModelError
 from .likelihoods import LIKELIHOODS
 
@@ -59,15 +60,11 @@ class Model:
     # --- derived ------------------------------------------------------------------
     def jvp_many(self, x, V):
         """``J V`` for V of shape (n, k, *input_shape) → (n, k, C)."""
-        from ._array import namespace
-
         xp = namespace(V)
         return xp.stack([self.jvp(x, V[:, i, ...]) for i in range(V.shape[1])], axis=1)
 
     def vjp_many(self, x, U):
         """``Jᵀ U`` for U of shape (n, k, C) → (n, k, *input_shape)."""
-        from ._array import namespace
-
         xp = namespace(U)
         return xp.stack([self.vjp(x, U[:, i, :]) for i in range(U.shape[1])], axis=1)
 
