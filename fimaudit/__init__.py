@@ -12,7 +12,7 @@ with honest brackets, for any model with a fimaudit adapter.
 """
 
 from . import errors
-from .fisher import fisher_norm, fisher_spectrum, fisher_trace
+from .fisher import Plan, fisher_norm, fisher_spectrum, fisher_trace, plan
 from .likelihoods import get_likelihood
 from .models import Linearization, Model, installed_adapters, wrap
 from .results import FisherNormResult, SpectrumResult, TraceResult
@@ -21,7 +21,7 @@ __version__ = "0.1.0"
 
 __all__ = [
     "wrap", "Model", "Linearization", "installed_adapters",
-    "fisher_norm", "fisher_trace", "fisher_spectrum",
+    "fisher_norm", "fisher_trace", "fisher_spectrum", "plan", "Plan",
     "FisherNormResult", "TraceResult", "SpectrumResult",
     "get_likelihood", "errors", "__version__",
 ]

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import math
 
+from ._array import device
 from ._probs import ProbsLinearization
 from ._validate import check_finite, check_logits
 from .errors import InvalidArgumentError
@@ -36,7 +37,9 @@ class FisherOperator:
             lin = ProbsLinearization(xp, lin)
             self.floored = lin.floored
         self.lin = lin
-        self.queries = 1  # per input: the forward pass
+        self.cost_jvp = getattr(lin, "cost_jvp", 1)
+        self.cost_vjp = getattr(lin, "cost_vjp", 1)
+        self.queries = getattr(lin, "cost_forward", 1)  # per input: model calls so far
         z = lin.logits
         check_logits(xp, z, self.n, model.num_outputs, offset)
         self.logits = z
@@ -58,21 +61,21 @@ class FisherOperator:
 
     def jvp_many(self, V):  # (n, k, d) -> (n, k, C)
         k = V.shape[1]
-        self.queries += k
+        self.queries += k * self.cost_jvp
         out = self.lin.jvp_many(self._unflat(V, (self.n, k)))
         check_finite(self.xp, out, self.offset, "Jacobian-vector products")
         return out
 
     def vjp_many(self, U):  # (n, k, C) -> (n, k, d)
         k = U.shape[1]
-        self.queries += k
+        self.queries += k * self.cost_vjp
         out = self._flat(self.lin.vjp_many(U), (self.n, k))
         check_finite(self.xp, out, self.offset, "vector-Jacobian products")
         return out
 
     def b_matvec(self, u):
         """(n, C) → R J Jᵀ Rᵀ u."""
-        self.queries += 2
+        self.queries += self.cost_vjp + self.cost_jvp
         w = self.lin.vjp(self.R.apply_t(u))
         check_finite(self.xp, w, self.offset, "vector-Jacobian products")
         Jw = self.lin.jvp(w)
@@ -88,6 +91,20 @@ class FisherOperator:
         """(n, k, d) probes → (n, k) values vᵀ F v = ‖R J v‖²."""
         Y = self.R.apply(self.jvp_many(V))
         return self.xp.sum(Y * Y, axis=-1)
+
+    def sketch(self, Q):
+        """S = R J Qᵀ, shape (n, C, k), from k jvps along the rows of Q (n, k, d)."""
+        return self.xp.permute_dims(self.R.apply(self.jvp_many(Q)), (0, 2, 1))
+
+    def columns(self, memory_limit):
+        """W = R J (n, C, d) from d jvps along the coordinate axes (jvp-only models)."""
+        xp, n, d = self.xp, self.n, self.d
+        eye = xp.eye(d, dtype=self.logits.dtype, device=device(self.logits))
+        itemsize = xp.finfo(self.logits.dtype).bits // 8
+        chunk = max(1, int(memory_limit // max(1, n * d * itemsize)))
+        cols = [self.sketch(xp.broadcast_to(eye[None, lo:lo + chunk, :], (n, min(chunk, d - lo), d)))
+                for lo in range(0, d, chunk)]
+        return cols[0] if len(cols) == 1 else xp.concat(cols, axis=2)
 
     # --- dense ---------------------------------------------------------------------
     def gram(self, memory_limit):

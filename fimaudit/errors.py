@@ -21,6 +21,9 @@ __all__ = [
     "NotConvergedError",
     "TrainingModeWarning",
     "NotConvergedWarning",
+    "InvalidModelOutputError",
+    "QueryBudgetExceeded",
+    "NoiseDominatesWarning",
 ]
 
 
@@ -85,3 +88,20 @@ class TrainingModeWarning(UserWarning):
 
 class NotConvergedWarning(RuntimeWarning):
     """Some inputs did not converge; their results are flagged, not dropped."""
+
+
+class InvalidModelOutputError(FimauditError, ValueError):
+    """A model's answer is malformed: wrong shape or length, or probabilities that are
+    negative, NaN, or do not sum to 1."""
+
+
+class QueryBudgetExceeded(FimauditError, RuntimeError):
+    """A hard query budget would be exceeded; ``partial`` keeps what was computed."""
+
+    def __init__(self, message: str, partial=None):
+        super().__init__(message)
+        self.partial = partial
+
+
+class NoiseDominatesWarning(RuntimeWarning):
+    """Finite differences are dominated by the model's output noise for some inputs."""

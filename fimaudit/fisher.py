@@ -21,18 +21,20 @@ makes λ_max(F) the worst-case local KL per unit ‖δ‖².
 from __future__ import annotations
 
 import warnings
+from dataclasses import dataclass
 
 import numpy as np
 
 from ._array import normal, to_numpy
 from ._operator import FisherOperator
 from ._validate import as_batch, choice, positive
+from .blackbox import estimators as blackbox_estimators
 from .errors import InvalidArgumentError, NotConvergedError, NotConvergedWarning
 from .linalg import hutchinson, hutchpp, lanczos, power_iteration, top_eigh
 from .models import wrap
 from .results import FisherNormResult, SpectrumResult, TraceResult
 
-__all__ = ["fisher_norm", "fisher_trace", "fisher_spectrum", "EXACT_MAX_OUTPUTS"]
+__all__ = ["fisher_norm", "fisher_trace", "fisher_spectrum", "plan", "Plan", "EXACT_MAX_OUTPUTS"]
 
 EXACT_MAX_OUTPUTS = 128
 DEFAULT_MEMORY = 1 << 29  # bytes of W = R J held at once by the exact method
@@ -104,7 +106,7 @@ def _handle_nonconvergence(result, policy, what):
 
 
 def fisher_norm(model, x, method="auto", budget=None, tol=1e-4, seed=0, *, return_direction=False,
-                max_steps=None, batch_size=None, on_nonconvergence="raise",
+                max_steps=None, batch_size=None, on_nonconvergence="raise", probes="random",
                 memory_limit=DEFAULT_MEMORY) -> FisherNormResult:
     """λ_max(F(x)) for every input of the batch x (shape (n, *input_shape)).
 
@@ -114,6 +116,12 @@ def fisher_norm(model, x, method="auto", budget=None, tol=1e-4, seed=0, *, retur
     :class:`~fimaudit.errors.NotConvergedError` carrying the partial result;
     ``"flag"`` returns it with ``converged`` False and a warning.
     ``return_direction=True`` adds the unit top eigenvector of F per input.
+
+    Black-box models (jvp only, e.g. a wrapped callable) support ``exact`` (all d
+    columns of J) and ``sketch`` (``probes="random"``, ``"dct"`` or a basis array);
+    ``budget`` then caps model calls per input and is never exceeded. ``sketch`` gives
+    a certified lower bound (``lower``), an estimate (``value``) and a 95% interval
+    (``upper``); all brackets are widened by the propagated finite-difference error.
     """
     positive("tol", tol)
     choice("on_nonconvergence", on_nonconvergence, ("raise", "flag"))
@@ -121,6 +129,14 @@ def fisher_norm(model, x, method="auto", budget=None, tol=1e-4, seed=0, *, retur
         positive("budget", budget)
     parts = []
     for xp, op in _operators(model, x, batch_size):
+        if not op.model.has_vjp:
+            choice("method", method, ("auto", "exact", "sketch"))
+            name, _, part = blackbox_estimators.norm(xp, op, method, budget, probes, seed, return_direction,
+                                                     memory_limit, offset=op.offset)
+            part["queries"] = np.full(op.n, op.queries, dtype=np.int64)
+            part["floored"] = op.floored
+            parts.append((xp, part, name, op.likelihood.name))
+            continue
         m = _resolve(method, op.C, budget, NORM_METHODS)
         if m == "exact":
             if budget is not None and budget < op.C + 1:
@@ -176,6 +192,12 @@ def fisher_trace(model, x, method="auto", k=None, seed=0, *, batch_size=None,
         positive("k", k)
     parts = []
     for xp, op in _operators(model, x, batch_size):
+        if not op.model.has_vjp:
+            choice("method", method, TRACE_METHODS + ("sketch",))
+            m, value, stderr = blackbox_estimators.trace(xp, op, method, k, seed, memory_limit)
+            parts.append((xp, dict(value=value, stderr=stderr, queries=np.full(op.n, op.queries, dtype=np.int64)),
+                          m, op.likelihood.name))
+            continue
         m = _resolve(method, op.C, None, TRACE_METHODS)
         if m == "exact":
             B, _ = op.gram(memory_limit)
@@ -210,8 +232,11 @@ def fisher_spectrum(model, x, k=5, method="auto", tol=1e-4, seed=0, *, return_ve
                 f"k={k} exceeds the largest possible rank of F, {op.rank} "
                 f"({op.likelihood.name} likelihood, C={op.C} outputs, d={op.d} inputs): use k <= {op.rank}")
         m = _resolve(method, op.C, None, ("auto", "exact", "lanczos"))
+        if not op.model.has_vjp and m != "exact":
+            raise InvalidArgumentError("a black-box model's spectrum needs method='exact' (all d columns of J)")
         if m == "exact":
-            B, W = op.gram(memory_limit)
+            W = op.columns(memory_limit) if not op.model.has_vjp else None
+            B, W = (xp.matmul(W, xp.permute_dims(W, (0, 2, 1))), W) if W is not None else op.gram(memory_limit)
             vals, vecs = top_eigh(xp, B, k)
             part = dict(values=vals, residuals=xp.zeros_like(vals), converged=np.ones(op.n, bool))
             U = xp.permute_dims(vecs, (0, 2, 1))
@@ -224,3 +249,42 @@ def fisher_spectrum(model, x, k=5, method="auto", tol=1e-4, seed=0, *, return_ve
         part["queries"] = np.full(op.n, op.queries, dtype=np.int64)
         parts.append((xp, part, m, op.likelihood.name))
     return _handle_nonconvergence(_assemble(SpectrumResult, parts), on_nonconvergence, "fisher_spectrum")
+
+
+@dataclass
+class Plan:
+    """What ``fisher_norm`` would run on a batch, and what it would cost, before it runs."""
+
+    method: str
+    inputs: int
+    calls_per_input: int  # an upper bound for iterative methods
+    total_calls: int
+    probes: int = None  # jvp directions per input (black box)
+    note: str = ""
+
+
+def plan(model, x, method="auto", budget=None, *, return_direction=False, max_steps=None) -> Plan:
+    """The method ``fisher_norm(model, x, method, budget)`` would use and its cost in
+    model calls, without running it. For a white-box model whose number of outputs is
+    unknown, one forward pass on one input is made to learn it."""
+    model = wrap(model)
+    xp, x = as_batch(model, x)
+    n = int(x.shape[0])
+    d = int(np.prod(x.shape[1:]))
+    if budget is not None:
+        positive("budget", budget)
+    if not model.has_vjp:
+        choice("method", method, ("auto", "exact", "sketch"))
+        m, k = blackbox_estimators.probe_count(model, d, budget, method)
+        per = model.overhead + model.calls_per_probe * k
+        note = (f"{model.overhead} calls set up finite differences (base point and noise), "
+                f"{model.calls_per_probe} per probe")
+        return Plan(m, n, per, per * n, k, note)
+    C = model.num_outputs if model.num_outputs is not None else int(model.forward(x[:1, ...]).shape[1])
+    m = _resolve(method, C, budget, NORM_METHODS)
+    if m == "exact":
+        return Plan("exact", n, 1 + C, (1 + C) * n, note="1 forward + C vjps")
+    steps = _steps_for_budget(budget, return_direction, max_steps)
+    steps = min(C, steps) if steps is not None else (C if m == "lanczos" else 1000)
+    per = 1 + 2 * steps + int(bool(return_direction))
+    return Plan(m, n, per, per * n, note="at most: 1 forward + (vjp + jvp) per step; stops early on convergence")

@@ -30,7 +30,14 @@ OUTPUTS = ("logits", "probs")
 
 
 class Model:
-    """Base class of every wrapped model. Subclasses implement forward, jvp and vjp."""
+    """Base class of every wrapped model. Subclasses implement forward, jvp and vjp.
+
+    ``has_jvp``/``has_vjp`` say which products exist: a black-box model (finite
+    differences) has jvp only, and the core then uses the jvp-only estimators.
+    """
+
+    has_jvp = True
+    has_vjp = True
 
     def __init__(self, *, input_shape=None, num_outputs=None, output="logits",
                  likelihood="categorical", sigma=1.0):
@@ -97,6 +104,10 @@ class Linearization:
     the forward pass (e.g. a saved autograd graph) across products.
     """
 
+    cost_forward = 1  # model calls per input to set up (the forward pass)
+    cost_jvp = 1  # model calls per input for one jvp vector
+    cost_vjp = 1
+
     def __init__(self, model: Model, x, logits=None):
         self.model = model
         self.x = x
@@ -147,7 +158,8 @@ def _framework_of(obj):
 
 
 def wrap(obj, **options) -> Model:
-    """Turn a framework model (or an already wrapped one) into a :class:`Model`.
+    """Turn a framework model, a plain callable (black box: batch → outputs), or an
+    already wrapped model into a :class:`Model`.
 
     Options are passed to the adapter: ``input_shape``, ``num_outputs``,
     ``output="logits"|"probs"``, ``likelihood="categorical"|"bernoulli"|"gaussian"``,
@@ -165,6 +177,10 @@ def wrap(obj, **options) -> Model:
         raise MissingAdapterError(
             f"{type(obj).__name__} is a {fw} model but the {dist} plugin is not installed: "
             f"install it with `pip install -e {path}` from a fimaudit checkout")
+    if callable(obj):
+        from .blackbox import wrap_callable
+
+        return wrap_callable(obj, **options)
     raise UnsupportedModelError(
         f"no installed fimaudit adapter claims an object of type {type(obj).__module__}."
         f"{type(obj).__qualname__} (installed adapters: {installed_adapters() or 'none'}); "

@@ -36,7 +36,8 @@ class FisherNormResult(_Result):
     both equal the value up to round-off; for ``lanczos``/``power`` lower is the Ritz
     value, a certified lower bound, and upper adds the residual once converged — it is
     ``inf`` for an input that did not converge). ``queries`` counts
-    model evaluations per input: one forward plus one per jvp/vjp vector.
+    model evaluations per input: one forward plus one per jvp/vjp vector (white box), or
+    every row sent to a black-box model for that input (set-up, noise and probes).
     """
 
     value: object
@@ -50,6 +51,10 @@ class FisherNormResult(_Result):
     steps: np.ndarray = None
     direction: object = None
     floored: np.ndarray = None  # classes at the probability floor (output="probs")
+    fd_step: np.ndarray = None  # black box: finite-difference step per input
+    fd_noise: np.ndarray = None  # black box: measured output noise per input (nats)
+    fd_error: np.ndarray = None  # black box: propagated bound on |Δλ| from FD noise
+    nondeterministic: np.ndarray = None  # black box: repeated query answered differently
 
 
 @dataclass(repr=False)

@@ -1,0 +1,148 @@
+r"""λ_max, trace and spectrum for models with jvps only (finite differences).
+
+* ``exact``: all d columns of J by jvps (2d model calls per input, central), then
+  ``W = R J`` and the dense C × C eigenproblem of ``W Wᵀ``;
+* ``sketch``: k orthonormal probes (random, DCT or user-given), ``S = R J Qᵀ``; the
+  certified lower bound ``λ_max(S Sᵀ)``, the scaled estimate and its jackknife
+  interval (:mod:`fimaudit.linalg.sketch`);
+* traces: ``exact`` (‖W‖_F²), ``hutchinson`` (Rademacher probes), ``sketch``
+  (``(d/k)‖S‖_F²``, unbiased for Haar-random Q, exact at k = d).
+
+Finite-difference error is propagated to the brackets: with noise σ (nats) and step h
+every Jacobian entry carries an error of about σ/h, so ``‖R E‖ ≲ a = √λ_max(M) ·
+(σ/h)(√C + √k)`` and ``|Δλ| ≤ 2√λ a + a²`` (Weyl's inequality for ``W + RE``).
+"""
+
+from __future__ import annotations
+
+import math
+import warnings
+
+import numpy as np
+
+from .._array import device, to_numpy
+from ..errors import InvalidArgumentError, NoiseDominatesWarning
+from ..linalg.dense import top_eigh
+from ..linalg.sketch import gram_sketch
+from .probes import dct_basis, fixed, random_orthonormal, user_basis
+
+DEFAULT_PROBES = 256
+AUTO_EXACT_MAX_D = 1024
+NOISE_WARN = 0.1  # warn when the propagated FD error exceeds this fraction of λ_max
+
+
+def probe_count(model, d, budget, method):
+    """(method, k) for a jvp-only model under ``budget`` model calls per input."""
+    per, o = model.calls_per_probe, model.overhead
+    if method == "auto":
+        if budget is None:
+            method = "exact" if d <= AUTO_EXACT_MAX_D else "sketch"
+        else:
+            method = "exact" if o + per * d <= budget else "sketch"
+    if method == "exact":
+        if budget is not None and o + per * d > budget:
+            raise InvalidArgumentError(
+                f"black-box exact needs {o + per * d} model calls per input ({o} set-up + {per}·d, d={d}); "
+                f"budget={budget}: raise the budget or use method='sketch'")
+        return "exact", d
+    if budget is None:
+        return "sketch", min(d, DEFAULT_PROBES)
+    k = (int(budget) - o) // per
+    if k < 2:
+        raise InvalidArgumentError(
+            f"budget={budget} leaves fewer than 2 probes ({o} calls set up the finite differences, "
+            f"{per} per probe): use budget >= {o + 2 * per}")
+    return "sketch", min(k, d)
+
+
+def _probes(xp, op, k, probes, seed):
+    if isinstance(probes, str):
+        if probes == "random":
+            return random_orthonormal(xp, op.logits, op.n, k, op.d, seed), True
+        if probes == "dct":
+            return fixed(xp, op.logits, dct_basis(op.input_shape, k), op.n), False
+        raise InvalidArgumentError(f"probes must be 'random', 'dct' or an array of basis vectors, got {probes!r}")
+    B = user_basis(probes, op.d)
+    return fixed(xp, op.logits, B[:k], op.n), False
+
+
+def fd_error(xp, op, value, k):
+    """Per-input bound on |Δλ| from finite-difference noise (module docstring)."""
+    lin = op.lin
+    noise = getattr(lin, "noise", None)
+    if noise is None:
+        return None
+    a = math.sqrt(op.likelihood.metric_norm_bound()) * (noise / lin.h) * (math.sqrt(op.C) + math.sqrt(k))
+    lam = np.maximum(to_numpy(value).astype(np.float64), 0)
+    err = 2 * np.sqrt(lam) * a + a * a
+    return xp.asarray(err, dtype=value.dtype, device=device(value))
+
+
+def norm(xp, op, method, budget, probes, seed, return_direction, memory_limit, offset=0):
+    m, k = probe_count(op.model, op.d, budget, method)
+    if m == "exact":
+        W = op.columns(memory_limit)
+        vals, vecs = top_eigh(xp, xp.matmul(W, xp.permute_dims(W, (0, 2, 1))), 1)
+        value = lower = upper = vals[:, 0]
+        direction = op.lift(xp.permute_dims(vecs, (0, 2, 1)), W)[:, 0] if return_direction else None
+        stderr = xp.zeros_like(value)
+        name = "exact"
+    else:
+        Q, random = _probes(xp, op, k, probes, seed)
+        S = op.sketch(Q)
+        est = gram_sketch(xp, S, op.d, random)
+        value, lower, upper, stderr = est.value, est.lower, est.high, est.stderr
+        direction = None
+        if return_direction:  # top eigenvector of Qᵀ Sᵀ S Q: Qᵀ Sᵀ u
+            v = xp.matmul(xp.matmul(est.vectors[:, None, :], S), Q)[:, 0, :]
+            nv = xp.linalg.vector_norm(v, axis=-1, keepdims=True)
+            v = xp.where(nv > 0, v / xp.where(nv > 0, nv, xp.ones_like(nv)), xp.zeros_like(v))
+            direction = xp.reshape(v, (op.n, *op.input_shape))
+        name = "sketch" if random else ("sketch-" + (probes if isinstance(probes, str) else "basis"))
+    err = fd_error(xp, op, value, k)
+    part = dict(value=value, lower=lower, upper=upper, residual=stderr, converged=np.ones(op.n, bool),
+                steps=None, direction=direction)
+    if err is not None:
+        part["lower"] = xp.maximum(lower - err, xp.zeros_like(lower))
+        part["upper"] = upper + err
+        part.update(fd_step=np.asarray(op.lin.h), fd_noise=np.asarray(op.lin.noise),
+                    fd_error=to_numpy(err), nondeterministic=np.asarray(op.lin.nondeterministic))
+        _warn_noise(to_numpy(err), to_numpy(value), op.lin, offset)
+    return name, k, part
+
+
+def _warn_noise(err, value, lin, offset):
+    bad = np.flatnonzero(err > NOISE_WARN * np.maximum(value, np.finfo(np.float64).tiny))
+    if bad.size:
+        warnings.warn(
+            f"finite differences are dominated by output noise for inputs {(bad + offset)[:10].tolist()}: "
+            f"measured noise {np.max(lin.noise[bad]):.2g} nats at step {np.min(lin.h[bad]):.2g} bounds the error "
+            "of λ_max at more than 10% (see .fd_error); the brackets are widened accordingly. Rounded or "
+            "quantised probabilities and TF32/bf16 serving cause this; ask for more precise outputs if you can",
+            NoiseDominatesWarning, stacklevel=4)
+
+
+def trace(xp, op, method, k, seed, memory_limit):
+    from ..linalg import hutchinson
+
+    if method in ("exact", "auto") and (method == "exact" or op.d <= AUTO_EXACT_MAX_D):
+        W = op.columns(memory_limit)
+        value = xp.sum(W * W, axis=(1, 2))
+        return "exact", value, xp.zeros_like(value)
+    kk = int(k) if k is not None else min(op.d, 64)
+    if method == "hutchinson":
+        est = hutchinson(xp, op.quadratic, op.logits, op.d, kk, seed)
+        return "hutchinson", est.value, est.stderr
+    if method in ("sketch", "auto"):
+        Q = random_orthonormal(xp, op.logits, op.n, min(kk, op.d), op.d, seed)
+        S = op.sketch(Q)
+        per = xp.sum(S * S, axis=1) * (op.d / 1.0)  # (n, k): d‖A q_j‖², each unbiased
+        value = xp.mean(per, axis=1)
+        kq = int(per.shape[1])
+        stderr = xp.std(per, axis=1, correction=1) / math.sqrt(kq) if kq > 1 else xp.full_like(value, float("inf"))
+        if kq >= op.d:
+            stderr = xp.zeros_like(value)
+        return "sketch", value, stderr
+    raise InvalidArgumentError(
+        f"trace method {method!r} needs vector-Jacobian products, which a black-box model does not have; "
+        "use 'exact', 'hutchinson' or 'sketch'")

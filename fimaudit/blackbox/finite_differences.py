@@ -1,0 +1,205 @@
+r"""Finite-difference Jacobian–vector products for forward-only models.
+
+For a unit direction v̂ and step h, with f the model's outputs:
+
+* central:    J v̂ ≈ (f(x + h v̂) − f(x − h v̂)) / 2h,  error ≈ h² |f'''|/6 + σ/h;
+* forward:    J v̂ ≈ (f(x + h v̂) − f(x)) / h,         error ≈ h |f''|/2 + 2σ/h;
+* richardson: (4 D(h/2) − D(h)) / 3 on central D,     error O(h⁴) + O(σ/h).
+
+σ is the noise of f, measured per input with ECnoise (:mod:`fimaudit.blackbox.noise`)
+on logits (log p for probability outputs). Balancing the two error terms gives the step
+``h = s · ε^{1/3}`` (central; ``ε^{1/2}`` forward, ``ε^{1/5}`` Richardson) with
+``ε = max(σ, eps_dtype)`` in nats and ``s`` the input's RMS scale. All probes of one
+call go to the model as one large batch. A direction v is scaled to unit norm and the
+result scaled back. The measured noise also flags a model whose repeated answer to the
+same query differs.
+Reference: Moré & Wild, "Estimating derivatives of noisy simulations", ACM TOMS 38(3)
+(2012); Nocedal & Wright, *Numerical Optimization*, 2nd ed., §8.1.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from .._array import device, namespace, normal, to_numpy
+from ..errors import InvalidArgumentError, NondeterministicModelError
+from ..models import Linearization, Model
+from .noise import ecnoise
+
+__all__ = ["FiniteDifferenceModel", "FiniteDifferenceLinearization"]
+
+SCHEMES = {"central": (2, 1 / 3), "forward": (1, 1 / 2), "richardson": (4, 1 / 5)}
+NOISE_POINTS = 8
+
+
+class FiniteDifferenceModel(Model):
+    """Give a forward-only model a batched jvp by finite differences.
+
+    ``scheme``: "central" (default), "forward" or "richardson". ``step``: "auto" (from
+    the measured noise) or an absolute step for unit directions. ``noise``: "auto"
+    (ECnoise, ``NOISE_POINTS + 1`` extra calls per input) or a known noise level in
+    nats. ``on_nondeterminism``: "widen" (flag it and widen brackets by the measured
+    noise) or "raise". ``max_rows``: rows held at once when building probe batches.
+    """
+
+    has_jvp = True
+    has_vjp = False
+
+    def __init__(self, inner, *, scheme="central", step="auto", noise="auto",
+                 on_nondeterminism="widen", max_rows=1 << 16):
+        super().__init__(input_shape=inner.input_shape, num_outputs=inner.num_outputs,
+                         output=inner.output, likelihood=inner.likelihood, sigma=inner.sigma)
+        if scheme not in SCHEMES:
+            raise InvalidArgumentError(f"scheme must be one of {list(SCHEMES)}, got {scheme!r}")
+        if not (step == "auto" or (isinstance(step, (int, float)) and step > 0)):
+            raise InvalidArgumentError(f"step must be 'auto' or a positive number, got {step!r}")
+        if not (noise == "auto" or (isinstance(noise, (int, float)) and noise >= 0)):
+            raise InvalidArgumentError(f"noise must be 'auto' or a number >= 0 (nats), got {noise!r}")
+        if on_nondeterminism not in ("widen", "raise"):
+            raise InvalidArgumentError(f"on_nondeterminism must be 'widen' or 'raise', got {on_nondeterminism!r}")
+        self.inner = inner
+        self.scheme, self.step, self.noise = scheme, step, noise
+        self.on_nondeterminism = on_nondeterminism
+        self.max_rows = int(max_rows)
+
+    @property
+    def calls(self):
+        return getattr(self.inner, "calls", None)
+
+    @property
+    def calls_per_probe(self):
+        return SCHEMES[self.scheme][0]
+
+    @property
+    def overhead(self):
+        """Model calls per input before the first probe: the base point, plus ECnoise."""
+        return 1 + (NOISE_POINTS + 1 if self.noise == "auto" else 0)
+
+    def forward(self, x):
+        out = self.inner.forward(x)
+        self.num_outputs = self.num_outputs or int(out.shape[1])
+        return out
+
+    def linearize(self, x):
+        return FiniteDifferenceLinearization(self, x)
+
+    def jvp(self, x, v):
+        return self.linearize(x).jvp(v)
+
+    def vjp(self, x, u):
+        raise NotImplementedError("finite differences give jvps only")
+
+
+class FiniteDifferenceLinearization(Linearization):
+    def __init__(self, model: FiniteDifferenceModel, x, seed=12345):
+        self.model, self.x = model, x
+        self.xp = xp = namespace(x)
+        n = int(x.shape[0])
+        self.n = n
+        self.logits = model.forward(x)  # raw outputs (probabilities for output="probs")
+        self.cost_forward = model.overhead
+        self.cost_jvp = model.calls_per_probe
+        flat = to_numpy(xp.reshape(x, (n, -1))).astype(np.float64)
+        rms = np.sqrt(np.mean(flat**2, axis=1))
+        self.scale = np.where(rms > 0, rms, 1.0)
+        eps = float(np.finfo(np.dtype(str(to_numpy(x[:1]).dtype))).eps)
+        self.nondeterministic = np.zeros(n, bool)
+        if model.noise == "auto":
+            self.noise = self._measure_noise(seed, eps)
+        else:
+            self.noise = np.full(n, float(model.noise))
+        if model.step == "auto":
+            power = SCHEMES[model.scheme][1]
+            self.h = self.scale * np.maximum(self.noise, eps) ** power
+        else:
+            self.h = np.full(n, float(model.step))
+
+    # --- noise ----------------------------------------------------------------------
+    def _log(self, out):
+        a = to_numpy(out).astype(np.float64)
+        if self.model.output != "probs":
+            return a
+        return np.log(np.maximum(a, np.finfo(np.float64).tiny))
+
+    def _measure_noise(self, seed, eps):
+        xp, x, n = self.xp, self.x, self.n
+        m = NOISE_POINTS
+        p = normal(xp, x, x.shape, seed)
+        p = p / xp.reshape(xp.linalg.vector_norm(xp.reshape(p, (n, -1)), axis=1), (n,) + (1,) * (x.ndim - 1))
+        offsets = np.arange(m + 1) - m // 2
+        delta = self.scale * max(eps ** 0.5, 1e-7) * 10
+        base = self._log(self.logits)
+        for attempt in range(3):
+            d = xp.asarray(delta, dtype=x.dtype, device=device(x))
+            pts = xp.concat([x + (float(o) * xp.reshape(d, (n,) + (1,) * (x.ndim - 1))) * p for o in offsets], axis=0)
+            table = self._log(self.model.inner.forward(pts)).reshape(m + 1, n, -1).transpose(1, 0, 2)
+            if attempt:
+                self.cost_forward += m + 1
+            sigma, zeros = ecnoise(table)
+            # the repeated centre point is a second answer to the base query
+            repeat = np.max(np.abs(table[:, m // 2, :] - base), axis=1)
+            self.nondeterministic |= repeat > 0
+            if np.all(zeros <= 0.5):
+                break
+            delta = np.where(zeros > 0.5, delta * 100.0, delta)  # quantised outputs: widen δ
+        live = base > np.log(np.finfo(np.float64).tiny) + 1.0
+        sigma = np.where(live, sigma, np.nan)
+        noise = np.nanmedian(np.where(np.isfinite(sigma), sigma, np.nan), axis=1)
+        noise = np.where(np.isfinite(noise), noise, 0.0)
+        if np.any(self.nondeterministic):
+            rows = np.flatnonzero(self.nondeterministic)
+            if self.model.on_nondeterminism == "raise":
+                raise NondeterministicModelError(
+                    f"the model answered the same query differently for inputs {rows[:10].tolist()} "
+                    f"(difference up to {repeat.max():.3g} nats): pass on_nondeterminism='widen' to audit it with "
+                    "widened brackets, or make the service deterministic")
+            noise = np.maximum(noise, repeat / np.sqrt(2.0))
+        return noise
+
+    # --- products -------------------------------------------------------------------
+    def _eval(self, X):
+        """forward on (n, j, *shape) points as one batch → (n, j, C)."""
+        xp = self.xp
+        n, j = X.shape[0], X.shape[1]
+        out = self.model.inner.forward(xp.reshape(X, (n * j, *X.shape[2:])))
+        return xp.reshape(out, (n, j, out.shape[-1]))
+
+    def _differences(self, Vhat, h, scheme):
+        """(n, k, C) difference quotients along unit directions Vhat (n, k, *shape)."""
+        xp, x, n = self.xp, self.x, self.n
+        hb = xp.reshape(xp.asarray(h, dtype=x.dtype, device=device(x)), (n, 1) + (1,) * (x.ndim - 1))
+        h3 = xp.reshape(hb, (n, 1, 1))
+        X = x[:, None, ...]
+        if scheme == "forward":
+            return (self._eval(X + hb * Vhat) - self.logits[:, None, :]) / h3
+        k = Vhat.shape[1]
+        both = self._eval(xp.concat([X + hb * Vhat, X - hb * Vhat], axis=1))
+        return (both[:, :k, :] - both[:, k:, :]) / (2.0 * h3)
+
+    def jvp_many(self, V):
+        xp, n = self.xp, self.n
+        k = int(V.shape[1])
+        d = int(np.prod(V.shape[2:]))
+        rows = max(1, self.model.max_rows // max(1, n * self.cost_jvp))
+        parts = []
+        for lo in range(0, k, rows):
+            Vc = V[:, lo:lo + rows, ...]
+            kc = int(Vc.shape[1])
+            nu = xp.linalg.vector_norm(xp.reshape(Vc, (n, kc, d)), axis=-1)  # (n, kc)
+            safe = xp.where(nu > 0, nu, xp.ones_like(nu))
+            Vhat = Vc / xp.reshape(safe, (n, kc) + (1,) * (Vc.ndim - 2))
+            if self.model.scheme == "richardson":
+                D = (4.0 * self._differences(Vhat, self.h / 2, "central") - self._differences(Vhat, self.h, "central")) / 3.0
+            else:
+                D = self._differences(Vhat, self.h, self.model.scheme)
+            parts.append(D * nu[:, :, None])
+        return parts[0] if len(parts) == 1 else xp.concat(parts, axis=1)
+
+    def jvp(self, v):
+        return self.jvp_many(v[:, None, ...])[:, 0, :]
+
+    def vjp(self, u):
+        raise NotImplementedError("finite differences give jvps only")
+
+    def vjp_many(self, U):
+        raise NotImplementedError("finite differences give jvps only")
