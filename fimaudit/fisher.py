@@ -277,8 +277,8 @@ def plan(model, x, method="auto", budget=None, *, return_direction=False, max_st
         choice("method", method, ("auto", "exact", "sketch"))
         m, k = blackbox_estimators.probe_count(model, d, budget, method)
         per = model.overhead + model.calls_per_probe * k
-        note = (f"{model.overhead} calls set up finite differences (base point and noise), "
-                f"{model.calls_per_probe} per probe")
+        note = (f"{model.overhead} calls set up finite differences (base point and noise; more when "
+                f"outputs are quantised, taken from the probes under a budget), {model.calls_per_probe} per probe")
         return Plan(m, n, per, per * n, k, note)
     C = model.num_outputs if model.num_outputs is not None else int(model.forward(x[:1, ...]).shape[1])
     m = _resolve(method, C, budget, NORM_METHODS)

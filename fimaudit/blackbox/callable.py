@@ -25,7 +25,7 @@ class CallableModel(Model):
     has_jvp = False
     has_vjp = False
 
-    def __init__(self, fn, *, input_shape, output="probs", num_outputs=None, batch_size=None,
+    def __init__(self, fn, *, input_shape=None, output="probs", num_outputs=None, batch_size=None,
                  accepts="any", prob_tol=1e-3, likelihood="categorical", sigma=1.0):
         if input_shape is None:
             raise InvalidArgumentError(

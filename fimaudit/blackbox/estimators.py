@@ -31,9 +31,10 @@ AUTO_EXACT_MAX_D = 1024
 NOISE_WARN = 0.1  # warn when the propagated FD error exceeds this fraction of λ_max
 
 
-def probe_count(model, d, budget, method):
-    """(method, k) for a jvp-only model under ``budget`` model calls per input."""
-    per, o = model.calls_per_probe, model.overhead
+def probe_count(model, d, budget, method, spent=None):
+    """(method, k) for a jvp-only model under ``budget`` model calls per input, of which
+    ``spent`` (default: the nominal set-up) are already used."""
+    per, o = model.calls_per_probe, (model.overhead if spent is None else int(spent))
     if method == "auto":
         if budget is None:
             method = "exact" if d <= AUTO_EXACT_MAX_D else "sketch"
@@ -79,7 +80,7 @@ def fd_error(xp, op, value, k):
 
 
 def norm(xp, op, method, budget, probes, seed, return_direction, memory_limit, offset=0):
-    m, k = probe_count(op.model, op.d, budget, method)
+    m, k = probe_count(op.model, op.d, budget, method, spent=op.queries)
     if m == "exact":
         W = op.columns(memory_limit)
         vals, vecs = top_eigh(xp, xp.matmul(W, xp.permute_dims(W, (0, 2, 1))), 1)

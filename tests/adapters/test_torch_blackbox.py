@@ -1,0 +1,34 @@
+"""Float32 torch models served as black boxes (probabilities out) against autodiff."""
+
+import numpy as np
+import pytest
+
+torch = pytest.importorskip("torch")
+pytest.importorskip("fimaudit_torch")
+
+import fimaudit as fa  # noqa: E402
+from tests.models_torch import small_cnn, small_resnet, smooth_cnn  # noqa: E402
+
+
+def _service(net):
+    def service(batch):  # what a vendor would run: float32 in, float32 probabilities out
+        with torch.no_grad():
+            return torch.softmax(net(torch.from_numpy(batch)), dim=1).numpy()
+    return service
+
+
+# smooth activations: within the issue's 2e-3; ReLU/max-pool kinks put a floor near 1e-2
+@pytest.mark.parametrize("make,rtol", [(smooth_cnn, 2e-3), (small_cnn, 2e-2), (small_resnet, 2e-2)],
+                         ids=["smooth-cnn", "relu-cnn", "resnet"])
+def test_float32_black_box_exact_against_autodiff(make, rtol):
+    for seed in range(3):
+        torch.manual_seed(seed)
+        net = make().eval()
+        x = torch.rand(4, 3, 16, 16)
+        truth = fa.fisher_norm(net, x.double().numpy(), method="exact").value
+        bb = fa.wrap(_service(net), input_shape=(3, 16, 16), output="probs", accepts="numpy", batch_size=512)
+        r = fa.fisher_norm(bb, x.numpy(), method="exact", return_direction=True)
+        rel = np.abs(r.value / truth - 1)
+        assert np.all(rel <= rtol), rel
+        assert np.all(r.queries == bb.overhead + 2 * 768)
+        assert np.all((r.lower <= truth) & (truth <= r.upper))

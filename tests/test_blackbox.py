@@ -1,0 +1,183 @@
+"""Black-box auditing against the white-box answer on the same weights."""
+
+import numpy as np
+import pytest
+
+import fimaudit as fa
+from fimaudit import errors as E
+from fimaudit.blackbox import dct_basis, ecnoise
+from fimaudit.testing import MLPModel
+
+D, C = 64, 10
+MLP = MLPModel.random([D, 32, C], seed=1, scale=2.0)
+X = np.random.default_rng(0).standard_normal((8, D))
+TRUTH = fa.fisher_norm(MLP, X).value
+
+
+def softmax(z):
+    e = np.exp(z - z.max(1, keepdims=True))
+    return e / e.sum(1, keepdims=True)
+
+
+def probs_fn(b):
+    return softmax(MLP.forward(b))
+
+
+def test_exact_black_box_matches_white_box():
+    bb = fa.wrap(probs_fn, input_shape=(D,), output="probs")
+    r = fa.fisher_norm(bb, X, method="exact", return_direction=True)
+    ref = fa.fisher_norm(MLP, X, return_direction=True)
+    assert np.allclose(r.value, ref.value, rtol=1e-6)
+    assert np.all((r.lower <= ref.value) & (ref.value <= r.upper))  # FD-widened bracket holds
+    assert np.allclose(np.abs(np.sum(r.direction * ref.direction, 1)), 1, atol=1e-6)
+    assert np.all(r.queries == bb.overhead + 2 * D)
+    assert np.allclose(fa.fisher_trace(bb, X).value, fa.fisher_trace(MLP, X).value, rtol=1e-6)
+    assert np.allclose(fa.fisher_spectrum(bb, X, k=3).values, fa.fisher_spectrum(MLP, X, k=3).values, rtol=1e-6)
+
+
+@pytest.mark.parametrize("scheme,rtol", [("central", 1e-6), ("forward", 1e-4), ("richardson", 1e-8)])
+def test_schemes(scheme, rtol):
+    bb = fa.wrap(MLP.forward, input_shape=(D,), output="logits", scheme=scheme)
+    r = fa.fisher_norm(bb, X, method="exact")
+    assert np.allclose(r.value, TRUTH, rtol=rtol)
+    assert np.all(r.queries == bb.overhead + {"central": 2, "forward": 1, "richardson": 4}[scheme] * D)
+
+
+@pytest.mark.parametrize("budget", [14, 15, 40, 75, 138, 139, 500])
+def test_budget_is_never_exceeded_and_queries_are_counted(budget):
+    bb = fa.wrap(probs_fn, input_shape=(D,), output="probs")
+    plan = fa.plan(bb, X, budget=budget)
+    r = fa.fisher_norm(bb, X, budget=budget)
+    sent = bb.calls / len(X)
+    assert sent <= budget and np.all(r.queries == sent) and plan.calls_per_input == sent
+    assert plan.total_calls == bb.calls and plan.method == r.method.split("-")[0]
+
+
+def _sketch_runs(k, seeds):
+    bb = fa.wrap(MLP.forward, input_shape=(D,), output="logits", noise=0.0, step=1e-5)
+    return [fa.fisher_norm(bb, X, method="sketch", budget=bb.overhead + 2 * k, seed=s) for s in seeds]
+
+
+def test_sketch_lower_bound_and_interval_coverage_at_d_over_8():
+    runs = _sketch_runs(D // 8, range(60))
+    lower = np.array([r.lower for r in runs])
+    assert np.all(lower <= TRUTH * (1 + 1e-6))  # certified, up to finite-difference error
+    cover = np.mean([(r.lower <= TRUTH) & (TRUTH <= r.upper) for r in runs])
+    assert cover >= 0.9, cover
+
+
+def test_sketch_error_shrinks_like_one_over_root_k():
+    err = {k: np.mean([np.abs(r.value / TRUTH - 1) for r in _sketch_runs(k, range(40))]) for k in (4, 16)}
+    assert err[16] / err[4] <= 0.7, err  # theory: 1/2 for four times the probes
+    exact = _sketch_runs(D, [0])[0]
+    assert np.allclose(exact.value, TRUTH, rtol=1e-6) and np.allclose(exact.upper, exact.lower)
+
+
+def test_seed_estimator_is_far_below_and_sketch_is_not():
+    """The seed's estimator, max over random unit probes of vᵀFv, sees about tr F / d."""
+    rng = np.random.default_rng(0)
+    V = rng.standard_normal((100, D))
+    V /= np.linalg.norm(V, axis=1, keepdims=True)
+    F = fa.testing.dense_fisher(MLP, X)
+    seed_est = np.max(np.einsum("kd,nde,ke->nk", V, F, V), axis=1)
+    sketch = _sketch_runs(D // 4, [0])[0]
+    assert np.median(seed_est / TRUTH) < 0.5 < np.median(sketch.value / TRUTH)
+
+
+def test_dct_and_user_bases():
+    B = dct_basis((3, 8, 8), 20)
+    assert np.allclose(B @ B.T, np.eye(20), atol=1e-12)
+    assert np.allclose(dct_basis((16,), 16) @ dct_basis((16,), 16).T, np.eye(16), atol=1e-12)
+    img = MLPModel.random([3 * 8 * 8, 16, 5], seed=2, input_shape=(3, 8, 8))
+    x = np.random.default_rng(1).random((3, 3, 8, 8))
+    truth = fa.fisher_norm(img, x).value
+    bb = fa.wrap(img.forward, input_shape=(3, 8, 8), output="logits")
+    r = fa.fisher_norm(bb, x, method="sketch", budget=bb.overhead + 40, probes="dct")
+    assert r.method == "sketch-dct" and np.all(r.lower <= truth * (1 + 1e-6)) and np.all(np.isinf(r.upper))
+    user = np.random.default_rng(2).standard_normal((192, 192))
+    ru = fa.fisher_norm(bb, x, method="sketch", budget=bb.overhead + 2 * 192, probes=user)
+    assert np.allclose(ru.value, truth, rtol=1e-6)  # a full basis is exact
+
+
+def test_ecnoise_recovers_known_noise():
+    rng = np.random.default_rng(0)
+    t = np.linspace(-4, 4, 9) * 1e-3
+    for sigma in [1e-3, 1e-7]:
+        tables = np.sin(1 + t)[None, :, None] + sigma * rng.standard_normal((200, 9, 3))
+        est, zeros = ecnoise(tables)
+        assert 0.7 < np.median(est) / sigma < 1.4 and np.all(zeros == 0)
+
+
+def test_noisy_service_is_flagged_and_bracketed():
+    """A service that adds noise to its answers: detected by the repeated query, the step
+    grows with the measured noise, and the widened bracket still holds the truth."""
+    rng = np.random.default_rng(5)
+
+    def noisy(b):
+        return MLP.forward(b) + 1e-4 * rng.standard_normal((len(b), C))
+
+    bb = fa.wrap(noisy, input_shape=(D,), output="logits")
+    r = fa.fisher_norm(bb, X, method="exact")
+    assert r.nondeterministic.all()
+    assert np.allclose(r.value, TRUTH, rtol=1e-2)
+    assert np.all((0.3e-4 < r.fd_noise) & (r.fd_noise < 3e-4))
+    assert np.all(r.fd_step > 1e-2)
+    assert np.all((r.lower <= TRUTH) & (TRUTH <= r.upper))
+    with pytest.raises(E.NondeterministicModelError, match="differently"):
+        fa.fisher_norm(fa.wrap(noisy, input_shape=(D,), output="logits", on_nondeterminism="raise"), X)
+
+    def very_noisy(b):
+        return MLP.forward(b) + 1e-2 * rng.standard_normal((len(b), C))
+
+    with pytest.warns(E.NoiseDominatesWarning, match="dominated by output noise"):
+        r = fa.fisher_norm(fa.wrap(very_noisy, input_shape=(D,), output="logits"), X, method="exact")
+    assert np.all((r.lower <= TRUTH) & (TRUTH <= r.upper))
+
+
+def test_rounded_probabilities():
+    """A vendor rounding probabilities to 4 decimals: quantisation is seen as noise; the
+    bracket holds the truth."""
+    bb = fa.wrap(lambda b: np.round(probs_fn(b), 4), input_shape=(D,), output="probs", prob_tol=1e-3)
+    with pytest.warns(E.NoiseDominatesWarning):
+        r = fa.fisher_norm(bb, X, method="exact")
+    assert np.all((r.lower <= TRUTH) & (TRUTH <= r.upper))
+
+
+def _bad(out):
+    return lambda b: out(b)
+
+
+BAD = [
+    ("negative probs", lambda b: probs_fn(b) - 0.2, "negative"),
+    ("NaN probs", lambda b: np.where(np.arange(C) == 3, np.nan, probs_fn(b)), "NaN"),
+    ("probs do not sum to 1", lambda b: probs_fn(b) * 0.5, "sum to"),
+    ("wrong number of outputs", lambda b: probs_fn(b)[:, :7], "num_outputs=10"),
+    ("wrong batch length", lambda b: probs_fn(b)[:-1], "one row of outputs per input"),
+    ("not an array", lambda b: "oops", "not an array"),
+]
+
+
+@pytest.mark.parametrize("name,fn,fix", BAD, ids=[b[0] for b in BAD])
+def test_malformed_answers_are_refused(name, fn, fix):
+    bb = fa.wrap(fn, input_shape=(D,), output="probs", num_outputs=C)
+    with pytest.raises(E.InvalidModelOutputError) as info:
+        fa.fisher_norm(bb, X)
+    assert isinstance(info.value, ValueError) and fix in str(info.value)
+
+
+ARGS = [
+    ("no input_shape", lambda: fa.wrap(probs_fn), "input_shape"),
+    ("budget too small", lambda: fa.fisher_norm(fa.wrap(probs_fn, input_shape=(D,)), X, budget=11), "budget >= 14"),
+    ("exact over budget", lambda: fa.fisher_norm(fa.wrap(probs_fn, input_shape=(D,)), X, method="exact", budget=50), "method='sketch'"),
+    ("lanczos on a black box", lambda: fa.fisher_norm(fa.wrap(probs_fn, input_shape=(D,)), X, method="lanczos"), "'sketch'"),
+    ("hutchpp on a black box", lambda: fa.fisher_trace(fa.wrap(probs_fn, input_shape=(D,)), X, method="hutchpp"), "'hutchinson'"),
+    ("bad scheme", lambda: fa.wrap(probs_fn, input_shape=(D,), scheme="backward"), "central"),
+    ("bad probes", lambda: fa.fisher_norm(fa.wrap(probs_fn, input_shape=(D,)), X, method="sketch", probes="haar"), "'dct'"),
+]
+
+
+@pytest.mark.parametrize("name,call,fix", ARGS, ids=[a[0] for a in ARGS])
+def test_bad_arguments(name, call, fix):
+    with pytest.raises(E.InvalidArgumentError) as info:
+        call()
+    assert fix in str(info.value)
