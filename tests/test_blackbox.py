@@ -43,7 +43,7 @@ def test_schemes(scheme, rtol):
     assert np.all(r.queries == bb.overhead + {"central": 2, "forward": 1, "richardson": 4}[scheme] * D)
 
 
-@pytest.mark.parametrize("budget", [14, 15, 40, 75, 138, 139, 500])
+@pytest.mark.parametrize("budget", [18, 19, 40, 75, 142, 143, 500])
 def test_budget_is_never_exceeded_and_queries_are_counted(budget):
     bb = fa.wrap(probs_fn, input_shape=(D,), output="probs")
     plan = fa.plan(bb, X, budget=budget)
@@ -119,7 +119,7 @@ def test_noisy_service_is_flagged_and_bracketed():
     bb = fa.wrap(noisy, input_shape=(D,), output="logits")
     r = fa.fisher_norm(bb, X, method="exact")
     assert r.nondeterministic.all()
-    assert np.allclose(r.value, TRUTH, rtol=1e-2)
+    assert np.allclose(r.value, TRUTH, rtol=2e-2)
     assert np.all((0.3e-4 < r.fd_noise) & (r.fd_noise < 3e-4))
     assert np.all(r.fd_step > 1e-2)
     assert np.all((r.lower <= TRUTH) & (TRUTH <= r.upper))
@@ -167,7 +167,7 @@ def test_malformed_answers_are_refused(name, fn, fix):
 
 ARGS = [
     ("no input_shape", lambda: fa.wrap(probs_fn), "input_shape"),
-    ("budget too small", lambda: fa.fisher_norm(fa.wrap(probs_fn, input_shape=(D,)), X, budget=11), "budget >= 14"),
+    ("budget too small", lambda: fa.fisher_norm(fa.wrap(probs_fn, input_shape=(D,)), X, budget=11), "budget >= 18"),
     ("exact over budget", lambda: fa.fisher_norm(fa.wrap(probs_fn, input_shape=(D,)), X, method="exact", budget=50), "method='sketch'"),
     ("lanczos on a black box", lambda: fa.fisher_norm(fa.wrap(probs_fn, input_shape=(D,)), X, method="lanczos"), "'sketch'"),
     ("hutchpp on a black box", lambda: fa.fisher_trace(fa.wrap(probs_fn, input_shape=(D,)), X, method="hutchpp"), "'hutchinson'"),

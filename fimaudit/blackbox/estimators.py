@@ -10,7 +10,10 @@ r"""λ_max, trace and spectrum for models with jvps only (finite differences).
 
 Finite-difference error is propagated to the brackets: with noise σ (nats) and step h
 every Jacobian entry carries an error of about σ/h, so ``‖R E‖ ≲ a = √λ_max(M) ·
-(σ/h)(√C + √k)`` and ``|Δλ| ≤ 2√λ a + a²`` (Weyl's inequality for ``W + RE``).
+(σ/h)(√C + √k)`` and ``|Δλ| ≤ 2√λ a + a²`` (Weyl's inequality for ``W + RE``); a
+relative truncation error τ of the products (measured by halving the step along one
+direction, and taken three times over) adds ``(2τ + τ²) λ``. These are estimates, not
+certificates: kinks that the check's direction does not cross can exceed them.
 """
 
 from __future__ import annotations
@@ -75,7 +78,10 @@ def fd_error(xp, op, value, k):
         return None
     a = math.sqrt(op.likelihood.metric_norm_bound()) * (noise / lin.h) * (math.sqrt(op.C) + math.sqrt(k))
     lam = np.maximum(to_numpy(value).astype(np.float64), 0)
-    err = 2 * np.sqrt(lam) * a + a * a
+    # truncation/kinks: a relative error τ in every product moves λ by about 2τλ; the
+    # step-halving check measures τ along one direction, so it is taken 3 times over
+    tau = 3.0 * getattr(lin, "truncation", 0.0)
+    err = 2 * np.sqrt(lam) * a + a * a + (2 * tau + tau**2) * lam
     return xp.asarray(err, dtype=value.dtype, device=device(value))
 
 
