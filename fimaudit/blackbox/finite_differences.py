@@ -127,7 +127,11 @@ class FiniteDifferenceLinearization(Linearization):
             self.h = self.scale * np.clip(r, eps, 1.0) ** power
         else:
             self.h = np.full(n, float(model.step))
-        self.truncation = self._truncation_check() if self._probe is not None else np.zeros(n)
+        self.truncation = np.zeros(n)
+        if self._probe is not None:
+            self.truncation = self._truncation_check()
+            if model.step == "auto":
+                self._shrink_on_kinks()
 
     # --- noise ----------------------------------------------------------------------
     def _log(self, out):
@@ -183,6 +187,24 @@ class FiniteDifferenceLinearization(Linearization):
         D = [self._log_differences(P, self.h * f) for f in (1.0, 0.5)]  # counted in overhead
         gap = np.linalg.norm(D[0] - D[1], axis=1)
         return gap / np.maximum(np.linalg.norm(D[1], axis=1), np.finfo(np.float64).tiny)
+
+    def _shrink_on_kinks(self, target=1e-3, tries=3):
+        """Where halving the step changes the product by more than ``target`` (relative),
+        try a 4× smaller step and keep it if it is steadier there: the signature of kinks
+        (ReLU, max-pool), whose error falls with the step, unlike noise. 4 calls per try."""
+        for _ in range(tries):
+            bad = self.truncation > target
+            if not np.any(bad):
+                return
+            saved = self.h.copy()
+            self.h = np.where(bad, self.h / 4, self.h)
+            tau = self._truncation_check()
+            self.cost_forward += 2 * self.cost_jvp
+            better = bad & (tau < self.truncation)
+            self.h = np.where(better, self.h, saved)
+            self.truncation = np.where(better, tau, self.truncation)
+            if not np.any(better):
+                return
 
     def _log_differences(self, P, h):
         """(n, C) difference quotient of log-outputs along P (n, 1, *shape), host float64."""
