@@ -89,10 +89,49 @@ try:
                                rel_err=float(np.max(np.abs(cp.asnumpy(rc.value) - rn.value) / rn.value)))
     tc = fa.fisher_trace(CupyLinear(cp.asarray(W)), cp.asarray(xn), method="hutchinson", k=64)
     results["hutchinson_type"] = type(tc.value).__module__
+    # a CuPy black box: the callable takes and returns CuPy arrays; FD probes stay on the GPU
+    Wc = cp.asarray(W)
+
+    def cupy_service(b):
+        z = b @ Wc.T
+        e = cp.exp(z - z.max(axis=1, keepdims=True))
+        return e / e.sum(axis=1, keepdims=True)
+
+    bbc = fa.wrap(cupy_service, input_shape=(40,), output="probs")
+    for method in ["exact", "sketch"]:
+        rb = fa.fisher_norm(bbc, cp.asarray(xn), method=method, budget=None if method == "exact" else 60)
+        results["blackbox_" + method] = dict(type=type(rb.value).__module__,
+                                             rel_err=float(np.max(np.abs(cp.asnumpy(rb.value) - rn.value) / rn.value)))
     out["cupy"] = results
 except Exception as err:  # report, do not hide
     out["cupy"] = f"FAILED: {type(err).__name__}: {err}"
 print("CuPy:", out["cupy"])
+
+# 3b. a GPU-served float32 CNN as a black box, TF32 on and off (DESIGN.md §5)
+bb_rows = {}
+torch.manual_seed(0)
+net = cifar_cnn().cuda().eval()
+xs = torch.rand(4, 3, 32, 32)
+truth = fa.fisher_norm(fa.wrap(net, dtype=torch.float64), xs.double().cuda()).value.cpu().numpy()
+for tf32 in [False, True]:
+    def served(b, tf32=tf32):
+        torch.backends.cudnn.allow_tf32 = tf32
+        torch.backends.cuda.matmul.allow_tf32 = tf32
+        with torch.no_grad():
+            return torch.softmax(net(torch.from_numpy(b).cuda()), 1).cpu().numpy()
+    import warnings
+    with warnings.catch_warnings(record=True) as w:
+        warnings.simplefilter("always")
+        rb = fa.fisher_norm(fa.wrap(served, input_shape=(3, 32, 32), output="probs", accepts="numpy",
+                                    batch_size=8192), xs.numpy(), method="exact")
+    bb_rows[f"tf32_{tf32}"] = dict(rel_err=np.abs(rb.value / truth - 1).round(5).tolist(),
+                                   fd_noise=rb.fd_noise.tolist(), fd_step=rb.fd_step.tolist(),
+                                   bracket_holds=bool(np.all((rb.lower <= truth) & (truth <= rb.upper))),
+                                   noise_warning=any("noise" in str(x.message) for x in w))
+torch.backends.cudnn.allow_tf32 = False
+torch.backends.cuda.matmul.allow_tf32 = False
+out["blackbox_gpu_served"] = bb_rows
+print("black box served on the GPU:", json.dumps(bb_rows, indent=1))
 
 # 4. exact throughput, vmap vs loop, and TF32 on vs off against float64
 rows = []

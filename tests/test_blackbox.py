@@ -119,9 +119,10 @@ def test_noisy_service_is_flagged_and_bracketed():
     bb = fa.wrap(noisy, input_shape=(D,), output="logits")
     r = fa.fisher_norm(bb, X, method="exact")
     assert r.nondeterministic.all()
-    assert np.allclose(r.value, TRUTH, rtol=2e-2)
+    assert np.allclose(r.value, TRUTH, rtol=0.1)  # 1e-4 nats of noise on every answer
     assert np.all((0.3e-4 < r.fd_noise) & (r.fd_noise < 3e-4))
-    assert np.all(r.fd_step > 1e-2)
+    quiet = fa.fisher_norm(fa.wrap(MLP.forward, input_shape=(D,), output="logits"), X, method="exact")
+    assert np.all(r.fd_step > 10 * quiet.fd_step)  # the step grows with the measured noise
     assert np.all((r.lower <= TRUTH) & (TRUTH <= r.upper))
     with pytest.raises(E.NondeterministicModelError, match="differently"):
         fa.fisher_norm(fa.wrap(noisy, input_shape=(D,), output="logits", on_nondeterminism="raise"), X)

@@ -7,15 +7,17 @@ For a unit direction v̂ and step h, with f the model's outputs:
 * richardson: (4 D(h/2) − D(h)) / 3 on central D,     error O(h⁴) + O(σ/h).
 
 σ is the noise of f, measured per input with ECnoise (:mod:`fimaudit.blackbox.noise`)
-on logits (log p for probability outputs). Balancing the two error terms, relative to
-the size of the derivative, gives ``h = s · r^{1/3}`` for a smooth f (central) and
-``h = s · r^{1/2}`` when the error is first order in h (forward differences; central
-differences across the kinks of ReLU and max-pool networks behave alike). fimaudit uses
-``r^{1/3}`` for central differences — right for smooth models and for noisy services
-(measured: 1e-4 relative error on a float32 GELU CNN, against 1–2.5e-2 on float32 ReLU
-CNNs, whose kinks set the floor) — ``r^{1/2}`` forward and ``r^{1/5}`` Richardson; ``s`` is
-the input's RMS scale and ``r = max(σ, eps) / (|J p| s)`` the noise relative to the change
-of f across the input scale (|J p| read off the ECnoise table along its direction p). All probes of one
+on logits (log p for probability outputs). The step is ``h = s · r^q`` with ``s`` the
+input's RMS scale and ``r = max(σ, eps) / (‖J‖_F s)`` the noise relative to the change of
+f across the input scale; ``‖J‖_F ≈ |J p| √d`` is read off the ECnoise table along its
+direction p (λ_max aggregates all d columns, so its noise error scales with ‖J‖, not with
+one column). Balancing noise against truncation gives q = 1/3 for a smooth f and q = 1/2
+when the error is first order in h (forward differences, and central differences across
+the kinks of ReLU and max-pool networks). fimaudit uses q = 0.4 for central differences —
+measured on float32 CNNs served as probabilities, relative error of λ_max: 1e-4–1.4e-3 with
+GELU, 2e-4–7.5e-3 with ReLU/max-pool, where q = 1/3 gave 1e-4 and up to 1.6e-2 and
+q = 1/2 gave 7e-3 and up to 1.3e-1 — q = 1/2 forward and q = 1/5 Richardson. A
+step-halving check along p measures the truncation error τ, which widens the brackets. All probes of one
 call go to the model as one large batch. A direction v is scaled to unit norm and the
 result scaled back. The measured noise also flags a model whose repeated answer to the
 same query differs.
@@ -35,7 +37,7 @@ from .noise import ecnoise
 __all__ = ["FiniteDifferenceModel", "FiniteDifferenceLinearization"]
 
 # calls per probe, and the power of the relative noise r in the step h = s·r^power
-SCHEMES = {"central": (2, 1 / 3), "forward": (1, 1 / 2), "richardson": (4, 1 / 5)}
+SCHEMES = {"central": (2, 0.4), "forward": (1, 1 / 2), "richardson": (4, 1 / 5)}
 NOISE_POINTS = 8
 
 
@@ -123,15 +125,15 @@ class FiniteDifferenceLinearization(Linearization):
             # r = σ / (|J p| s) is the noise relative to the change of f over the input scale
             power = SCHEMES[model.scheme][1]
             slope = self.slope if self.slope is not None else np.ones(n)
-            r = np.maximum(self.noise, eps) / np.maximum(slope * self.scale, np.finfo(np.float64).tiny)
+            # ‖J‖_F ≈ |J p|·√d: λ's noise error scales with it, not with one column's size
+            norm_J = slope * np.sqrt(float(np.prod(x.shape[1:])))
+            r = np.maximum(self.noise, eps) / np.maximum(norm_J * self.scale, np.finfo(np.float64).tiny)
             self.h = self.scale * np.clip(r, eps, 1.0) ** power
         else:
             self.h = np.full(n, float(model.step))
         self.truncation = np.zeros(n)
         if self._probe is not None:
             self.truncation = self._truncation_check()
-            if model.step == "auto":
-                self._shrink_on_kinks()
 
     # --- noise ----------------------------------------------------------------------
     def _log(self, out):
@@ -187,24 +189,6 @@ class FiniteDifferenceLinearization(Linearization):
         D = [self._log_differences(P, self.h * f) for f in (1.0, 0.5)]  # counted in overhead
         gap = np.linalg.norm(D[0] - D[1], axis=1)
         return gap / np.maximum(np.linalg.norm(D[1], axis=1), np.finfo(np.float64).tiny)
-
-    def _shrink_on_kinks(self, target=1e-3, tries=3):
-        """Where halving the step changes the product by more than ``target`` (relative),
-        try a 4× smaller step and keep it if it is steadier there: the signature of kinks
-        (ReLU, max-pool), whose error falls with the step, unlike noise. 4 calls per try."""
-        for _ in range(tries):
-            bad = self.truncation > target
-            if not np.any(bad):
-                return
-            saved = self.h.copy()
-            self.h = np.where(bad, self.h / 4, self.h)
-            tau = self._truncation_check()
-            self.cost_forward += 2 * self.cost_jvp
-            better = bad & (tau < self.truncation)
-            self.h = np.where(better, self.h, saved)
-            self.truncation = np.where(better, tau, self.truncation)
-            if not np.any(better):
-                return
 
     def _log_differences(self, P, h):
         """(n, C) difference quotient of log-outputs along P (n, 1, *shape), host float64."""
