@@ -24,6 +24,7 @@ __all__ = [
     "InvalidModelOutputError",
     "QueryBudgetExceeded",
     "NoiseDominatesWarning",
+    "ServiceError",
 ]
 
 
@@ -105,3 +106,12 @@ class QueryBudgetExceeded(FimauditError, RuntimeError):
 
 class NoiseDominatesWarning(RuntimeWarning):
     """Finite differences are dominated by the model's output noise for some inputs."""
+
+
+class ServiceError(FimauditError, RuntimeError):
+    """A remote model failed: an HTTP error that retrying cannot fix (4xx other than 429),
+    or retries exhausted. ``status`` is the last HTTP status (None for transport errors)."""
+
+    def __init__(self, message: str, status=None):
+        super().__init__(message)
+        self.status = status

@@ -17,6 +17,7 @@ Adapters hold no math. Plugins register under the entry-point group
 from __future__ import annotations
 
 import copy
+import warnings
 from importlib import metadata
 
 from ._array import namespace
@@ -166,9 +167,19 @@ def wrap(obj, **options) -> Model:
     ``sigma`` and adapter-specific ones.
     """
     if isinstance(obj, Model):
+        if not obj.has_jvp:  # forward-only (a black box): products by finite differences
+            from .blackbox import FD_OPTIONS, FiniteDifferenceModel
+
+            fd = {k: options.pop(k) for k in FD_OPTIONS if k in options}
+            return FiniteDifferenceModel(obj.with_options(**options) if options else obj, **fd)
         return obj.with_options(**options) if options else obj
     for ep in _entry_points():
-        plugin = ep.load()
+        try:
+            plugin = ep.load()
+        except Exception as err:  # one broken plugin must not stop the others
+            warnings.warn(f"fimaudit plugin {ep.name!r} failed to load ({type(err).__name__}: {err}); skipped",
+                          RuntimeWarning, stacklevel=2)
+            continue
         if plugin.claims(obj):
             return plugin.wrap(obj, **options)
     fw = _framework_of(obj)

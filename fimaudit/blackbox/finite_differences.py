@@ -39,6 +39,7 @@ __all__ = ["FiniteDifferenceModel", "FiniteDifferenceLinearization"]
 # calls per probe, and the power of the relative noise r in the step h = s·r^power
 SCHEMES = {"central": (2, 0.4), "forward": (1, 1 / 2), "richardson": (4, 1 / 5)}
 NOISE_POINTS = 8
+FD_OPTIONS = ("scheme", "step", "noise", "on_nondeterminism", "max_rows")
 
 
 class FiniteDifferenceModel(Model):
