@@ -7,7 +7,7 @@ import pytest
 
 import fimaudit as fa
 
-FRAMEWORKS = ["torch", "tensorflow", "keras", "onnxruntime", "cupy", "jax", "hypothesis"]
+FRAMEWORKS = ["torch", "tensorflow", "keras", "onnxruntime", "cupy", "jax", "hypothesis", "httpx"]
 
 
 def test_import_fimaudit_pulls_in_no_framework():
@@ -17,6 +17,8 @@ def test_import_fimaudit_pulls_in_no_framework():
         "from fimaudit.testing import MLPModel\n"
         "m = MLPModel.random([3, 4, 2])\n"
         "fimaudit.fisher_norm(m, np.ones((2, 3)))\n"
+        "bb = fimaudit.wrap(m.forward, input_shape=(3,), output='logits')\n"
+        "fimaudit.fisher_norm(bb, np.ones((2, 3)), budget=30)\n"
         "fimaudit.installed_adapters()\n"
         f"print(sorted(set({FRAMEWORKS!r}) & set(sys.modules)))\n"
     )
