@@ -9,8 +9,9 @@ r"""λ_max, trace and spectrum for models with jvps only (finite differences).
   (``(d/k)‖S‖_F²``, unbiased for Haar-random Q, exact at k = d).
 
 Finite-difference error is propagated to the brackets: with noise σ (nats) and step h
-every Jacobian entry carries an error of about σ/h, so ``‖R E‖ ≲ a = √λ_max(M) ·
-(σ/h)(√C + √k)`` and ``|Δλ| ≤ 2√λ a + a²`` (Weyl's inequality for ``W + RE``); a
+every entry of W = R J carries an error of about ε = √λ_max(M) σ/h; to first order λ moves
+by ``2 uᵀ(RE)w`` (one projection of the error, taken at 3ε) and to second order by at most
+``‖RE‖² ≲ (ε(√C + √k))²``, so ``|Δλ| ≲ 6√λ ε + ε²(√C + √k)²``; a
 relative truncation error τ of the products (measured by halving the step along one
 direction, and taken three times over) adds ``(2τ + τ²) λ``. These are estimates, not
 certificates: kinks that the check's direction does not cross can exceed them.
@@ -76,12 +77,14 @@ def fd_error(xp, op, value, k):
     noise = getattr(lin, "noise", None)
     if noise is None:
         return None
-    a = math.sqrt(op.likelihood.metric_norm_bound()) * (noise / lin.h) * (math.sqrt(op.C) + math.sqrt(k))
+    eps_J = math.sqrt(op.likelihood.metric_norm_bound()) * (noise / lin.h)  # error of one entry of R J
     lam = np.maximum(to_numpy(value).astype(np.float64), 0)
+    a = eps_J * (math.sqrt(op.C) + math.sqrt(k))  # ‖R E‖ for an error matrix of such entries
+    noise_err = 2 * np.sqrt(lam) * 3 * eps_J + a * a  # first order: one projection of E, 3σ
     # truncation/kinks: a relative error τ in every product moves λ by about 2τλ; the
     # step-halving check measures τ along one direction, so it is taken 3 times over
     tau = 3.0 * getattr(lin, "truncation", 0.0)
-    err = 2 * np.sqrt(lam) * a + a * a + (2 * tau + tau**2) * lam
+    err = noise_err + (2 * tau + tau**2) * lam
     return xp.asarray(err, dtype=value.dtype, device=device(value))
 
 
@@ -121,11 +124,14 @@ def norm(xp, op, method, budget, probes, seed, return_direction, memory_limit, o
 def _warn_noise(err, value, lin, offset):
     bad = np.flatnonzero(err > NOISE_WARN * np.maximum(value, np.finfo(np.float64).tiny))
     if bad.size:
+        tau = float(np.max(getattr(lin, "truncation", np.zeros(1))[bad]))
+        cause = (f"the derivative changes by {tau:.1%} when the step is halved (kinks or curvature at step "
+                 f"{np.min(lin.h[bad]):.2g})" if 6 * tau > NOISE_WARN else
+                 f"measured output noise {np.max(lin.noise[bad]):.2g} nats at step {np.min(lin.h[bad]):.2g}")
         warnings.warn(
-            f"finite differences are dominated by output noise for inputs {(bad + offset)[:10].tolist()}: "
-            f"measured noise {np.max(lin.noise[bad]):.2g} nats at step {np.min(lin.h[bad]):.2g} bounds the error "
-            "of λ_max at more than 10% (see .fd_error); the brackets are widened accordingly. Rounded or "
-            "quantised probabilities and TF32/bf16 serving cause this; ask for more precise outputs if you can",
+            f"finite-difference error may exceed 10% of λ_max for inputs {(bad + offset)[:10].tolist()}: {cause} "
+            "(see .fd_error); the brackets are widened accordingly. Rounded or quantised probabilities and "
+            "TF32/bf16 serving cause noise; pass step= or scheme='richardson' to trade noise against truncation",
             NoiseDominatesWarning, stacklevel=4)
 
 

@@ -118,4 +118,6 @@ def test_a_killed_run_resumes_without_repeating_queries(tmp_path):
         r = fa.fisher_norm(http_model(vendor.url, cache=cache), X, method="exact")
     # the service's answers depend on its batch size in the last bits (BLAS blocking)
     assert np.allclose(r.value, LOCAL.value, rtol=1e-9)
-    assert len(vendor.keys) == len(set(vendor.keys))  # nothing paid twice across the crash
+    # every answer that reached the client was kept; only the one request in flight at the
+    # kill (concurrency 1 × max_batch 2 rows) can have been answered and lost
+    assert len(vendor.keys) - len(set(vendor.keys)) <= 2

@@ -7,8 +7,9 @@ Each batch of at most ``max_batch`` rows is one POST of ``encode(batch)`` (defau
 (``concurrency``) on a pooled ``httpx.AsyncClient``, at most ``rate_limit`` per second.
 429, 5xx, timeouts, dropped connections and unparsable (truncated) bodies are retried
 with exponential backoff and jitter, honouring ``Retry-After``; any other 4xx fails at
-once. Answered rows go to the SQLite ``cache`` before anything else happens, so no row
-is paid for twice; ``budget`` caps the rows actually sent over the network
+once. Answered rows go to the SQLite ``cache`` before anything else happens, so no answer
+that reached this process is paid for twice (a run killed mid-request can lose at most the
+requests in flight: ``concurrency × max_batch`` rows); ``budget`` caps the rows actually sent over the network
 (``QueryBudgetExceeded`` otherwise, with everything answered so far kept in the cache).
 ``log`` appends one JSON line per request: time, request hash, rows, status, latency,
 retries — never headers or keys.
