@@ -25,6 +25,7 @@ __all__ = [
     "QueryBudgetExceeded",
     "NoiseDominatesWarning",
     "ServiceError",
+    "InvalidModelFileError",
 ]
 
 
@@ -115,3 +116,8 @@ class ServiceError(FimauditError, RuntimeError):
     def __init__(self, message: str, status=None):
         super().__init__(message)
         self.status = status
+
+
+class InvalidModelFileError(FimauditError, ValueError):
+    """A model file cannot be used: it fails the checker, is too large, reads external
+    data from outside its folder, or has inputs whose shape cannot be resolved."""

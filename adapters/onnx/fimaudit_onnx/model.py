@@ -1,0 +1,142 @@
+"""An ONNX model as a forward-only fimaudit model, run by onnxruntime.
+
+Loading is defensive: a size cap, external data read only from inside the model's own
+folder, the ONNX checker, and one graph input whose non-batch dimensions are known (or
+given as ``input_shape``). A graph whose output comes from a final Softmax is audited on
+the logits before it (added as a graph output), since log-softmax of probabilities
+underflows where the logits do not. Batches follow the session's batch dimension: a
+fixed batch of b means chunks of exactly b rows (the last one padded), so a model
+exported with batch 1 costs one session call per row.
+"""
+
+from __future__ import annotations
+
+import os
+import warnings
+
+import numpy as np
+import onnx
+import onnxruntime as ort
+
+from fimaudit.blackbox import CallableModel
+from fimaudit.errors import InvalidArgumentError, InvalidModelFileError
+
+MAX_BYTES = 2 << 30  # 2 GiB: protobuf's own limit for one message
+_DTYPES = {onnx.TensorProto.FLOAT: np.float32, onnx.TensorProto.DOUBLE: np.float64,
+           onnx.TensorProto.FLOAT16: np.float16}
+
+
+def load_model(source, max_bytes=MAX_BYTES):
+    """A checked ``onnx.ModelProto`` from a path, bytes or ModelProto."""
+    if isinstance(source, onnx.ModelProto):
+        model, folder = source, None
+    elif isinstance(source, (bytes, bytearray)):
+        if len(source) > max_bytes:
+            raise InvalidModelFileError(f"the ONNX model is {len(source)} bytes, over the cap of {max_bytes}")
+        model, folder = onnx.load_from_string(bytes(source)), None
+    else:
+        path = os.path.abspath(os.fspath(source))
+        if not os.path.isfile(path):
+            raise InvalidModelFileError(f"no ONNX file at {path}")
+        if os.path.getsize(path) > max_bytes:
+            raise InvalidModelFileError(f"{path} is {os.path.getsize(path)} bytes, over the cap of {max_bytes}")
+        model = onnx.load(path, load_external_data=False)
+        folder = os.path.dirname(path)
+        _load_external(model, folder)
+    try:
+        onnx.checker.check_model(model)
+    except onnx.checker.ValidationError as err:
+        raise InvalidModelFileError(f"the ONNX model fails the checker: {str(err).splitlines()[0]}") from None
+    return model
+
+
+def _load_external(model, folder):
+    from onnx.external_data_helper import load_external_data_for_model, uses_external_data
+
+    real = os.path.realpath(folder)
+    for t in model.graph.initializer:
+        if uses_external_data(t):
+            loc = next((e.value for e in t.external_data if e.key == "location"), "")
+            target = os.path.realpath(os.path.join(folder, loc))
+            if os.path.commonpath([real, target]) != real:
+                raise InvalidModelFileError(
+                    f"tensor {t.name!r} reads external data from {loc!r}, outside the model's folder {folder}: "
+                    "refused; keep external data files beside the model")
+    load_external_data_for_model(model, folder)
+
+
+def _softmax_logits(model, output_name):
+    """The input of a final Softmax (over the last axis) producing ``output_name``, or None."""
+    for node in model.graph.node:
+        if output_name in node.output and node.op_type == "Softmax":
+            axis = next((a.i for a in node.attribute if a.name == "axis"), -1)
+            return node.input[0] if axis in (-1, 1) else None
+    return None
+
+
+class OnnxModel(CallableModel):
+    """``source``: path, bytes or ModelProto. Options: ``input_shape`` (needed when the
+    graph leaves non-batch dimensions symbolic), ``input_name``/``output_name`` (for
+    graphs with several), ``output`` ("auto": logits, taken before a final Softmax when
+    there is one; or "probs"/"logits"), ``providers`` (onnxruntime execution providers)."""
+
+    def __init__(self, source, *, input_shape=None, input_name=None, output_name=None, output="auto",
+                 providers=None, likelihood="categorical", sigma=1.0, prob_tol=1e-3):
+        self.proto = load_model(source)
+        graph = self.proto.graph
+        inits = {t.name for t in graph.initializer}
+        inputs = [i for i in graph.input if i.name not in inits]
+        if input_name is None and len(inputs) != 1:
+            raise InvalidArgumentError(
+                f"the ONNX graph has {len(inputs)} inputs {[i.name for i in inputs]}; pass input_name= to pick one")
+        inp = inputs[0] if input_name is None else next((i for i in inputs if i.name == input_name), None)
+        if inp is None:
+            raise InvalidArgumentError(f"no graph input named {input_name!r}; inputs: {[i.name for i in inputs]}")
+        dims = inp.type.tensor_type.shape.dim
+        batch = dims[0].dim_value if dims and dims[0].HasField("dim_value") else None
+        graph_shape = tuple(d.dim_value if d.HasField("dim_value") else None for d in dims[1:])
+        if input_shape is None:
+            if any(d is None for d in graph_shape):
+                raise InvalidModelFileError(
+                    f"input {inp.name!r} has symbolic non-batch dimensions {graph_shape}: pass input_shape=(...)")
+            input_shape = graph_shape
+        elif any(g is not None and g != s for g, s in zip(graph_shape, input_shape)) or len(graph_shape) != len(input_shape):
+            raise InvalidArgumentError(f"input_shape={tuple(input_shape)} does not match the graph's {graph_shape}")
+        outputs = [o.name for o in graph.output]
+        if output_name is None and len(outputs) != 1:
+            raise InvalidArgumentError(f"the ONNX graph has outputs {outputs}; pass output_name= to pick one")
+        out_name = output_name or outputs[0]
+        if out_name not in outputs:
+            raise InvalidArgumentError(f"no graph output named {out_name!r}; outputs: {outputs}")
+        self.softmax_skipped = False
+        if output == "auto":
+            logits = _softmax_logits(self.proto, out_name)
+            if logits is not None:
+                self.proto.graph.output.append(onnx.helper.make_tensor_value_info(
+                    logits, onnx.TensorProto.FLOAT, None))
+                out_name, self.softmax_skipped = logits, True
+            output = "logits"
+        self.input_name, self.output_name = inp.name, out_name
+        self.input_dtype = _DTYPES.get(inp.type.tensor_type.elem_type, np.float32)
+        self.fixed_batch = batch if batch else None
+        try:
+            self.session = ort.InferenceSession(self.proto.SerializeToString(), providers=providers or ["CPUExecutionProvider"])
+        except Exception as err:
+            raise InvalidModelFileError(f"onnxruntime cannot create a session for this model: {err}") from None
+        if providers and providers[0] not in self.session.get_providers():
+            warnings.warn(f"onnxruntime fell back from {providers[0]} to {self.session.get_providers()}: "
+                          "the model runs on the CPU", RuntimeWarning, stacklevel=2)
+        super().__init__(self._run, input_shape=input_shape, output=output, accepts="numpy",
+                         batch_size=self.fixed_batch, likelihood=likelihood, sigma=sigma, prob_tol=prob_tol)
+
+    def _run(self, batch):
+        batch = np.ascontiguousarray(batch, dtype=self.input_dtype)
+        m = batch.shape[0]
+        if self.fixed_batch and m < self.fixed_batch:  # pad to the graph's fixed batch
+            pad = np.repeat(batch[-1:], self.fixed_batch - m, axis=0)
+            batch = np.concatenate([batch, pad])
+        out = self.session.run([self.output_name], {self.input_name: batch})[0]
+        return np.asarray(out, dtype=np.float64).reshape(out.shape[0], -1)[:m]
+
+    def to_onnx(self):
+        return self.proto

@@ -1,0 +1,77 @@
+"""fimaudit-onnx on hand-built graphs: closed forms and every refusal."""
+
+import numpy as np
+import pytest
+
+onnx = pytest.importorskip("onnx")
+pytest.importorskip("onnxruntime")
+pytest.importorskip("fimaudit_onnx")
+from onnx import TensorProto, helper, numpy_helper  # noqa: E402
+
+import fimaudit as fa  # noqa: E402
+from fimaudit import errors as E  # noqa: E402
+from fimaudit.testing import LinearModel  # noqa: E402
+
+RNG = np.random.default_rng(0)
+W = RNG.standard_normal((4, 3)).astype(np.float32)  # x (n, 4) @ W → logits (n, 3)
+B = RNG.standard_normal(3).astype(np.float32)
+X = RNG.standard_normal((5, 4)).astype(np.float32)
+TRUTH = fa.fisher_norm(LinearModel(W.T.astype(np.float64), B.astype(np.float64)), X.astype(np.float64)).value
+
+
+def graph(batch="N", features=4, softmax=True, inputs=1, broken=False):
+    x = helper.make_tensor_value_info("x", TensorProto.FLOAT, [batch, features])
+    ins = [x] + [helper.make_tensor_value_info(f"extra{i}", TensorProto.FLOAT, [batch, 4]) for i in range(inputs - 1)]
+    nodes = [helper.make_node("Gemm", ["x" if not broken else "nowhere", "W", "B"], ["logits"])]
+    out = "logits"
+    if softmax:
+        nodes.append(helper.make_node("Softmax", ["logits"], ["probs"], axis=-1))
+        out = "probs"
+    g = helper.make_graph(nodes, "g", ins, [helper.make_tensor_value_info(out, TensorProto.FLOAT, [batch, 3])],
+                          [numpy_helper.from_array(W, "W"), numpy_helper.from_array(B, "B")])
+    return helper.make_model(g, opset_imports=[helper.make_opsetid("", 17)])
+
+
+def test_softmax_graph_is_audited_on_its_logits(tmp_path):
+    path = tmp_path / "m.onnx"
+    onnx.save(graph(), path)
+    m = fa.wrap(str(path))
+    assert m.inner.softmax_skipped and m.output == "logits"
+    r = fa.fisher_norm(m, X, method="exact")
+    assert np.allclose(r.value, TRUTH, rtol=2e-3)
+    p = fa.wrap(graph(), output="probs")  # the probabilities themselves, floored where needed
+    assert np.allclose(fa.fisher_norm(p, X, method="exact").value, TRUTH, rtol=2e-3)
+
+
+def test_fixed_batch_of_one_runs_row_by_row():
+    m = fa.wrap(graph(batch=1))
+    assert m.inner.fixed_batch == 1
+    assert np.allclose(fa.fisher_norm(m, X, method="exact").value, TRUTH, rtol=2e-3)
+
+
+def test_symbolic_feature_dimension_needs_input_shape():
+    with pytest.raises(E.InvalidModelFileError, match="input_shape"):
+        fa.wrap(graph(features="D"))
+    m = fa.wrap(graph(features="D"), input_shape=(4,))
+    assert np.allclose(fa.fisher_norm(m, X, method="exact").value, TRUTH, rtol=2e-3)
+
+
+def test_refusals(tmp_path):
+    with pytest.raises(E.InvalidArgumentError, match="input_name"):
+        fa.wrap(graph(inputs=2))
+    with pytest.raises(E.InvalidModelFileError, match="checker"):
+        fa.wrap(graph(broken=True))
+    with pytest.raises(E.InvalidModelFileError, match="no ONNX file"):
+        fa.wrap(str(tmp_path / "missing.onnx"))
+    model = graph()
+    t = model.graph.initializer[0]
+    t.data_location = TensorProto.EXTERNAL
+    t.ClearField("raw_data")
+    t.ClearField("float_data")
+    entry = t.external_data.add()
+    entry.key, entry.value = "location", "../outside.bin"
+    (tmp_path / "sub").mkdir()
+    with open(tmp_path / "sub" / "m.onnx", "wb") as f:
+        f.write(model.SerializeToString())
+    with pytest.raises(E.InvalidModelFileError, match="outside the model's folder"):
+        fa.wrap(str(tmp_path / "sub" / "m.onnx"))
