@@ -43,6 +43,15 @@ def adapters(name):
         out.append(("numpy", ref, True))
     out.append(("callable", fa.wrap(_probs(net), input_shape=shape, output="probs", accepts="numpy"), False))
     try:
+        import fimaudit_tensorflow  # noqa: F401
+        import keras  # noqa: F401
+
+        from tests.models_keras import mlp_twin, smooth_cnn_twin
+
+        out.append(("tensorflow", fa.wrap(smooth_cnn_twin(net) if name == "cnn" else mlp_twin(net)), True))
+    except ImportError:
+        pass
+    try:
         import fimaudit_onnx  # noqa: F401
         import onnxruntime  # noqa: F401
 
