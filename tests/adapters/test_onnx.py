@@ -75,3 +75,17 @@ def test_refusals(tmp_path):
         f.write(model.SerializeToString())
     with pytest.raises(E.InvalidModelFileError, match="outside the model's folder"):
         fa.wrap(str(tmp_path / "sub" / "m.onnx"))
+
+
+def test_a_session_that_cannot_be_created_is_reported():
+    x = helper.make_tensor_value_info("x", TensorProto.FLOAT, ["N", 4])
+    y = helper.make_tensor_value_info("y", TensorProto.FLOAT, ["N", 4])
+    g = helper.make_graph([helper.make_node("Mystery", ["x"], ["y"], domain="com.example")], "g", [x], [y])
+    model = helper.make_model(g, opset_imports=[helper.make_opsetid("", 17), helper.make_opsetid("com.example", 1)])
+    with pytest.raises(E.InvalidModelFileError, match="cannot create a session"):
+        fa.wrap(model)
+
+
+def test_provider_fallback_is_loud():
+    with pytest.warns(RuntimeWarning, match="fell back"):
+        fa.wrap(graph(), providers=["CUDAExecutionProvider", "CPUExecutionProvider"])

@@ -73,3 +73,24 @@ def test_sequential_model_exports_to_onnx():
     truth = fa.fisher_norm(seq, x).value
     onnx_model = fa.wrap(fa.wrap(seq).to_onnx())
     assert np.allclose(fa.fisher_norm(onnx_model, x, method="exact").value, truth, rtol=2e-3)
+
+
+def test_subclassed_keras_model():
+    class Net(keras.Model):
+        def __init__(self):
+            super().__init__()
+            self.a = keras.layers.Dense(8, activation="tanh")
+            self.b = keras.layers.Dense(5)
+
+        def call(self, x):
+            return self.b(self.a(x))
+
+    net = Net()
+    x = np.random.default_rng(0).standard_normal((3, 4)).astype(np.float32)
+    net(x)
+    m = fa.wrap(net, input_shape=(4,))
+    check_adapter(m, x)
+    W0, b0 = net.a.get_weights()
+    W1, b1 = net.b.get_weights()
+    ref = MLPModel([W0.T.astype(np.float64), W1.T.astype(np.float64)], [b0.astype(np.float64), b1.astype(np.float64)])
+    assert np.allclose(fa.fisher_norm(m, x).value, fa.fisher_norm(ref, x.astype(np.float64)).value, rtol=1e-4)
