@@ -19,3 +19,16 @@ def test_ci_runs_the_readme_test_command():
 
 def test_readme_main_job_is_the_demo():
     assert any("fimaudit demo" in b for b in _commands())
+
+
+def test_the_30_second_example_runs():
+    import pytest
+
+    pytest.importorskip("torch")
+    pytest.importorskip("fimaudit_torch")
+    text = (ROOT / "README.md").read_text()
+    block = text.split("## 30-second example", 1)[1].split("```python\n", 1)[1].split("```", 1)[0]
+    scope = {}
+    exec(compile(block, "README.md", "exec"), scope)
+    r = scope["r"]
+    assert r.value.shape == (64,) and r.direction.shape == (64, 3, 32, 32)
