@@ -12,6 +12,7 @@ with honest brackets, for any model with a fimaudit adapter.
 """
 
 from . import errors
+from .audit import Audit, audit
 from .fisher import Plan, fisher_norm, fisher_spectrum, fisher_trace, plan
 from .likelihoods import get_likelihood
 from .models import Linearization, Model, installed_adapters, wrap
@@ -23,5 +24,5 @@ __all__ = [
     "wrap", "Model", "Linearization", "installed_adapters",
     "fisher_norm", "fisher_trace", "fisher_spectrum", "plan", "Plan",
     "FisherNormResult", "TraceResult", "SpectrumResult",
-    "get_likelihood", "errors", "__version__",
+    "get_likelihood", "errors", "__version__", "audit", "Audit",
 ]

@@ -1,11 +1,49 @@
-"""The ``fimaudit`` command."""
+"""The ``fimaudit`` command: ``demo``, ``audit`` and ``report``."""
 
 from __future__ import annotations
 
 import argparse
+import json
 import sys
 
 from . import __version__
+from .errors import FimauditError
+
+
+def _audit(args):
+    import numpy as np
+
+    from .audit import audit
+    from .models import wrap
+
+    X = np.load(args.data)
+    y = np.load(args.labels) if args.labels else None
+    options = {}
+    if args.probs:
+        options["output"] = "probs"
+    model = wrap(args.model, **options)
+    a = audit(model, X, y, method=args.method, budget=args.budget, journal=args.journal, progress=not args.quiet,
+              batch_size=args.batch_size)
+    path = a.save(args.out)
+    if args.json:
+        print(json.dumps(a.summary))
+    elif not args.quiet:
+        q = a.summary.get("lambda_max_quantiles", {})
+        print(f"audited {a.summary['completed']}/{a.summary['inputs']} inputs; median λ_max {q.get('median', float('nan')):.4g}, "
+              f"max {q.get('max', float('nan')):.4g}; report: {path}")
+    if args.fail_above is not None:
+        over = [r["index"] for r in a.rows if r["lambda_max"] is not None and r["lambda_max"] > args.fail_above]
+        if over:
+            print(f"fimaudit: {len(over)} inputs have λ_max above {args.fail_above} (first: {over[:10]})", file=sys.stderr)
+            return 3
+    return 0
+
+
+def _report(args):
+    from .audit import Audit
+
+    print(Audit.load(args.folder).save(args.folder))
+    return 0
 
 
 def main(argv=None):
@@ -14,16 +52,34 @@ def main(argv=None):
     sub = ap.add_subparsers(dest="command", required=True)
     demo = sub.add_parser("demo", help="audit the shipped digits model offline and write a report")
     demo.add_argument("--out", default="fimaudit-report", help="output folder (default: ./fimaudit-report)")
+    au = sub.add_parser("audit", help="audit a model (an .onnx file, or a URL with fimaudit-http) on X.npy")
+    au.add_argument("model")
+    au.add_argument("--data", required=True, help="inputs, a .npy array of shape (n, *input_shape)")
+    au.add_argument("--labels", help="labels, a .npy array of shape (n,)")
+    au.add_argument("--out", required=True, help="output folder for results.json, results.csv, report.html")
+    au.add_argument("--method", default="auto")
+    au.add_argument("--budget", type=int, help="model calls per input (black-box models)")
+    au.add_argument("--journal", help="SQLite journal: resume an interrupted audit")
+    au.add_argument("--batch-size", type=int, default=64)
+    au.add_argument("--probs", action="store_true", help="the model outputs probabilities")
+    au.add_argument("--fail-above", type=float, help="exit with status 3 if any λ_max exceeds this")
+    au.add_argument("--json", action="store_true", help="print the summary as JSON")
+    au.add_argument("--quiet", action="store_true")
+    rep = sub.add_parser("report", help="re-render report.html from a folder's results.json")
+    rep.add_argument("folder")
     args = ap.parse_args(argv)
-    if args.command == "demo":
-        from .demo import run
+    try:
+        if args.command == "demo":
+            from .demo import run
 
-        try:
             run(args.out)
-        except OSError as err:
-            print(f"fimaudit: cannot write the report to {args.out!r}: {err.strerror}; pass --out DIR", file=sys.stderr)
-            return 2
-    return 0
+            return 0
+        if args.command == "audit":
+            return _audit(args)
+        return _report(args)
+    except (FimauditError, OSError) as err:
+        print(f"fimaudit: {err}", file=sys.stderr)
+        return 2
 
 
 if __name__ == "__main__":

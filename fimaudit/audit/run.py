@@ -1,0 +1,165 @@
+"""``fa.audit``: λ_max, its bracket and the trace for every input of a dataset, with
+predictions and margins, a summary, the most sensitive inputs and their directions;
+resumable through a journal and spread over any ``concurrent.futures.Executor``."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import sys
+import time
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from .._array import to_numpy
+from ..errors import FimauditError, InvalidArgumentError
+from ..fisher import fisher_norm, fisher_trace
+from ..models import wrap
+from .journal import Journal
+from .summary import summarize
+
+SCHEMA = "fimaudit.audit/1"
+
+
+@dataclass
+class Audit:
+    rows: list
+    summary: dict
+    settings: dict
+    top: list = field(default_factory=list)  # most sensitive inputs: index, λ, input, direction
+    input_shape: tuple = ()
+
+    @property
+    def lambda_max(self):
+        return np.array([r["lambda_max"] if r["lambda_max"] is not None else np.nan for r in self.rows])
+
+    def to_dict(self):
+        return dict(schema=SCHEMA, settings=self.settings, input_shape=list(self.input_shape),
+                    summary=self.summary, top=self.top, rows=self.rows)
+
+    def save(self, out):
+        """Write results.json, results.csv and report.html into the folder ``out``."""
+        from .report import save
+
+        return save(self, out)
+
+    @classmethod
+    def load(cls, folder):
+        import os
+
+        with open(os.path.join(folder, "results.json")) as f:
+            data = json.load(f)
+        if data.get("schema") != SCHEMA:
+            raise InvalidArgumentError(f"{folder}/results.json has schema {data.get('schema')!r}, expected {SCHEMA!r}")
+        return cls(rows=data["rows"], summary=data["summary"], settings=data["settings"], top=data["top"],
+                   input_shape=tuple(data["input_shape"]))
+
+
+def _digest(a):
+    return hashlib.sha256(np.ascontiguousarray(a).tobytes()).hexdigest()[:16]
+
+
+def _softmax(z):
+    e = np.exp(z - z.max(axis=1, keepdims=True))
+    return e / e.sum(axis=1, keepdims=True)
+
+
+def _chunk(m, X, y, lo, hi, method, budget, seed):
+    t0 = time.perf_counter()
+    xb = X[lo:hi]
+    try:
+        r = fisher_norm(m, xb, method=method, budget=budget, seed=seed + lo, on_nonconvergence="flag")
+        trace = to_numpy(fisher_trace(m, xb).value) if m.has_vjp else None
+        z = to_numpy(m.forward(xb)).astype(np.float64)
+        p = z / z.sum(1, keepdims=True) if m.output == "probs" else _softmax(z)
+        logit = np.log(np.maximum(p, 1e-300))
+        status = ["ok" if c else "not converged" for c in r.converged]
+        vals, low, up = (to_numpy(a).astype(np.float64) for a in (r.value, r.lower, r.upper))
+    except FimauditError as err:  # keep going: these rows say why they have no number
+        msg = f"error: {type(err).__name__}: {err}"
+        return [dict(index=i, label=None if y is None else int(y[i]), prediction=None, confidence=None, margin=None,
+                     lambda_max=None, lower=None, upper=None, trace=None, queries=None, seconds=None, status=msg)
+                for i in range(lo, hi)]
+    seconds = (time.perf_counter() - t0) / (hi - lo)
+    rows = []
+    for j, i in enumerate(range(lo, hi)):
+        order = np.argsort(logit[j])
+        rows.append(dict(index=i, label=None if y is None else int(y[i]), prediction=int(order[-1]),
+                         confidence=float(p[j, order[-1]]), margin=float(logit[j, order[-1]] - logit[j, order[-2]]),
+                         lambda_max=float(vals[j]), lower=float(low[j]), upper=float(up[j]),
+                         trace=None if trace is None else float(trace[j]), queries=int(r.queries[j]),
+                         seconds=seconds, status=status[j]))
+    return rows
+
+
+def audit(model, X, y=None, *, method="auto", budget=None, journal=None, executor=None, progress=True,
+          seed=0, batch_size=64, top=5) -> Audit:
+    """Audit every input of X (n, *input_shape). See :class:`Audit` for what comes back.
+
+    ``journal``: a SQLite path; finished chunks are committed as they complete and a rerun
+    resumes where the last one stopped (it refuses a journal from another run).
+    ``executor``: any ``concurrent.futures.Executor`` (a Dask ``Client.get_executor()``
+    too); chunks of ``batch_size`` inputs are submitted to it.
+    """
+    m = wrap(model)
+    X = np.asarray(to_numpy(X))
+    if X.ndim < 1 or X.shape[0] == 0:
+        raise InvalidArgumentError("X is empty: pass at least one input")
+    if m.input_shape is not None and tuple(X.shape[1:]) != m.input_shape:
+        raise InvalidArgumentError(f"X has shape {X.shape}; the model expects (n, {', '.join(map(str, m.input_shape))})")
+    if not np.all(np.isfinite(X)):
+        bad = np.flatnonzero(~np.all(np.isfinite(X.reshape(len(X), -1)), axis=1))
+        raise InvalidArgumentError(f"X has NaN or infinite values in rows {bad[:10].tolist()}; clean or drop them")
+    if y is not None:
+        y = np.asarray(y)
+        if y.shape != (len(X),):
+            raise InvalidArgumentError(f"labels have shape {y.shape}; expected ({len(X)},), one label per input")
+    # the model is identified by its contract and its outputs on the first inputs
+    probe = np.round(to_numpy(m.forward(X[:2])).astype(np.float64), 4)
+    identity = f"{m.input_shape}|{m.num_outputs}|{m.output}|{m.likelihood}|{_digest(probe)}"
+    settings = dict(method=method, budget=budget, seed=seed, batch_size=batch_size, model=identity,
+                    data=_digest(X), labels=None if y is None else _digest(y), n=len(X))
+    jr = Journal(journal, settings) if journal is not None else None
+    done = jr.done() if jr else {}
+    chunks = [(lo, min(len(X), lo + batch_size)) for lo in range(0, len(X), batch_size)]
+    todo = [(lo, hi) for lo, hi in chunks if not all(i in done for i in range(lo, hi))]
+    rows = dict(done)
+
+    def finish(new):
+        rows.update({r["index"]: r for r in new})
+        if jr:
+            jr.commit(new)
+        if progress:
+            print(f"\rfimaudit: {len(rows)}/{len(X)} inputs audited", end="", file=sys.stderr, flush=True)
+
+    try:
+        if executor is None:
+            for lo, hi in todo:
+                finish(_chunk(m, X, y, lo, hi, method, budget, seed))
+        else:
+            from concurrent.futures import as_completed
+
+            futures = [executor.submit(_chunk, m, X, y, lo, hi, method, budget, seed) for lo, hi in todo]
+            for fut in as_completed(futures):
+                finish(fut.result())
+    finally:
+        if progress and todo:
+            print(file=sys.stderr)
+        if jr:
+            jr.close()
+    ordered = [rows[i] for i in range(len(X))]
+    summary = summarize(ordered, seed=seed)
+    ranked = sorted((r for r in ordered if r["lambda_max"] is not None), key=lambda r: -r["lambda_max"])[:top]
+    top_rows = []
+    if ranked:
+        idx = [r["index"] for r in ranked]
+        d = fisher_norm(m, X[idx], method=method, budget=budget, seed=seed, return_direction=True,
+                        on_nonconvergence="flag").direction
+        d = to_numpy(d) if d is not None else None
+        for j, r in enumerate(ranked):
+            top_rows.append(dict(index=r["index"], lambda_max=r["lambda_max"], label=r["label"],
+                                 prediction=r["prediction"], confidence=r["confidence"],
+                                 input=X[r["index"]].astype(float).ravel().tolist(),
+                                 direction=None if d is None else d[j].astype(float).ravel().tolist()))
+    return Audit(rows=ordered, summary=summary, settings=settings, top=top_rows, input_shape=tuple(X.shape[1:]))

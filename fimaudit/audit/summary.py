@@ -1,0 +1,30 @@
+"""Dataset summary of per-input λ_max: quantiles, the mean with a percentile bootstrap
+interval (Efron & Tibshirani, *An Introduction to the Bootstrap*, 1993, ch. 13), and the
+Spearman rank correlation of λ_max with the logit margin."""
+
+from __future__ import annotations
+
+import numpy as np
+from scipy import stats
+
+
+def summarize(rows, seed=0, resamples=2000, level=0.95):
+    ok = [r for r in rows if r["status"] == "ok"]
+    lam = np.array([r["lambda_max"] for r in ok], dtype=np.float64)
+    out = dict(inputs=len(rows), completed=len(ok), failed=len(rows) - len(ok))
+    if lam.size == 0:
+        return out
+    q = np.quantile(lam, [0.0, 0.25, 0.5, 0.75, 0.95, 1.0])
+    out["lambda_max_quantiles"] = dict(zip(["min", "q25", "median", "q75", "q95", "max"], map(float, q)))
+    rng = np.random.default_rng(seed)
+    boots = lam[rng.integers(0, lam.size, (resamples, lam.size))].mean(axis=1)
+    a = (1 - level) / 2
+    out["lambda_max_mean"] = dict(value=float(lam.mean()), low=float(np.quantile(boots, a)),
+                                  high=float(np.quantile(boots, 1 - a)), level=level)
+    margin = np.array([r["margin"] for r in ok])
+    if lam.size > 2 and np.ptp(lam) > 0 and np.ptp(margin) > 0:
+        out["spearman_lambda_vs_margin"] = float(stats.spearmanr(lam, margin).statistic)
+    labels = [r["label"] for r in ok if r["label"] is not None]
+    if labels:
+        out["accuracy"] = float(np.mean([r["label"] == r["prediction"] for r in ok if r["label"] is not None]))
+    return out

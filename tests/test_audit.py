@@ -1,0 +1,150 @@
+"""fa.audit: the per-input table, the journal (kill -9 and resume), executors, the report."""
+
+import json
+import os
+import subprocess
+import sys
+import time
+from concurrent.futures import ThreadPoolExecutor
+
+import numpy as np
+import pytest
+
+import fimaudit as fa
+from fimaudit import errors as E
+from fimaudit.testing import MLPModel
+
+MODEL = MLPModel.random([6, 12, 4], seed=2, scale=2.0)
+X = np.random.default_rng(0).standard_normal((50, 6))
+Y = np.random.default_rng(1).integers(0, 4, 50)
+
+
+def test_rows_match_the_estimators_and_summary_is_consistent():
+    a = fa.audit(MODEL, X, Y, batch_size=16, progress=False)
+    assert np.allclose(a.lambda_max, fa.fisher_norm(MODEL, X).value, rtol=1e-12)
+    assert np.allclose([r["trace"] for r in a.rows], fa.fisher_trace(MODEL, X).value, rtol=1e-12)
+    z = MODEL.forward(X)
+    assert [r["prediction"] for r in a.rows] == z.argmax(1).tolist()
+    s = a.summary
+    assert s["completed"] == 50 and s["accuracy"] == np.mean(z.argmax(1) == Y)
+    m = s["lambda_max_mean"]
+    assert m["low"] <= m["value"] <= m["high"] and np.isclose(m["value"], a.lambda_max.mean())
+    assert [t["index"] for t in a.top] == list(np.argsort(-a.lambda_max)[:5])
+    for t in a.top:  # the stored direction is the top eigenvector at that input
+        F = fa.testing.dense_fisher(MODEL, X[t["index"]][None])[0]
+        v = np.array(t["direction"])
+        assert np.isclose(v @ F @ v, t["lambda_max"], rtol=1e-9)
+
+
+def test_thread_executor_equals_local_run():
+    local = fa.audit(MODEL, X, batch_size=8, progress=False)
+    with ThreadPoolExecutor(2) as ex:
+        remote = fa.audit(MODEL, X, batch_size=8, executor=ex, progress=False)
+    assert [r["lambda_max"] for r in remote.rows] == [r["lambda_max"] for r in local.rows]
+
+
+def test_dask_executor_equals_local_run():
+    distributed = pytest.importorskip("distributed")
+    local = fa.audit(MODEL, X, batch_size=10, progress=False)
+    with distributed.LocalCluster(n_workers=1, threads_per_worker=2, processes=False, dashboard_address=None) as c, \
+            distributed.Client(c) as client:
+        remote = fa.audit(MODEL, X, batch_size=10, executor=client.get_executor(), progress=False)
+    assert [r["lambda_max"] for r in remote.rows] == [r["lambda_max"] for r in local.rows]
+
+
+def test_journal_refuses_another_run(tmp_path):
+    j = tmp_path / "j.sqlite"
+    fa.audit(MODEL, X, batch_size=16, journal=j, progress=False)
+    with pytest.raises(E.InvalidArgumentError, match="different run"):
+        fa.audit(MODEL, X + 1, batch_size=16, journal=j, progress=False)
+
+
+SLOW = """
+import sys, time, numpy as np, fimaudit as fa
+sys.path.insert(0, {root!r})
+from tests.test_audit import MODEL, X
+class Slow(type(MODEL)):
+    def forward(self, x):
+        time.sleep(0.15)
+        return super().forward(x)
+slow = Slow(MODEL.weights, MODEL.biases)
+fa.audit(slow, X, batch_size=5, journal={journal!r}, progress=False)
+"""
+
+
+def test_kill_9_and_resume_gives_the_same_table(tmp_path):
+    journal = str(tmp_path / "j.sqlite")
+    proc = subprocess.Popen([sys.executable, "-c", SLOW.format(root=os.getcwd(), journal=journal)])
+    deadline = time.time() + 60
+    import sqlite3
+
+    while time.time() < deadline:
+        time.sleep(0.2)
+        try:
+            n = sqlite3.connect(journal).execute("SELECT COUNT(*) FROM rows").fetchone()[0]
+        except sqlite3.Error:
+            n = 0
+        if n >= 15:
+            break
+    proc.kill()
+    proc.wait()
+    committed = sqlite3.connect(journal).execute("SELECT COUNT(*) FROM rows").fetchone()[0]
+    assert 15 <= committed < 50
+
+    calls = []
+
+    class Counting(type(MODEL)):
+        def forward(self, x):
+            calls.append(len(x))
+            return super().forward(x)
+
+    resumed = fa.audit(Counting(MODEL.weights, MODEL.biases), X, batch_size=5, journal=journal, progress=False)
+    fresh = fa.audit(MODEL, X, batch_size=5, progress=False)
+    assert [r["lambda_max"] for r in resumed.rows] == [r["lambda_max"] for r in fresh.rows]
+    top_calls = 1 if len(resumed.top) else 0
+    assert sum(calls) <= 3 * (50 - committed) + 5 * top_calls + 5  # only the missing rows were audited
+
+
+def test_save_load_round_trip_and_report(tmp_path):
+    a = fa.audit(MODEL, X, Y, progress=False)
+    page = a.save(tmp_path / "out")
+    b = fa.Audit.load(tmp_path / "out")
+    assert b.rows == a.rows and b.summary == a.summary
+    text = open(page).read()
+    assert text.count("<svg") >= 2 and "http" not in text.replace("http-equiv", "")
+    assert (tmp_path / "out" / "results.csv").read_text().count("\n") == 51
+
+
+@pytest.mark.parametrize("call,match", [
+    (lambda: fa.audit(MODEL, X, Y[:-1], progress=False), "one label per input"),
+    (lambda: fa.audit(MODEL, np.where(X > 2.5, np.nan, X), progress=False), "NaN"),
+    (lambda: fa.audit(MODEL, X[:, :5], progress=False), "expects"),
+    (lambda: fa.audit(MODEL, X[:0], progress=False), "empty"),
+])
+def test_bad_input(call, match):
+    with pytest.raises(E.InvalidArgumentError, match=match):
+        call()
+
+
+def test_unwritable_output_folder(tmp_path):
+    blocker = tmp_path / "file"
+    blocker.write_text("")
+    with pytest.raises(E.InvalidArgumentError, match="cannot write the report"):
+        fa.audit(MODEL, X[:5], progress=False).save(blocker / "x")
+
+
+def test_report_renders_in_chromium(tmp_path):
+    import shutil
+
+    chromium = shutil.which("chromium") or shutil.which("chromium-browser")
+    if chromium is None:
+        pytest.skip("chromium is not installed")
+    page = fa.audit(MODEL, X, Y, progress=False).save(tmp_path / "out")
+    shot = tmp_path / "shot.png"
+    proc = subprocess.run([chromium, "--headless", "--no-sandbox", "--disable-gpu", "--no-first-run",
+                           "--disable-background-networking", "--disable-component-update", "--disable-sync",
+                           f"--user-data-dir={tmp_path / 'profile'}", f"--screenshot={shot}", "--window-size=1100,1400",
+                           "--enable-logging=stderr", "--v=0", f"file://{page}"],
+                          capture_output=True, text=True, timeout=120)
+    assert shot.exists() and shot.stat().st_size > 10_000, proc.stderr[-2000:]
+    assert "Uncaught" not in proc.stderr and "CONSOLE" not in proc.stderr.upper().replace("CONSOLE_", "")
