@@ -1,0 +1,58 @@
+"""The fimaudit command on an ONNX model: audit, the --fail-above gate, report."""
+
+import json
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+
+onnx = pytest.importorskip("onnx")
+pytest.importorskip("fimaudit_onnx")
+from onnx import TensorProto, helper, numpy_helper  # noqa: E402
+
+
+def _cli(*args):
+    return subprocess.run([sys.executable, "-m", "fimaudit.cli", *args], capture_output=True, text=True, timeout=300)
+
+
+@pytest.fixture()
+def files(tmp_path):
+    rng = np.random.default_rng(0)
+    W = rng.standard_normal((4, 3)).astype(np.float32)
+    g = helper.make_graph([helper.make_node("Gemm", ["x", "W"], ["logits"])], "g",
+                          [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["N", 4])],
+                          [helper.make_tensor_value_info("logits", TensorProto.FLOAT, ["N", 3])],
+                          [numpy_helper.from_array(W, "W")])
+    onnx.save(helper.make_model(g, opset_imports=[helper.make_opsetid("", 17)]), tmp_path / "m.onnx")
+    np.save(tmp_path / "x.npy", rng.standard_normal((10, 4)).astype(np.float32))
+    np.save(tmp_path / "y.npy", rng.integers(0, 3, 10))
+    return tmp_path, W
+
+
+def test_audit_writes_the_report_and_gates(files):
+    d, W = files
+    p = _cli("audit", str(d / "m.onnx"), "--data", str(d / "x.npy"), "--labels", str(d / "y.npy"),
+             "--out", str(d / "out"), "--json", "--quiet")
+    assert p.returncode == 0, p.stderr
+    summary = json.loads(p.stdout)
+    assert summary["completed"] == 10
+    data = json.loads((d / "out" / "results.json").read_text())
+    x = np.load(d / "x.npy").astype(np.float64)
+    from fimaudit.testing import LinearModel
+    import fimaudit as fa
+
+    truth = fa.fisher_norm(LinearModel(W.T.astype(np.float64)), x).value
+    assert np.allclose([r["lambda_max"] for r in data["rows"]], truth, rtol=2e-3)
+    gate = _cli("audit", str(d / "m.onnx"), "--data", str(d / "x.npy"), "--out", str(d / "out2"), "--quiet",
+                "--fail-above", str(float(np.median(truth))))
+    assert gate.returncode == 3 and "above" in gate.stderr
+    again = _cli("report", str(d / "out"))
+    assert again.returncode == 0 and (d / "out" / "report.html").exists()
+
+
+def test_bad_data_is_reported(files):
+    d, _ = files
+    np.save(d / "bad.npy", np.ones((3, 5), np.float32))
+    p = _cli("audit", str(d / "m.onnx"), "--data", str(d / "bad.npy"), "--out", str(d / "o"))
+    assert p.returncode == 2 and "expects" in p.stderr
