@@ -20,9 +20,16 @@ from .results import FisherNormResult, SpectrumResult, TraceResult
 
 __version__ = "0.1.0"
 
+
+def lipschitz_bound(model, input_shape=None, likelihood="categorical", sigma=1.0):
+    """Certified Lipschitz and Fisher bounds from a model's ONNX graph (see fimaudit.bounds)."""
+    from .bounds import lipschitz_bound as bound
+
+    return bound(model, input_shape=input_shape, likelihood=likelihood, sigma=sigma)
+
 __all__ = [
     "wrap", "Model", "Linearization", "installed_adapters",
     "fisher_norm", "fisher_trace", "fisher_spectrum", "plan", "Plan",
     "FisherNormResult", "TraceResult", "SpectrumResult",
-    "get_likelihood", "errors", "__version__", "audit", "Audit",
+    "get_likelihood", "errors", "__version__", "audit", "Audit", "lipschitz_bound",
 ]

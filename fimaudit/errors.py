@@ -26,6 +26,7 @@ __all__ = [
     "NoiseDominatesWarning",
     "ServiceError",
     "InvalidModelFileError",
+    "UnsupportedOnnxOpError",
 ]
 
 
@@ -121,3 +122,7 @@ class ServiceError(FimauditError, RuntimeError):
 class InvalidModelFileError(FimauditError, ValueError):
     """A model file cannot be used: it fails the checker, is too large, reads external
     data from outside its folder, or has inputs whose shape cannot be resolved."""
+
+
+class UnsupportedOnnxOpError(FimauditError, NotImplementedError):
+    """No certified Lipschitz rule for an ONNX node; names the op type and the node."""

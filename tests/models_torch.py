@@ -66,3 +66,34 @@ def smooth_cnn(C=10, width=8):
     return nn.Sequential(nn.Conv2d(3, width, 3, padding=1), nn.GELU(), nn.AvgPool2d(2),
                          nn.Conv2d(width, 2 * width, 3, padding=1), nn.Tanh(), nn.AdaptiveAvgPool2d(2),
                          nn.Flatten(), nn.Linear(8 * width, C))
+
+
+def vgg_style(C=10, width=8):
+    return nn.Sequential(
+        nn.Conv2d(3, width, 3, padding=1), nn.ReLU(), nn.Conv2d(width, width, 3, padding=1), nn.ReLU(), nn.MaxPool2d(2),
+        nn.Conv2d(width, 2 * width, 3, padding=1), nn.BatchNorm2d(2 * width), nn.ReLU(), nn.MaxPool2d(2),
+        nn.Flatten(), nn.Linear(2 * width * 8 * 8, 32), nn.ReLU(), nn.Dropout(0.5), nn.Linear(32, C))
+
+
+class DenseBlock(nn.Module):
+    def __init__(self, c, growth, layers):
+        super().__init__()
+        self.layers = nn.ModuleList(nn.Sequential(nn.BatchNorm2d(c + i * growth), nn.ReLU(),
+                                                  nn.Conv2d(c + i * growth, growth, 3, padding=1)) for i in range(layers))
+
+    def forward(self, x):
+        for layer in self.layers:
+            x = torch.cat([x, layer(x)], dim=1)
+        return x
+
+
+def densenet_style(C=10, growth=4):
+    return nn.Sequential(nn.Conv2d(3, 8, 3, padding=1), DenseBlock(8, growth, 3), nn.AvgPool2d(2),
+                         nn.Conv2d(8 + 3 * growth, 8, 1), DenseBlock(8, growth, 2), nn.AdaptiveAvgPool2d(1),
+                         nn.Flatten(), nn.Linear(8 + 2 * growth, C))
+
+
+def resnet_style(C=10, width=8):
+    return nn.Sequential(nn.Conv2d(3, width, 3, padding=1), nn.BatchNorm2d(width), nn.ReLU(), Block(width),
+                         nn.Conv2d(width, 2 * width, 3, stride=2, padding=1), nn.ReLU(), Block(2 * width),
+                         nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(2 * width, C))
