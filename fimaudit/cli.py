@@ -39,6 +39,24 @@ def _audit(args):
     return 0
 
 
+def _bound(args):
+    from .bounds import lipschitz_bound
+
+    shape = tuple(int(s) for s in args.input_shape.split(",")) if args.input_shape else None
+    b = lipschitz_bound(args.model, input_shape=shape)
+    if args.json:
+        print(json.dumps(dict(lipschitz=b.lipschitz, fisher_bound=b.fisher_bound, layers=b.layers)))
+        return 0
+    print(f"{'node':32s} {'op':20s} {'local':>10s} {'cumulative':>12s}")
+    for layer in b.layers:
+        local = "" if layer["local"] is None else f"{layer['local']:.4g}"
+        print(f"{layer['node'][:32]:32s} {layer['op']:20s} {local:>10s} {layer['cumulative']:12.4g}")
+    note = " (logits before the final Softmax)" if b.softmax_skipped else ""
+    print(f"certified logit Lipschitz constant L ≤ {b.lipschitz:.6g}{note}")
+    print(f"λ_max(F(x)) ≤ ½ L² = {b.fisher_bound:.6g} for every x; top-1 class fixed within margin / (√2 L)")
+    return 0
+
+
 def _report(args):
     from .audit import Audit
 
@@ -65,6 +83,10 @@ def main(argv=None):
     au.add_argument("--fail-above", type=float, help="exit with status 3 if any λ_max exceeds this")
     au.add_argument("--json", action="store_true", help="print the summary as JSON")
     au.add_argument("--quiet", action="store_true")
+    bd = sub.add_parser("bound", help="certified Lipschitz and Fisher bounds from an ONNX graph")
+    bd.add_argument("model")
+    bd.add_argument("--input-shape", help="one input's shape, e.g. 3,32,32 (when the graph leaves it symbolic)")
+    bd.add_argument("--json", action="store_true")
     rep = sub.add_parser("report", help="re-render report.html from a folder's results.json")
     rep.add_argument("folder")
     args = ap.parse_args(argv)
@@ -76,6 +98,8 @@ def main(argv=None):
             return 0
         if args.command == "audit":
             return _audit(args)
+        if args.command == "bound":
+            return _bound(args)
         return _report(args)
     except (FimauditError, OSError) as err:
         print(f"fimaudit: {err}", file=sys.stderr)

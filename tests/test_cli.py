@@ -56,3 +56,13 @@ def test_bad_data_is_reported(files):
     np.save(d / "bad.npy", np.ones((3, 5), np.float32))
     p = _cli("audit", str(d / "m.onnx"), "--data", str(d / "bad.npy"), "--out", str(d / "o"))
     assert p.returncode == 2 and "expects" in p.stderr
+
+
+def test_bound_prints_the_certified_constant(files):
+    d, W = files
+    p = _cli("bound", str(d / "m.onnx"), "--input-shape", "4", "--json")
+    assert p.returncode == 0, p.stderr
+    out = json.loads(p.stdout)
+    assert np.isclose(out["lipschitz"], np.linalg.norm(W.astype(np.float64), 2), rtol=1e-6)
+    text = _cli("bound", str(d / "m.onnx"), "--input-shape", "4")
+    assert "certified logit Lipschitz constant" in text.stdout
