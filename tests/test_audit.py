@@ -148,3 +148,20 @@ def test_report_renders_in_chromium(tmp_path):
                           capture_output=True, text=True, timeout=120)
     assert shot.exists() and shot.stat().st_size > 10_000, proc.stderr[-2000:]
     assert "Uncaught" not in proc.stderr and "CONSOLE" not in proc.stderr.upper().replace("CONSOLE_", "")
+
+
+def test_graph_bound_and_certified_radius_when_a_graph_exists():
+    torch = pytest.importorskip("torch")
+    pytest.importorskip("fimaudit_torch")
+    pytest.importorskip("onnx")
+    from tests.models_torch import small_cnn
+
+    torch.manual_seed(0)
+    net = small_cnn().eval()
+    x = np.random.default_rng(0).random((6, 3, 16, 16)).astype(np.float32)
+    a = fa.audit(fa.wrap(net, input_shape=(3, 16, 16)), x, progress=False)
+    b = fa.lipschitz_bound(fa.wrap(net, input_shape=(3, 16, 16)))
+    assert a.summary["bound"]["lipschitz"] == pytest.approx(b.lipschitz)
+    assert all(r["lambda_max"] <= a.summary["bound"]["fisher_bound"] for r in a.rows)
+    assert all(r["certified_radius"] == pytest.approx(r["margin"] / (np.sqrt(2) * b.lipschitz)) for r in a.rows)
+    assert fa.audit(MODEL, X[:4], progress=False).summary["bound"]["available"] is False

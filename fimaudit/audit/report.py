@@ -15,7 +15,7 @@ import numpy as np
 from ..errors import InvalidArgumentError
 
 COLUMNS = ["index", "label", "prediction", "confidence", "margin", "lambda_max", "lower", "upper", "trace",
-           "queries", "seconds", "status"]
+           "queries", "seconds", "status", "certified_radius"]
 
 
 def save(audit, out):
@@ -91,6 +91,10 @@ def _svg_image(values, shape, size=96, diverging=False):
     return f'<svg width="{size}" height="{size}" role="img">{"".join(cells)}</svg>'
 
 
+def _num(v):
+    return "" if v is None else f"{v:.4g}"
+
+
 def render(audit):
     s = audit.summary
     ok = [r for r in audit.rows if r["lambda_max"] is not None and r["lambda_max"] > 0]
@@ -118,6 +122,19 @@ def render(audit):
         tops.append(f'<tr><td>{t["index"]}</td><td>{t["label"]}</td><td>{t["prediction"]}</td>'
                     f'<td>{t["confidence"]:.3f}</td><td>{t["lambda_max"]:.4g}</td>{pics}</tr>')
     head = "<th>input</th><th>top direction</th>" if image_like else ""
+    bound = s.get("bound")
+    if bound and bound.get("available"):
+        layer_rows = "".join(
+            f"<tr><td>{html.escape(str(layer['node']))}</td><td>{html.escape(layer['op'])}</td>"
+            f"<td>{_num(layer['local'])}</td><td>{_num(layer['cumulative'])}</td></tr>" for layer in bound["layers"])
+        bound_html = (f"<h2>Certified bound from the graph</h2><p>Logit Lipschitz constant L ≤ {bound['lipschitz']:.4g}; "
+                      f"λ_max(F(x)) ≤ {bound['fisher_bound']:.4g} for every input; each input's top class is certified "
+                      "within margin / (√2 L) (column certified_radius).</p><table><tr><th>node</th><th>op</th>"
+                      f"<th>local</th><th>cumulative</th></tr>{layer_rows}</table>")
+    elif bound:
+        bound_html = f"<h2>Certified bound from the graph</h2><p>Not available: {html.escape(bound['reason'])}</p>"
+    else:
+        bound_html = ""
     settings = html.escape(json.dumps({k: v for k, v in audit.settings.items()}, default=str))
     return f"""<!DOCTYPE html>
 <html lang="en"><head><meta charset="utf-8"><title>fimaudit report</title>
@@ -137,6 +154,7 @@ model's output distribution per unit ‖δ‖² of input perturbation. Larger is
 </div>
 <h2>Most sensitive inputs</h2>
 <table><tr><th>index</th><th>label</th><th>prediction</th><th>confidence</th><th>λ_max</th>{head}</tr>{''.join(tops)}</table>
+{bound_html}
 <p>Settings: <code>{settings}</code></p>
 </body></html>
 """

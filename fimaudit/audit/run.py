@@ -93,7 +93,21 @@ def _chunk(m, X, y, lo, hi, method, budget, seed):
     return rows
 
 
-def audit(model, X, y=None, *, method="auto", budget=None, journal=None, executor=None, progress=True,
+def _bound(m, enabled):
+    """The certified graph bound when an ONNX graph is available, else why not."""
+    if not enabled:
+        return None
+    try:
+        from ..bounds import lipschitz_bound
+
+        b = lipschitz_bound(m)
+    except (FimauditError, ImportError) as err:
+        return dict(available=False, reason=f"{type(err).__name__}: {err}")
+    return dict(available=True, lipschitz=b.lipschitz, fisher_bound=b.fisher_bound, layers=b.layers,
+                softmax_skipped=b.softmax_skipped)
+
+
+def audit(model, X, y=None, *, method="auto", budget=None, bound=True, journal=None, executor=None, progress=True,
           seed=0, batch_size=64, top=5) -> Audit:
     """Audit every input of X (n, *input_shape). See :class:`Audit` for what comes back.
 
@@ -101,6 +115,8 @@ def audit(model, X, y=None, *, method="auto", budget=None, journal=None, executo
     resumes where the last one stopped (it refuses a journal from another run).
     ``executor``: any ``concurrent.futures.Executor`` (a Dask ``Client.get_executor()``
     too); chunks of ``batch_size`` inputs are submitted to it.
+    ``bound``: add the certified Lipschitz bound from the model's ONNX graph (when the
+    adapter can give one) and each input's certified radius, margin / (√2 L).
     """
     m = wrap(model)
     X = np.asarray(to_numpy(X))
@@ -150,6 +166,12 @@ def audit(model, X, y=None, *, method="auto", budget=None, journal=None, executo
             jr.close()
     ordered = [rows[i] for i in range(len(X))]
     summary = summarize(ordered, seed=seed)
+    graph_bound = _bound(m, bound)
+    if graph_bound and graph_bound["available"]:
+        L = graph_bound["lipschitz"]
+        for r in ordered:
+            r["certified_radius"] = None if r["margin"] is None else r["margin"] / (np.sqrt(2.0) * L)
+    summary["bound"] = graph_bound
     ranked = sorted((r for r in ordered if r["lambda_max"] is not None), key=lambda r: -r["lambda_max"])[:top]
     top_rows = []
     if ranked:
