@@ -9,7 +9,7 @@ nvidia-smi -L
 if ls .whl/*.whl >/dev/null 2>&1; then
   python3 -m pip install -q --no-index --no-deps --no-compile --target /tmp/site .whl/*.whl && export PYTHONPATH=/tmp/site
 fi
-python3 -m pip install -q --no-index --no-deps --no-build-isolation -e . -e adapters/torch 2>&1 | tail -2
+python3 -m pip install -q --no-index --no-deps --no-build-isolation -e . -e adapters/torch -e adapters/http -e adapters/onnx 2>&1 | tail -2
 export PYTHONUNBUFFERED=1
 python3 -m pytest -q -x -p no:cacheprovider tests 2>&1 | tail -5 | tee "$OUT/pytest.txt"
 python3 benchmarks/gpu_check.py "$OUT/gpu_check.json" 2>&1 | grep -v Warning | tee "$OUT/gpu_check.txt"
