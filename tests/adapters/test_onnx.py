@@ -89,3 +89,22 @@ def test_a_session_that_cannot_be_created_is_reported():
 def test_provider_fallback_is_loud():
     with pytest.warns(RuntimeWarning, match="fell back"):
         fa.wrap(graph(), providers=["CUDAExecutionProvider", "CPUExecutionProvider"])
+
+
+def test_a_newer_ir_version_is_read_by_an_older_onnxruntime(monkeypatch):
+    """onnx may write IR versions an installed onnxruntime does not read yet (seen: onnx 1.23
+    writes 14, onnxruntime 1.30 reads up to 13); the session is retried at the version it names."""
+    import fimaudit_onnx.model as om
+
+    real = om.ort.InferenceSession
+
+    def picky(data, providers=None):
+        if onnx.load_from_string(data).ir_version > 9:
+            raise RuntimeError("Unsupported model IR version: 10, max supported IR version: 9")
+        return real(data, providers=providers)
+
+    monkeypatch.setattr(om.ort, "InferenceSession", picky)
+    model = graph()
+    model.ir_version = 10
+    m = fa.wrap(model)
+    assert np.allclose(fa.fisher_norm(m, X, method="exact").value, TRUTH, rtol=2e-3)

@@ -11,6 +11,7 @@ exported with batch 1 costs one session call per row.
 
 from __future__ import annotations
 
+import re
 import warnings
 
 import numpy as np
@@ -32,6 +33,22 @@ def _softmax_logits(model, output_name):
             axis = next((a.i for a in node.attribute if a.name == "axis"), -1)
             return node.input[0] if axis in (-1, 1) else None
     return None
+
+
+def _session(proto, providers):
+    """An onnxruntime session; a model written by a newer onnx than this onnxruntime reads
+    (IR version too high) is retried at the highest IR version it names, which is safe
+    when the opsets are supported (the run would fail otherwise)."""
+    try:
+        return ort.InferenceSession(proto.SerializeToString(), providers=providers)
+    except Exception as err:
+        found = re.search(r"max supported IR version: (\d+)", str(err))
+        if found and proto.ir_version > int(found.group(1)):
+            older = onnx.ModelProto()
+            older.CopyFrom(proto)
+            older.ir_version = int(found.group(1))
+            return _session(older, providers)
+        raise InvalidModelFileError(f"onnxruntime cannot create a session for this model: {err}") from None
 
 
 class OnnxModel(CallableModel):
@@ -79,10 +96,7 @@ class OnnxModel(CallableModel):
         self.input_name, self.output_name = inp.name, out_name
         self.input_dtype = _DTYPES.get(inp.type.tensor_type.elem_type, np.float32)
         self.fixed_batch = batch if batch else None
-        try:
-            self.session = ort.InferenceSession(self.proto.SerializeToString(), providers=providers or ["CPUExecutionProvider"])
-        except Exception as err:
-            raise InvalidModelFileError(f"onnxruntime cannot create a session for this model: {err}") from None
+        self.session = _session(self.proto, providers or ["CPUExecutionProvider"])
         if providers and providers[0] not in self.session.get_providers():
             warnings.warn(f"onnxruntime fell back from {providers[0]} to {self.session.get_providers()}: "
                           "the model runs on the CPU", RuntimeWarning, stacklevel=2)
