@@ -14,7 +14,8 @@ by ``2 uᵀ(RE)w`` (one projection of the error, taken at 3ε) and to second ord
 ``‖RE‖² ≲ (ε(√C + √k))²``, so ``|Δλ| ≲ 6√λ ε + ε²(√C + √k)²``; a
 relative truncation error τ of the products (measured by halving the step along one
 direction, and taken three times over) adds ``(2τ + τ²) λ``. These are estimates, not
-certificates: kinks that the check's direction does not cross can exceed them.
+certificates: kinks that the check's direction does not cross can exceed them (seen: a
+float32 ReLU CNN whose truth sat 0.03% above the widened upper end).
 """
 
 from __future__ import annotations
