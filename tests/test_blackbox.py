@@ -182,3 +182,20 @@ def test_bad_arguments(name, call, fix):
     with pytest.raises(E.InvalidArgumentError) as info:
         call()
     assert fix in str(info.value)
+
+
+def test_callable_query_cache_pays_for_no_row_twice(tmp_path):
+    calls = []
+
+    def counted(b):
+        calls.append(len(b))
+        return probs_fn(b)
+
+    cache = tmp_path / "answers.sqlite"
+    first = fa.fisher_norm(fa.wrap(counted, input_shape=(D,), cache=cache), X, method="exact")
+    sent = sum(calls)
+    # the noise probe's repeated base query is answered by the cache: one row per input fewer
+    assert sent == first.queries.sum() - len(X)
+    again = fa.fisher_norm(fa.wrap(counted, input_shape=(D,), cache=cache), X, method="exact")
+    assert sum(calls) == sent  # every answer came from the cache
+    assert np.array_equal(again.value, first.value)

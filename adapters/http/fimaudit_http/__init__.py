@@ -13,7 +13,7 @@ def __getattr__(name):
 
         return HTTPModel
     if name == "QueryCache":
-        from .cache import QueryCache
+        from fimaudit.blackbox.cache import QueryCache
 
         return QueryCache
     raise AttributeError(name)

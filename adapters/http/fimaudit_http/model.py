@@ -30,7 +30,7 @@ import numpy as np
 from fimaudit.blackbox import CallableModel
 from fimaudit.errors import InvalidArgumentError, InvalidModelOutputError, QueryBudgetExceeded, ServiceError
 
-from .cache import QueryCache, row_keys
+from fimaudit.blackbox.cache import QueryCache, row_keys
 
 RETRY_STATUS = {429, 500, 502, 503, 504}
 
@@ -61,7 +61,7 @@ class HTTPModel(CallableModel):
         self.max_batch, self.concurrency, self.rate_limit = max_batch, concurrency, rate_limit
         self.timeout, self.retries, self.backoff, self.max_backoff = timeout, int(retries), backoff, max_backoff
         self._headers = dict(headers or {})  # never logged, never cached
-        self.cache = QueryCache(cache) if cache is not None else None
+        self.query_cache = QueryCache(cache) if cache is not None else None
         self.log_path = log
         self.budget = budget
         self.dtype = None if dtype is None else np.dtype(dtype)  # what rows are sent as
@@ -76,7 +76,7 @@ class HTTPModel(CallableModel):
     def _query(self, batch):
         batch = np.ascontiguousarray(batch, dtype=self.dtype or batch.dtype)
         keys = row_keys(self.url, batch)
-        answers = self.cache.get_many(keys) if self.cache is not None else {}
+        answers = self.query_cache.get_many(keys) if self.query_cache is not None else {}
         missing = [i for i, k in enumerate(keys) if k not in answers]
         chunks = [missing[lo:lo + self.max_batch] for lo in range(0, len(missing), self.max_batch)]
         allowed = chunks
@@ -94,7 +94,7 @@ class HTTPModel(CallableModel):
             left = sum(len(c) for c in chunks[len(allowed):])
             raise QueryBudgetExceeded(
                 f"the query budget of {self.budget} rows is spent ({self.sent} sent); {left} rows of this batch "
-                "were not sent. Answered rows are kept" + (f" in the cache {self.cache.path}" if self.cache else "")
+                "were not sent. Answered rows are kept" + (f" in the cache {self.query_cache.path}" if self.query_cache else "")
                 + ": raise budget= and run again to pay only for the rest",
                 partial={"answered": len(answers), "missing": left})
         return np.asarray([answers[k] for k in keys], dtype=np.float64)
@@ -111,8 +111,8 @@ class HTTPModel(CallableModel):
                 async with gate:
                     rows = await self._request(client, pace, batch[idx])
                 items = [(keys[i], list(map(float, r))) for i, r in zip(idx, rows)]
-                if self.cache is not None:
-                    self.cache.put_many(items)  # committed before anything else can fail
+                if self.query_cache is not None:
+                    self.query_cache.put_many(items)  # committed before anything else can fail
                 out.update(items)
 
             await asyncio.gather(*(one(c) for c in chunks))

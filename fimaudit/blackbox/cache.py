@@ -1,4 +1,4 @@
-"""A content-addressed query cache in SQLite: every answered row is committed as soon as
+"""A content-addressed query cache in SQLite for black-box models (callables, HTTP APIs): every answered row is committed as soon as
 its batch returns, so a run killed at any point and started again pays for no query
 twice. Keys are SHA-256 digests of the endpoint, the row's dtype, shape and bytes."""
 
