@@ -165,3 +165,30 @@ def test_graph_bound_and_certified_radius_when_a_graph_exists():
     assert all(r["lambda_max"] <= a.summary["bound"]["fisher_bound"] for r in a.rows)
     assert all(r["certified_radius"] == pytest.approx(r["margin"] / (np.sqrt(2) * b.lipschitz)) for r in a.rows)
     assert fa.audit(MODEL, X[:4], progress=False).summary["bound"]["available"] is False
+
+
+def test_ctrl_c_leaves_a_consistent_journal(tmp_path):
+    import signal
+    import sqlite3
+
+    journal = str(tmp_path / "j.sqlite")
+    proc = subprocess.Popen([sys.executable, "-c", SLOW.format(root=os.getcwd(), journal=journal)],
+                            stderr=subprocess.PIPE, text=True)
+    deadline = time.time() + 60
+    n = 0
+    while time.time() < deadline and n < 10:
+        time.sleep(0.2)
+        try:
+            n = sqlite3.connect(journal).execute("SELECT COUNT(*) FROM rows").fetchone()[0]
+        except sqlite3.Error:
+            n = 0
+    proc.send_signal(signal.SIGINT)
+    _, err = proc.communicate(timeout=60)
+    assert proc.returncode != 0 and "KeyboardInterrupt" in err
+    db = sqlite3.connect(journal)
+    assert db.execute("PRAGMA integrity_check").fetchone()[0] == "ok"
+    rows = [json.loads(r) for (r,) in db.execute("SELECT row FROM rows")]
+    assert rows and all(r["status"] == "ok" for r in rows)  # only whole, finished rows
+    resumed = fa.audit(MODEL, X, batch_size=5, journal=journal, progress=False)
+    fresh = fa.audit(MODEL, X, batch_size=5, progress=False)
+    assert [r["lambda_max"] for r in resumed.rows] == [r["lambda_max"] for r in fresh.rows]

@@ -108,3 +108,23 @@ def test_a_newer_ir_version_is_read_by_an_older_onnxruntime(monkeypatch):
     model.ir_version = 10
     m = fa.wrap(model)
     assert np.allclose(fa.fisher_norm(m, X, method="exact").value, TRUTH, rtol=2e-3)
+
+
+def test_onnx_models_pickle_for_process_executors():
+    import pickle
+
+    m = fa.wrap(graph())
+    clone = pickle.loads(pickle.dumps(m))
+    assert np.array_equal(clone.forward(X), m.forward(X))
+
+
+def test_audit_in_worker_processes_equals_local():
+    from concurrent.futures import ProcessPoolExecutor
+    import multiprocessing
+
+    m = fa.wrap(graph())
+    xs = np.random.default_rng(3).standard_normal((12, 4)).astype(np.float32)
+    local = fa.audit(m, xs, batch_size=4, progress=False, bound=False)
+    with ProcessPoolExecutor(2, mp_context=multiprocessing.get_context("spawn")) as ex:
+        remote = fa.audit(m, xs, batch_size=4, executor=ex, progress=False, bound=False)
+    assert [r["lambda_max"] for r in remote.rows] == [r["lambda_max"] for r in local.rows]

@@ -114,3 +114,14 @@ class OnnxModel(CallableModel):
 
     def to_onnx(self):
         return self.proto
+
+    def __getstate__(self):  # sessions do not pickle: executors get the graph and rebuild one
+        state = dict(self.__dict__)
+        state["session"] = None
+        state["_providers"] = self.session.get_providers()
+        return state
+
+    def __setstate__(self, state):
+        providers = state.pop("_providers")
+        self.__dict__.update(state)
+        self.session = _session(self.proto, providers)
