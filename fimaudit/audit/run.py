@@ -65,6 +65,15 @@ def _softmax(z):
     return e / e.sum(axis=1, keepdims=True)
 
 
+def _bar(done, total, first, elapsed, width=30):
+    """A one-line progress bar with the rate and the time left."""
+    fill = int(width * done / max(total, 1))
+    rate = (done - first) / elapsed if elapsed > 0 else 0.0
+    left = (total - done) / rate if rate > 0 else float("nan")
+    eta = f"{left:5.0f}s left" if left == left else "   ?  left"
+    return f"fimaudit [{'#' * fill}{'.' * (width - fill)}] {done}/{total} inputs, {rate:6.1f}/s, {eta}"
+
+
 def _chunk(m, X, y, lo, hi, method, budget, seed):
     t0 = time.perf_counter()
     xb = X[lo:hi]
@@ -142,12 +151,15 @@ def audit(model, X, y=None, *, method="auto", budget=None, bound=True, journal=N
     todo = [(lo, hi) for lo, hi in chunks if not all(i in done for i in range(lo, hi))]
     rows = dict(done)
 
+    started = time.perf_counter()
+    first = len(rows)
+
     def finish(new):
         rows.update({r["index"]: r for r in new})
         if jr:
             jr.commit(new)
         if progress:
-            print(f"\rfimaudit: {len(rows)}/{len(X)} inputs audited", end="", file=sys.stderr, flush=True)
+            print("\r" + _bar(len(rows), len(X), first, time.perf_counter() - started), end="", file=sys.stderr, flush=True)
 
     try:
         if executor is None:
