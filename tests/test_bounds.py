@@ -161,3 +161,14 @@ def test_gemm_residual_and_concat_compose_exactly_on_linear_graphs():
     assert b.lipschitz >= np.linalg.norm(np.eye(4) + A, 2) - 1e-6
     lb = [("op", layer["op"]) for layer in b.layers]
     assert lb == [("op", "MatMul"), ("op", "Add")]
+
+
+@pytest.mark.parametrize("stride,pad", [(1, 1), (2, 1), (2, 0)])
+def test_conv_transpose_rule_bounds_the_dense_operator_norm(stride, pad):
+    torch.manual_seed(stride + pad)
+    deconv = torch.nn.ConvTranspose2d(3, 4, 3, stride=stride, padding=pad, bias=False).double().eval()
+    flat = torch.nn.Sequential(copy.deepcopy(deconv).float(), torch.nn.Flatten()).eval()
+    b = fa.lipschitz_bound(fa.wrap(flat, input_shape=(3, 6, 6)))
+    exact = dense_norm(deconv, (3, 6, 6))
+    assert b.lipschitz >= exact * (1 - 1e-6), (b.lipschitz, exact)
+    assert b.layers[0]["op"] == "ConvTranspose" and b.layers[0]["local"] == pytest.approx(b.lipschitz)
