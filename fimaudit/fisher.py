@@ -279,6 +279,10 @@ def plan(model, x, method="auto", budget=None, *, return_direction=False, max_st
         per = model.overhead + model.calls_per_probe * k
         note = (f"{model.overhead} calls set up finite differences (base point and noise; more when "
                 f"outputs are quantised, taken from the probes under a budget), {model.calls_per_probe} per probe")
+        fixed = getattr(getattr(model, "inner", None), "fixed_batch", None)
+        if fixed:
+            note += (f"; the model's graph has a fixed batch of {fixed}, so it is run {fixed} row(s) per session "
+                     f"call: {-(-per * n // fixed)} session calls in all")
         return Plan(m, n, per, per * n, k, note)
     C = model.num_outputs if model.num_outputs is not None else int(model.forward(x[:1, ...]).shape[1])
     m = _resolve(method, C, budget, NORM_METHODS)

@@ -46,6 +46,8 @@ def test_softmax_graph_is_audited_on_its_logits(tmp_path):
 def test_fixed_batch_of_one_runs_row_by_row():
     m = fa.wrap(graph(batch=1))
     assert m.inner.fixed_batch == 1
+    plan = fa.plan(m, X, method="exact")
+    assert "fixed batch of 1" in plan.note and f"{plan.total_calls} session calls" in plan.note
     assert np.allclose(fa.fisher_norm(m, X, method="exact").value, TRUTH, rtol=2e-3)
 
 
