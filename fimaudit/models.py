@@ -168,10 +168,9 @@ def wrap(obj, **options) -> Model:
     """
     if isinstance(obj, Model):
         if not obj.has_jvp:  # forward-only (a black box): products by finite differences
-            from .blackbox import FD_OPTIONS, FiniteDifferenceModel
+            from .blackbox import black_box
 
-            fd = {k: options.pop(k) for k in FD_OPTIONS if k in options}
-            return FiniteDifferenceModel(obj.with_options(**options) if options else obj, **fd)
+            return black_box(lambda m, **o: m.with_options(**o) if o else m, obj, **options)
         return obj.with_options(**options) if options else obj
     for ep in _entry_points():
         try:

@@ -10,13 +10,11 @@ class _HTTPPlugin:
         return isinstance(obj, str) and obj.startswith(("http://", "https://"))
 
     def wrap(self, obj, **options):
-        from fimaudit.blackbox import FiniteDifferenceModel
-        from fimaudit.blackbox.finite_differences import FD_OPTIONS
+        from fimaudit.blackbox import black_box
 
         from .model import HTTPModel
 
-        fd = {k: options.pop(k) for k in FD_OPTIONS if k in options}
-        return FiniteDifferenceModel(HTTPModel(obj, **options), **fd)
+        return black_box(HTTPModel, obj, **options)
 
 
 PLUGIN = _HTTPPlugin()

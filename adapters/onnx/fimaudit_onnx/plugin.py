@@ -19,13 +19,11 @@ class _OnnxPlugin:
         return False
 
     def wrap(self, obj, **options):
-        from fimaudit.blackbox import FiniteDifferenceModel
-        from fimaudit.blackbox.finite_differences import FD_OPTIONS
+        from fimaudit.blackbox import black_box
 
         from .model import OnnxModel
 
-        fd = {k: options.pop(k) for k in FD_OPTIONS if k in options}
-        return FiniteDifferenceModel(OnnxModel(obj, **options), **fd)
+        return black_box(OnnxModel, obj, **options)
 
 
 PLUGIN = _OnnxPlugin()
