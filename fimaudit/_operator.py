@@ -108,8 +108,12 @@ class FisherOperator:
 
     # --- dense ---------------------------------------------------------------------
     def gram(self, memory_limit):
-        """B (n, C, C) from C vjps; also W = R J (n, C, d) when it fits ``memory_limit`` bytes."""
+        """B (n, C, C) from C vjps (or, for a jvp-only model, d jvps: :meth:`columns`); also
+        W = R J (n, C, d) when it fits ``memory_limit`` bytes."""
         xp, n, C, d = self.xp, self.n, self.C, self.d
+        if not self.model.has_vjp:
+            W = self.columns(memory_limit)
+            return xp.matmul(W, xp.permute_dims(W, (0, 2, 1))), W
         Rd = self.R.dense(n, C, self.logits)  # (n, C, C); row c of R is the cotangent of W_c
         itemsize = xp.finfo(self.logits.dtype).bits // 8
         chunk = max(1, int(memory_limit // max(1, n * d * itemsize)))

@@ -131,7 +131,7 @@ def fisher_norm(model, x, method="auto", budget=None, tol=1e-4, seed=0, *, retur
     for xp, op in _operators(model, x, batch_size):
         if not op.model.has_vjp:
             choice("method", method, ("auto", "exact", "sketch"))
-            name, _, part = blackbox_estimators.norm(xp, op, method, budget, probes, seed, return_direction,
+            name, part = blackbox_estimators.norm(xp, op, method, budget, probes, seed, return_direction,
                                                      memory_limit, offset=op.offset)
             part["queries"] = np.full(op.n, op.queries, dtype=np.int64)
             part["floored"] = op.floored
@@ -235,8 +235,7 @@ def fisher_spectrum(model, x, k=5, method="auto", tol=1e-4, seed=0, *, return_ve
         if not op.model.has_vjp and m != "exact":
             raise InvalidArgumentError("a black-box model's spectrum needs method='exact' (all d columns of J)")
         if m == "exact":
-            W = op.columns(memory_limit) if not op.model.has_vjp else None
-            B, W = (xp.matmul(W, xp.permute_dims(W, (0, 2, 1))), W) if W is not None else op.gram(memory_limit)
+            B, W = op.gram(memory_limit)
             vals, vecs = top_eigh(xp, B, k)
             part = dict(values=vals, residuals=xp.zeros_like(vals), converged=np.ones(op.n, bool))
             U = xp.permute_dims(vecs, (0, 2, 1))

@@ -92,8 +92,8 @@ def fd_error(xp, op, value, k):
 def norm(xp, op, method, budget, probes, seed, return_direction, memory_limit, offset=0):
     m, k = probe_count(op.model, op.d, budget, method, spent=op.queries)
     if m == "exact":
-        W = op.columns(memory_limit)
-        vals, vecs = top_eigh(xp, xp.matmul(W, xp.permute_dims(W, (0, 2, 1))), 1)
+        B, W = op.gram(memory_limit)
+        vals, vecs = top_eigh(xp, B, 1)
         value = lower = upper = vals[:, 0]
         direction = op.lift(xp.permute_dims(vecs, (0, 2, 1)), W)[:, 0] if return_direction else None
         stderr = xp.zeros_like(value)
@@ -103,12 +103,8 @@ def norm(xp, op, method, budget, probes, seed, return_direction, memory_limit, o
         S = op.sketch(Q)
         est = gram_sketch(xp, S, op.d, random)
         value, lower, upper, stderr = est.value, est.lower, est.high, est.stderr
-        direction = None
-        if return_direction:  # top eigenvector of Qᵀ Sᵀ S Q: Qᵀ Sᵀ u
-            v = xp.matmul(xp.matmul(est.vectors[:, None, :], S), Q)[:, 0, :]
-            nv = xp.linalg.vector_norm(v, axis=-1, keepdims=True)
-            v = xp.where(nv > 0, v / xp.where(nv > 0, nv, xp.ones_like(nv)), xp.zeros_like(v))
-            direction = xp.reshape(v, (op.n, *op.input_shape))
+        # the top eigenvector of Qᵀ Sᵀ S Q is Qᵀ Sᵀ u, u that of S Sᵀ
+        direction = op.lift(est.vectors[:, None, :], xp.matmul(S, Q))[:, 0] if return_direction else None
         name = "sketch" if random else ("sketch-" + (probes if isinstance(probes, str) else "basis"))
     err = fd_error(xp, op, value, k)
     part = dict(value=value, lower=lower, upper=upper, residual=stderr, converged=np.ones(op.n, bool),
@@ -119,7 +115,7 @@ def norm(xp, op, method, budget, probes, seed, return_direction, memory_limit, o
         part.update(fd_step=np.asarray(op.lin.h), fd_noise=np.asarray(op.lin.noise),
                     fd_error=to_numpy(err), nondeterministic=np.asarray(op.lin.nondeterministic))
         _warn_noise(to_numpy(err), to_numpy(value), op.lin, offset)
-    return name, k, part
+    return name, part
 
 
 def _warn_noise(err, value, lin, offset):
@@ -140,8 +136,8 @@ def trace(xp, op, method, k, seed, memory_limit):
     from ..linalg import hutchinson
 
     if method in ("exact", "auto") and (method == "exact" or op.d <= AUTO_EXACT_MAX_D):
-        W = op.columns(memory_limit)
-        value = xp.sum(W * W, axis=(1, 2))
+        B, _ = op.gram(memory_limit)
+        value = xp.sum(xp.linalg.diagonal(B), axis=-1)
         return "exact", value, xp.zeros_like(value)
     kk = int(k) if k is not None else min(op.d, 64)
     if method == "hutchinson":
