@@ -25,11 +25,8 @@ class ProbsLinearization:
         self.inv = xp.where(self.live, 1.0 / xp.where(self.live, p, xp.ones_like(p)), xp.zeros_like(p))
         self.logits = xp.log(xp.where(self.live, p, xp.full_like(p, tiny)))
         self.floored = np.sum(~to_numpy(self.live), axis=1)
-        self.cost_forward = getattr(inner, "cost_forward", 1)
-        self.cost_jvp = getattr(inner, "cost_jvp", 1)
-        self.cost_vjp = getattr(inner, "cost_vjp", 1)
 
-    def __getattr__(self, name):  # diagnostics of the wrapped linearization (FD step, noise...)
+    def __getattr__(self, name):  # costs and diagnostics of the wrapped linearization (FD step, noise...)
         if name == "inner":
             raise AttributeError(name)
         return getattr(self.inner, name)

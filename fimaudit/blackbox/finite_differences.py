@@ -113,7 +113,7 @@ class FiniteDifferenceLinearization(Linearization):
         flat = to_numpy(xp.reshape(x, (n, -1))).astype(np.float64)
         rms = np.sqrt(np.mean(flat**2, axis=1))
         self.scale = np.where(rms > 0, rms, 1.0)
-        eps = float(np.finfo(np.dtype(str(to_numpy(x[:1]).dtype))).eps)
+        eps = float(xp.finfo(x.dtype).eps)
         self.nondeterministic = np.zeros(n, bool)
         self.slope = None  # |J p| along the noise probe's direction, from the ECnoise table
         self._probe = None

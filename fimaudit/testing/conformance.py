@@ -39,7 +39,7 @@ def check_adapter(model, x, *, rtol=None, seed=0, k=3):
     xp = namespace(x)
     n = int(x.shape[0])
     z = m.forward(x)
-    eps = float(np.finfo(np.dtype(str(to_numpy(z).dtype))).eps)
+    eps = float(namespace(z).finfo(z.dtype).eps)
     rtol = rtol if rtol is not None else (1e-3 if eps > 1e-10 else 1e-7)
     report = {}
 
