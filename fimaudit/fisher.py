@@ -131,40 +131,42 @@ def fisher_norm(model, x, method="auto", budget=None, tol=1e-4, seed=0, *, retur
     for xp, op in _operators(model, x, batch_size):
         if not op.model.has_vjp:
             choice("method", method, ("auto", "exact", "sketch"))
-            name, part = blackbox_estimators.norm(xp, op, method, budget, probes, seed, return_direction,
-                                                     memory_limit, offset=op.offset)
-            part["queries"] = np.full(op.n, op.queries, dtype=np.int64)
-            part["floored"] = op.floored
-            parts.append((xp, part, name, op.likelihood.name))
-            continue
-        m = _resolve(method, op.C, budget, NORM_METHODS)
-        if m == "exact":
-            if budget is not None and budget < op.C + 1:
-                raise InvalidArgumentError(
-                    f"method='exact' needs {op.C + 1} products per input (1 forward + C={op.C} vjps), "
-                    f"budget={budget}; raise the budget or use method='lanczos'")
-            B, W = op.gram(memory_limit)
-            vals, vecs = top_eigh(xp, B, 1)
-            value = vals[:, 0]
-            part = dict(value=value, lower=value, upper=value, residual=xp.zeros_like(value),
-                        converged=np.ones(op.n, bool), steps=None)
-            if return_direction:
-                part["direction"] = op.lift(xp.permute_dims(vecs, (0, 2, 1)), W)[:, 0]
+            m, part = blackbox_estimators.norm(xp, op, method, budget, probes, seed, return_direction,
+                                               memory_limit, offset=op.offset)
         else:
-            steps = _steps_for_budget(budget, return_direction, max_steps)
-            res = _iterative(xp, op, m, 1, tol, steps, seed)
-            value, r = res.values[:, 0], res.residuals[:, 0]
-            # θ + r bounds λ_max only once the Krylov space has found the top eigenvalue:
-            # an unconverged input gets no finite upper bound.
-            upper = xp.where(res.converged, value + r, xp.full_like(value, float("inf")))
-            part = dict(value=value, lower=value, upper=upper, residual=r,
-                        converged=to_numpy(res.converged).astype(bool), steps=to_numpy(res.steps))
-            if return_direction:
-                part["direction"] = op.lift(res.vectors)[:, 0]
-        part["queries"] = np.full(op.n, op.queries, dtype=np.int64)
-        part["floored"] = op.floored
+            m = _resolve(method, op.C, budget, NORM_METHODS)
+            part = _white_box_norm(xp, op, m, budget, tol, seed, return_direction, max_steps, memory_limit)
+        part.setdefault("trace", None)
+        part.update(queries=np.full(op.n, op.queries, dtype=np.int64), floored=op.floored, logits=op.logits)
         parts.append((xp, part, m, op.likelihood.name))
     return _handle_nonconvergence(_assemble(FisherNormResult, parts), on_nonconvergence, "fisher_norm")
+
+
+def _white_box_norm(xp, op, m, budget, tol, seed, return_direction, max_steps, memory_limit):
+    if m == "exact":
+        if budget is not None and budget < op.C + 1:
+            raise InvalidArgumentError(
+                f"method='exact' needs {op.C + 1} products per input (1 forward + C={op.C} vjps), "
+                f"budget={budget}; raise the budget or use method='lanczos'")
+        B, W = op.gram(memory_limit)
+        vals, vecs = top_eigh(xp, B, 1)
+        value = vals[:, 0]
+        part = dict(value=value, lower=value, upper=value, residual=xp.zeros_like(value),
+                    converged=np.ones(op.n, bool), steps=None, trace=xp.sum(xp.linalg.diagonal(B), axis=-1))
+        if return_direction:
+            part["direction"] = op.lift(xp.permute_dims(vecs, (0, 2, 1)), W)[:, 0]
+        return part
+    steps = _steps_for_budget(budget, return_direction, max_steps)
+    res = _iterative(xp, op, m, 1, tol, steps, seed)
+    value, r = res.values[:, 0], res.residuals[:, 0]
+    # θ + r bounds λ_max only once the Krylov space has found the top eigenvalue:
+    # an unconverged input gets no finite upper bound.
+    upper = xp.where(res.converged, value + r, xp.full_like(value, float("inf")))
+    part = dict(value=value, lower=value, upper=upper, residual=r,
+                converged=to_numpy(res.converged).astype(bool), steps=to_numpy(res.steps))
+    if return_direction:
+        part["direction"] = op.lift(res.vectors)[:, 0]
+    return part
 
 
 def _assemble(cls, parts):

@@ -55,6 +55,8 @@ class FisherNormResult(_Result):
     fd_noise: np.ndarray = None  # black box: measured output noise per input (nats)
     fd_error: np.ndarray = None  # black box: propagated bound on |Δλ| from FD noise
     nondeterministic: np.ndarray = None  # black box: repeated query answered differently
+    trace: object = None  # tr F(x), free with the exact methods (tr B); None otherwise
+    logits: object = None  # (n, C) the logits the estimator used (log p for output="probs")
 
 
 @dataclass(repr=False)

@@ -79,10 +79,11 @@ def _chunk(m, X, y, lo, hi, method, budget, seed):
     xb = X[lo:hi]
     try:
         r = fisher_norm(m, xb, method=method, budget=budget, seed=seed + lo, on_nonconvergence="flag")
-        trace = to_numpy(fisher_trace(m, xb).value) if m.has_vjp else None
-        z = to_numpy(m.forward(xb)).astype(np.float64)
-        p = z / z.sum(1, keepdims=True) if m.output == "probs" else _softmax(z)
-        logit = np.log(np.maximum(p, 1e-300))
+        trace = None  # white-box models only: free with exact, a trace estimator otherwise
+        if m.has_vjp:
+            trace = to_numpy(r.trace if r.trace is not None else fisher_trace(m, xb).value)
+        logit = np.log(np.maximum(_softmax(to_numpy(r.logits).astype(np.float64)), 1e-300))
+        p = np.exp(logit)
         status = ["ok" if c else "not converged" for c in r.converged]
         vals, low, up = (to_numpy(a).astype(np.float64) for a in (r.value, r.lower, r.upper))
     except FimauditError as err:  # keep going: these rows say why they have no number

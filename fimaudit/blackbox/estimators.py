@@ -95,6 +95,7 @@ def norm(xp, op, method, budget, probes, seed, return_direction, memory_limit, o
         B, W = op.gram(memory_limit)
         vals, vecs = top_eigh(xp, B, 1)
         value = lower = upper = vals[:, 0]
+        trace = xp.sum(xp.linalg.diagonal(B), axis=-1)
         direction = op.lift(xp.permute_dims(vecs, (0, 2, 1)), W)[:, 0] if return_direction else None
         stderr = xp.zeros_like(value)
         name = "exact"
@@ -102,13 +103,14 @@ def norm(xp, op, method, budget, probes, seed, return_direction, memory_limit, o
         Q, random = _probes(xp, op, k, probes, seed)
         S = op.sketch(Q)
         est = gram_sketch(xp, S, op.d, random)
+        trace = None
         value, lower, upper, stderr = est.value, est.lower, est.high, est.stderr
         # the top eigenvector of Qᵀ Sᵀ S Q is Qᵀ Sᵀ u, u that of S Sᵀ
         direction = op.lift(est.vectors[:, None, :], xp.matmul(S, Q))[:, 0] if return_direction else None
         name = "sketch" if random else ("sketch-" + (probes if isinstance(probes, str) else "basis"))
     err = fd_error(xp, op, value, k)
     part = dict(value=value, lower=lower, upper=upper, residual=stderr, converged=np.ones(op.n, bool),
-                steps=None, direction=direction)
+                steps=None, direction=direction, trace=trace)
     if err is not None:
         part["lower"] = xp.maximum(lower - err, xp.zeros_like(lower))
         part["upper"] = upper + err
