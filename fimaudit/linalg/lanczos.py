@@ -95,15 +95,16 @@ def lanczos(xp, matvec, q0, *, k: int = 1, max_steps: int = 40, tol: float = 1e-
         exhausted = breakdown | (j + 1 == C)
         if kk == k:
             newly = (~done) & (ok | exhausted | (j + 1 == m))
-            U = xp.matmul(xp.permute_dims(Y, (0, 2, 1)), Qs)  # (n, k, C)
-            values = xp.where(newly[:, None], theta, values)
-            residuals = xp.where(newly[:, None], res, residuals)
-            vectors = xp.where(newly[:, None, None], U, vectors)
-            steps = xp.where(newly, xp.full_like(steps, j + 1), steps)
-            converged = converged | (newly & (ok | exhausted))
-            done = done | newly
-            if bool(xp.all(done)):
-                break
+            if bool(xp.any(newly)):  # freeze the inputs that finish at this step
+                U = xp.matmul(xp.permute_dims(Y, (0, 2, 1)), Qs)  # Ritz vectors (n, k, C)
+                values = xp.where(newly[:, None], theta, values)
+                residuals = xp.where(newly[:, None], res, residuals)
+                vectors = xp.where(newly[:, None, None], U, vectors)
+                steps = xp.where(newly, xp.full_like(steps, j + 1), steps)
+                converged = converged | (newly & (ok | exhausted))
+                done = done | newly
+                if bool(xp.all(done)):
+                    break
         safe = xp.where(breakdown, xp.ones_like(beta), beta)
         q_prev, q = q, xp.where(breakdown[:, None], xp.zeros_like(w), w / safe[:, None])
         beta_prev = xp.where(breakdown, xp.zeros_like(beta), beta)
