@@ -146,7 +146,7 @@ def trace(xp, op, method, k, seed, memory_limit):
         est = hutchinson(xp, op.quadratic, op.logits, op.d, kk, seed)
         return "hutchinson", est.value, est.stderr
     if method in ("sketch", "auto"):
-        Q = random_orthonormal(xp, op.logits, op.n, min(kk, op.d), op.d, seed)
+        Q, _ = _probes(xp, op, min(kk, op.d), "random", seed)
         S = op.sketch(Q)
         per = xp.sum(S * S, axis=1) * (op.d / 1.0)  # (n, k): d‖A q_j‖², each unbiased
         value = xp.mean(per, axis=1)

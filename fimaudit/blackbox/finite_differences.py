@@ -185,7 +185,6 @@ class FiniteDifferenceLinearization(Linearization):
         """Relative change of the directional derivative along the noise probe when the
         step is halved, |D(h) − D(h/2)| / |D(h/2)|: an estimate of the truncation (and kink)
         error of one product, beyond the noise. 4 calls per input (2 for forward)."""
-        xp, x, n = self.xp, self.x, self.n
         P = self._probe[:, None, ...]
         D = [self._log_differences(P, self.h * f) for f in (1.0, 0.5)]  # counted in overhead
         size = np.maximum(np.linalg.norm(D[1], axis=1), np.finfo(np.float64).tiny)

@@ -18,7 +18,6 @@ References: Efron & Stein, Ann. Statist. 9 (1981) (the jackknife); Martinsson & 
 
 from __future__ import annotations
 
-import math
 from dataclasses import dataclass
 
 from scipy import stats

@@ -1,7 +1,6 @@
 """fimaudit-torch against hand-written Jacobians, dense autograd Jacobians and itself."""
 
 import copy
-import math
 
 import numpy as np
 import pytest
