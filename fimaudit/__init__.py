@@ -21,11 +21,12 @@ from .results import FisherNormResult, SpectrumResult, TraceResult
 __version__ = "0.1.0"
 
 
-def lipschitz_bound(model, input_shape=None, likelihood="categorical", sigma=1.0):
-    """Certified Lipschitz and Fisher bounds from a model's ONNX graph (see fimaudit.bounds)."""
+def lipschitz_bound(model, input_shape=None, likelihood="categorical", sigma=1.0, input_domain=None):
+    """Certified Lipschitz and Fisher bounds from a model's ONNX graph (see fimaudit.bounds);
+    ``input_domain=(low, high)`` bounds Transformers on that input box."""
     from .bounds import lipschitz_bound as bound
 
-    return bound(model, input_shape=input_shape, likelihood=likelihood, sigma=sigma)
+    return bound(model, input_shape=input_shape, likelihood=likelihood, sigma=sigma, input_domain=input_domain)
 
 __all__ = [
     "wrap", "Model", "Linearization", "installed_adapters",

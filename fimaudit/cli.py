@@ -7,7 +7,7 @@ import json
 import sys
 
 from . import __version__
-from .errors import FimauditError
+from .errors import FimauditError, InvalidArgumentError
 
 
 def _audit(args):
@@ -43,7 +43,15 @@ def _bound(args):
     from .bounds import lipschitz_bound
 
     shape = tuple(int(s) for s in args.input_shape.split(",")) if args.input_shape else None
-    b = lipschitz_bound(args.model, input_shape=shape)
+    domain = None
+    if args.input_domain:
+        try:
+            domain = tuple(float(v) for v in args.input_domain.split(","))
+        except ValueError:
+            domain = ()
+        if len(domain) != 2:
+            raise InvalidArgumentError(f"--input-domain takes LOW,HIGH (two numbers), got {args.input_domain!r}")
+    b = lipschitz_bound(args.model, input_shape=shape, input_domain=domain)
     if args.json:
         print(json.dumps(dict(lipschitz=b.lipschitz, fisher_bound=b.fisher_bound, layers=b.layers)))
         return 0
@@ -53,7 +61,8 @@ def _bound(args):
         print(f"{layer['node'][:32]:32s} {layer['op']:20s} {local:>10s} {layer['cumulative']:12.4g}")
     note = " (logits before the final Softmax)" if b.softmax_skipped else ""
     print(f"certified logit Lipschitz constant L ≤ {b.lipschitz:.6g}{note}")
-    print(f"λ_max(F(x)) ≤ ½ L² = {b.fisher_bound:.6g} for every x; top-1 class fixed within margin / (√2 L)")
+    where = "every x" if domain is None else f"every x in [{domain[0]:g}, {domain[1]:g}]^d"
+    print(f"λ_max(F(x)) ≤ ½ L² = {b.fisher_bound:.6g} for {where}; top-1 class fixed within margin / (√2 L)")
     return 0
 
 
@@ -86,6 +95,8 @@ def main(argv=None):
     bd = sub.add_parser("bound", help="certified Lipschitz and Fisher bounds from an ONNX graph")
     bd.add_argument("model")
     bd.add_argument("--input-shape", help="one input's shape, e.g. 3,32,32 (when the graph leaves it symbolic)")
+    bd.add_argument("--input-domain", help="LOW,HIGH: the inputs' range, needed for LayerNorm/attention "
+                    "(bounds then hold on that box), e.g. 0,1")
     bd.add_argument("--json", action="store_true")
     rep = sub.add_parser("report", help="re-render report.html from a folder's results.json")
     rep.add_argument("folder")

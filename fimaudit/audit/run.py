@@ -103,14 +103,14 @@ def _chunk(m, X, y, lo, hi, method, budget, seed):
     return rows
 
 
-def _bound(m, enabled):
+def _bound(m, enabled, input_domain=None):
     """The certified graph bound when an ONNX graph is available, else why not."""
     if not enabled:
         return None
     try:
         from ..bounds import lipschitz_bound
 
-        b = lipschitz_bound(m)
+        b = lipschitz_bound(m, input_domain=input_domain)
     except (FimauditError, ImportError) as err:
         return dict(available=False, reason=f"{type(err).__name__}: {err}")
     return dict(available=True, lipschitz=b.lipschitz, fisher_bound=b.fisher_bound, layers=b.layers,
@@ -118,7 +118,7 @@ def _bound(m, enabled):
 
 
 def audit(model, X, y=None, *, method="auto", budget=None, bound=True, journal=None, executor=None, progress=True,
-          seed=0, batch_size=64, top=5) -> Audit:
+          seed=0, batch_size=64, top=5, input_domain=None) -> Audit:
     """Audit every input of X (n, *input_shape). See :class:`Audit` for what comes back.
 
     ``journal``: a SQLite path; finished chunks are committed as they complete and a rerun
@@ -126,7 +126,8 @@ def audit(model, X, y=None, *, method="auto", budget=None, bound=True, journal=N
     ``executor``: any ``concurrent.futures.Executor`` (a Dask ``Client.get_executor()``
     too); chunks of ``batch_size`` inputs are submitted to it.
     ``bound``: add the certified Lipschitz bound from the model's ONNX graph (when the
-    adapter can give one) and each input's certified radius, margin / (√2 L).
+    adapter can give one) and each input's certified radius, margin / (√2 L);
+    ``input_domain=(low, high)`` lets Transformers be bounded on that input box.
     """
     m = wrap(model)
     X = np.asarray(to_numpy(X))
@@ -179,7 +180,7 @@ def audit(model, X, y=None, *, method="auto", budget=None, bound=True, journal=N
             jr.close()
     ordered = [rows[i] for i in range(len(X))]
     summary = summarize(ordered, seed=seed)
-    graph_bound = _bound(m, bound)
+    graph_bound = _bound(m, bound, input_domain)
     if graph_bound and graph_bound["available"]:
         L = graph_bound["lipschitz"]
         for r in ordered:

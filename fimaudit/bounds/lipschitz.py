@@ -23,6 +23,8 @@ import numpy as np
 from .._array import to_numpy
 from ..errors import InvalidArgumentError, UnsupportedOnnxOpError
 from ..likelihoods import get_likelihood
+from .domain_rules import NEEDS_DOMAIN, TIGHTER_ON_DOMAIN, elementwise, matmul, need_domain, product
+from .intervals import Domain
 from .rules import attr, unary
 
 
@@ -45,8 +47,9 @@ class Graph:
         for d, c in zip(dims, concrete):
             d.ClearField("dim_param")
             d.dim_value = int(c)
-        model = shape_inference.infer_shapes(model)
+        model = shape_inference.infer_shapes(model, data_prop=True)
         g = model.graph
+        self.model = model
         self.input = inputs[0].name
         self.nodes = list(g.node)
         self._consts = {t.name: numpy_helper.to_array(t) for t in g.initializer}
@@ -116,6 +119,7 @@ class LipschitzBound:
     likelihood: str = "categorical"
     sigma: float = 1.0
     softmax_skipped: bool = False
+    input_domain: tuple | None = None  # the box the bound holds on (None: everywhere)
 
     @property
     def fisher_bound(self):
@@ -153,23 +157,45 @@ def _proto(model):
         "whose adapter has to_onnx()")
 
 
-def lipschitz_bound(model, input_shape=None, likelihood="categorical", sigma=1.0) -> LipschitzBound:
+def lipschitz_bound(model, input_shape=None, likelihood="categorical", sigma=1.0,
+                    input_domain=None) -> LipschitzBound:
     """A certified upper bound on the ℓ2 Lipschitz constant of the logits of ``model``
-    (an ONNX path, bytes, ModelProto, or a wrapped model with ``to_onnx()``)."""
+    (an ONNX path, bytes, ModelProto, or a wrapped model with ``to_onnx()``).
+
+    ``input_domain=(low, high)`` (scalars or arrays of the input's shape) bounds the model on
+    that box only, which LayerNormalization, attention and other products of activations
+    need (:mod:`fimaudit.bounds.domain_rules`); the statements then hold for inputs in the
+    box, and a certified radius counts perturbations that stay in it."""
     g = Graph(_proto(model), input_shape or getattr(model, "input_shape", None))
+    box = domain = None
+    if input_domain is not None:
+        if not (isinstance(input_domain, (tuple, list)) and len(input_domain) == 2):
+            raise InvalidArgumentError(
+                f"input_domain must be a pair (low, high) of scalars or arrays, got {type(input_domain).__name__}")
+        domain = Domain(g, *input_domain)
+        box = domain.box
     L = {g.input: 1.0}
     layers = []
     for k, node in enumerate(g.nodes):
         var = [i for i in node.input if i in L]
-        if not var:
-            continue  # a constant subgraph
+        if not var or all(g.is_const(o) for o in node.output if o):
+            continue  # a constant subgraph, or a Shape of an activation (folded)
         op = node.op_type
         if op in ("Add", "Sum", "Sub") and len(var) > 1:
             local, out = None, sum(L[i] for i in var)
         elif op == "Concat":
             local, out = None, math.sqrt(sum(L[i] ** 2 for i in var))
+        elif op in ("Mul", "Div") and (len(var) > 1 or node.input[1] in L):
+            if box is None:
+                raise need_domain(node, "multiplies two activations" if op == "Mul" else "divides by an activation")
+            local, out = None, product(node, g, box, L)
+        elif op in ("MatMul", "Gemm") and len(var) > 1:
+            if box is None:
+                raise need_domain(node, "multiplies two activations (attention)")
+            local, out = None, matmul(node, g, box, L)
         elif len(var) == 1:
-            local = unary(node, g, var[0])
+            tighter = op in TIGHTER_ON_DOMAIN and box is not None
+            local = elementwise(node, g, var[0], box) if op in NEEDS_DOMAIN or tighter else unary(node, g, var[0])
             out = local * L[var[0]]
         else:
             raise UnsupportedOnnxOpError(
@@ -177,12 +203,14 @@ def lipschitz_bound(model, input_shape=None, likelihood="categorical", sigma=1.0
         for o in node.output:
             if o:
                 L[o] = out
+        if domain is not None:
+            domain.advance(node, out)
         layers.append(dict(node=node.name or f"{op}_{k}", op=op, local=local, cumulative=out))
         if g.output in node.output:
             break
     if g.output not in L:
         raise InvalidArgumentError(f"the graph output {g.output!r} does not depend on its input")
-    return LipschitzBound(L[g.output], layers, likelihood, sigma, g.softmax_skipped)
+    return LipschitzBound(L[g.output], layers, likelihood, sigma, g.softmax_skipped, input_domain)
 
 
 def rank_models(models, **kw):
