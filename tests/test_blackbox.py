@@ -199,3 +199,56 @@ def test_callable_query_cache_pays_for_no_row_twice(tmp_path):
     again = fa.fisher_norm(fa.wrap(counted, input_shape=(D,), cache=cache), X, method="exact")
     assert sum(calls) == sent  # every answer came from the cache
     assert np.array_equal(again.value, first.value)
+
+
+def _kinked_relu(seed, n=48, d=16, hidden=64, C=5):
+    """A float32 ReLU network where a few hidden units sit within a few 1e-3 of their kinks
+    at the inputs (the rest far from theirs), and the exact λ_max at each input (float64,
+    from the active pattern)."""
+    rng = np.random.default_rng(seed)
+    W1 = rng.standard_normal((hidden, d)) / np.sqrt(d)
+    W2 = rng.standard_normal((C, hidden)) / np.sqrt(hidden)
+    x0 = rng.uniform(0.2, 0.8, d)
+    b1 = -W1 @ x0 + np.where(np.arange(hidden) < 6, 3e-3, 0.5) * rng.standard_normal(hidden)
+    X = (x0 + 1e-3 * rng.standard_normal((n, d))).astype(np.float32)
+
+    def probs(b):
+        a = np.maximum(b.astype(np.float32) @ W1.T.astype(np.float32) + b1.astype(np.float32), 0)
+        return softmax((a @ W2.T.astype(np.float32)).astype(np.float64)).astype(np.float32)
+
+    pre = X.astype(np.float64) @ W1.T + b1
+    truth = []
+    for i in range(n):
+        J = W2 @ ((pre[i] > 0)[:, None] * W1)
+        p = softmax((np.maximum(pre[i], 0) @ W2.T)[None])[0]
+        truth.append(np.linalg.eigvalsh(J.T @ (np.diag(p) - np.outer(p, p)) @ J)[-1])
+    return probs, X, np.array(truth)
+
+
+def test_kink_repair_fixes_straddled_probes_and_counts_its_calls():
+    errs = {"ignore": [], "repair": []}
+    covered = []
+    for seed in range(6):
+        fn, X, truth = _kinked_relu(seed)
+        for kinks in ("ignore", "repair"):
+            bb = fa.wrap(fn, input_shape=(X.shape[1],), output="probs", kinks=kinks)
+            r = fa.fisher_norm(bb, X, method="exact")
+            errs[kinks].append(np.abs(r.value / truth - 1))
+            assert int(np.sum(r.queries)) == bb.inner.calls  # every call is on some input's bill
+            if kinks == "repair":
+                assert np.any(r.queries > bb.overhead + 2 * X.shape[1])
+                covered.append((r.lower <= truth * (1 + 1e-9)) & (truth <= r.upper * (1 + 1e-9)))
+            else:
+                assert np.all(r.queries == bb.overhead + 2 * X.shape[1])
+    ignore, repair = np.concatenate(errs["ignore"]), np.concatenate(errs["repair"])
+    assert np.median(repair) < 0.5 * np.median(ignore), (np.median(repair), np.median(ignore))
+    assert np.mean(np.concatenate(covered)) >= 0.95
+    with pytest.raises(E.InvalidArgumentError, match="kinks"):
+        fa.wrap(probs_fn, input_shape=(D,), output="probs", kinks="smooth")
+
+
+def test_budgets_hold_with_kink_repair():
+    fn, X, _ = _kinked_relu(0)
+    bb = fa.wrap(fn, input_shape=(X.shape[1],), output="probs")
+    r = fa.fisher_norm(bb, X, method="sketch", budget=20)
+    assert np.all(r.queries <= 20) and int(np.sum(r.queries)) == bb.inner.calls

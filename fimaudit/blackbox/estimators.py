@@ -85,12 +85,16 @@ def fd_error(xp, op, value, k):
     # truncation/kinks: a relative error τ in every product moves λ by about 2τλ; the
     # step-halving check measures τ along one direction, so it is taken 3 times over
     tau = 3.0 * getattr(lin, "truncation", 0.0)
-    err = noise_err + (2 * tau + tau**2) * lam
+    # probes left straddling a kink: ‖R E‖ ≤ ‖R‖ ‖E‖_F with E their possible error
+    kink = math.sqrt(op.likelihood.metric_norm_bound()) * np.sqrt(getattr(lin, "kink_error2", 0.0))
+    err = noise_err + (2 * tau + tau**2) * lam + 2 * np.sqrt(lam) * kink + kink**2
     return xp.asarray(err, dtype=value.dtype, device=device(value))
 
 
 def norm(xp, op, method, budget, probes, seed, return_direction, memory_limit, offset=0):
     m, k = probe_count(op.model, op.d, budget, method, spent=op.queries)
+    if budget is not None:  # kink repairs would spend calls the budget does not hold
+        getattr(op.lin, "disable_repair", lambda: None)()
     if m == "exact":
         B, W = op.gram(memory_limit)
         vals, vecs = top_eigh(xp, B, 1)

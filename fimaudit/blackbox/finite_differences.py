@@ -19,7 +19,18 @@ GELU, 2e-4–7.5e-3 with ReLU/max-pool, where q = 1/3 gave 1e-4 and up to 1.6e-2
 q = 1/2 gave 7e-3 and up to 1.3e-1 — q = 1/2 forward and q = 1/5 Richardson. A
 step-halving check along p measures the truncation error τ, which widens the brackets. All probes of one
 call go to the model as one large batch. A direction v is scaled to unit norm and the
-result scaled back. The measured noise also flags a model whose repeated answer to the
+result scaled back.
+
+Kinks (ReLU, max-pool): a central difference whose points straddle a kink of a piecewise-
+linear model mixes two slopes. The three points it already has give both one-sided
+quotients D₊ and D₋; where they disagree beyond noise, the probe is re-measured at a quarter
+step on both sides (2 more calls). On the side without a kink both steps agree (the model
+is linear there); on the kinked side they differ; a smooth curvature changes both sides
+alike. When one side is clearly steadier (its change under 4× refinement below ¼ of the
+other's), its one-sided quotient replaces the central one; otherwise the central one stays
+and half the one-sided gap joins the error budget (``kink_error2``): a kink closer to x than
+the noise lets a step resolve leaves the derivative at x ambiguous from outside.
+``kinks="ignore"`` turns this off; with a query budget it is off so the budget holds. The measured noise also flags a model whose repeated answer to the
 same query differs.
 Reference: Moré & Wild, "Estimating derivatives of noisy simulations", ACM TOMS 38(3)
 (2012); Nocedal & Wright, *Numerical Optimization*, 2nd ed., §8.1.
@@ -39,7 +50,8 @@ __all__ = ["FiniteDifferenceModel", "FiniteDifferenceLinearization"]
 # calls per probe, and the power of the relative noise r in the step h = s·r^power
 SCHEMES = {"central": (2, 0.4), "forward": (1, 1 / 2), "richardson": (4, 1 / 5)}
 NOISE_POINTS = 8
-FD_OPTIONS = ("scheme", "step", "noise", "on_nondeterminism", "max_rows")
+KINK_GAP = 0.01  # one-sided quotients further apart than this (relative) are re-measured
+FD_OPTIONS = ("scheme", "step", "noise", "on_nondeterminism", "max_rows", "kinks")
 
 
 class FiniteDifferenceModel(Model):
@@ -50,13 +62,15 @@ class FiniteDifferenceModel(Model):
     (ECnoise, ``NOISE_POINTS + 1`` extra calls per input) or a known noise level in
     nats. ``on_nondeterminism``: "widen" (flag it and widen brackets by the measured
     noise) or "raise". ``max_rows``: rows held at once when building probe batches.
+    ``kinks``: "repair" (default; central scheme only: re-measure probes whose one-sided
+    quotients disagree, 2 calls each, counted in ``queries``) or "ignore".
     """
 
     has_jvp = True
     has_vjp = False
 
     def __init__(self, inner, *, scheme="central", step="auto", noise="auto",
-                 on_nondeterminism="widen", max_rows=1 << 16):
+                 on_nondeterminism="widen", max_rows=1 << 16, kinks="repair"):
         super().__init__(input_shape=inner.input_shape, num_outputs=inner.num_outputs,
                          output=inner.output, likelihood=inner.likelihood, sigma=inner.sigma)
         if scheme not in SCHEMES:
@@ -67,7 +81,10 @@ class FiniteDifferenceModel(Model):
             raise InvalidArgumentError(f"noise must be 'auto' or a number >= 0 (nats), got {noise!r}")
         if on_nondeterminism not in ("widen", "raise"):
             raise InvalidArgumentError(f"on_nondeterminism must be 'widen' or 'raise', got {on_nondeterminism!r}")
+        if kinks not in ("repair", "ignore"):
+            raise InvalidArgumentError(f"kinks must be 'repair' or 'ignore', got {kinks!r}")
         self.inner = inner
+        self.kinks = kinks
         self.scheme, self.step, self.noise = scheme, step, noise
         self.on_nondeterminism = on_nondeterminism
         self.max_rows = int(max_rows)
@@ -135,6 +152,20 @@ class FiniteDifferenceLinearization(Linearization):
         self.truncation = np.zeros(n)
         if self._probe is not None:
             self.truncation = self._truncation_check()
+        if not hasattr(self, "_live"):  # a noise level was given: no ECnoise table
+            self._live = self._log(self.logits) > np.log(np.finfo(np.float64).tiny) + 1.0
+        self.repair = model.kinks == "repair" and model.scheme == "central"
+        self.extra_calls = np.zeros(n, dtype=np.int64)  # kink repairs, per input
+        self.kink_error2 = np.zeros(n)  # Σ over unresolved probes of ‖(D₊ − D₋)/2‖² (log scale)
+
+    def disable_repair(self):
+        """Keep exactly the nominal calls per probe (a query budget is in force)."""
+        self.repair = False
+
+    def take_extra_calls(self):
+        """Calls spent on kink repairs since the last call, per input (then reset)."""
+        out, self.extra_calls = self.extra_calls, np.zeros(self.n, dtype=np.int64)
+        return out
 
     # --- noise ----------------------------------------------------------------------
     def _log(self, out):
@@ -226,7 +257,63 @@ class FiniteDifferenceLinearization(Linearization):
             return (self._eval(X + hb * Vhat) - self.logits[:, None, :]) / h3
         k = Vhat.shape[1]
         both = self._eval(xp.concat([X + hb * Vhat, X - hb * Vhat], axis=1))
-        return (both[:, :k, :] - both[:, k:, :]) / (2.0 * h3)
+        D = (both[:, :k, :] - both[:, k:, :]) / (2.0 * h3)
+        if self.repair and scheme == "central":
+            D = self._repair_kinks(D, both[:, :k, :], both[:, k:, :], Vhat, h)
+        return D
+
+    def _logscale(self, D, rows=None):
+        """Quotients of raw outputs (n or len(rows), k, C) on the log scale the noise is
+        measured on (host float64)."""
+        D = to_numpy(D).astype(np.float64)
+        sel = slice(None) if rows is None else rows
+        if self.model.output == "probs":
+            p = np.maximum(to_numpy(self.logits).astype(np.float64), np.finfo(np.float64).tiny)[sel]
+            D = D / p[:, None, :]
+        return np.where(self._live[sel][:, None, :], D, 0.0)
+
+    def _repair_kinks(self, D, fp, fm, Vhat, h):
+        """Replace central quotients that straddle a kink by the steadier one-sided one."""
+        xp, x, n = self.xp, self.x, self.n
+        hd = xp.reshape(xp.asarray(h, dtype=D.dtype, device=device(D)), (n, 1, 1))
+        f0 = self.logits[:, None, :]
+        Dp, Dm = (fp - f0) / hd, (f0 - fm) / hd
+        lp, lm = self._logscale(Dp), self._logscale(Dm)
+        live = np.sqrt(np.maximum(np.sum(self._live, axis=1), 1))
+        noise = (2.0 * self.noise * live / self.h)[:, None]  # about ‖D₊ − D₋‖ from noise alone
+        gap = np.linalg.norm(lp - lm, axis=2)
+        # a smooth curvature opens a gap of about h|f''|, small beside the quotient; a kink's
+        # gap is a fraction of a slope change, so only gaps above 1% of the quotient (and
+        # well above the noise) are re-measured
+        size = np.linalg.norm(lp + lm, axis=2) / 2
+        rows, cols = np.nonzero((gap > 4.0 * noise) & (gap > KINK_GAP * size))
+        if rows.size == 0:
+            return D
+        m = rows.size
+        np.add.at(self.extra_calls, rows, 2)
+        ir, ic = xp.asarray(rows, device=device(x)), xp.asarray(cols, device=device(x))
+        q = self.h[rows] / 4
+        hq = xp.reshape(xp.asarray(q, dtype=x.dtype, device=device(x)), (m,) + (1,) * (x.ndim - 1))
+        V, xr = Vhat[ir, ic, ...], x[ir, ...]
+        out = self.model.inner.forward(xp.concat([xr + hq * V, xr - hq * V], axis=0))
+        base = self.logits[ir, :]
+        qd = xp.reshape(xp.asarray(q, dtype=D.dtype, device=device(D)), (m, 1))
+        lpq = self._logscale(((out[:m] - base) / qd)[:, None, :], rows)[:, 0, :]
+        lmq = self._logscale(((base - out[m:]) / qd)[:, None, :], rows)[:, 0, :]
+        ep = np.linalg.norm(lp[rows, cols] - lpq, axis=1)  # change of each side under 4× refinement
+        em = np.linalg.norm(lm[rows, cols] - lmq, axis=1)
+        plus, minus = ep < 0.25 * em, em < 0.25 * ep
+        # unresolved — both sides steady yet apart (a kink within a quarter step of x, too
+        # close to resolve), kinks on both sides, or a strong curvature: the central quotient
+        # stays and half the gap enters the error budget
+        rest = ~(plus | minus)
+        np.add.at(self.kink_error2, rows[rest], gap[rows[rest], cols[rest]] ** 2 / 4)
+        if not np.any(plus | minus):
+            return D
+        Dn = to_numpy(D).copy()
+        Dn[rows[plus], cols[plus]] = to_numpy(Dp)[rows[plus], cols[plus]]
+        Dn[rows[minus], cols[minus]] = to_numpy(Dm)[rows[minus], cols[minus]]
+        return xp.asarray(Dn, dtype=D.dtype, device=device(D))
 
     def jvp_many(self, V):
         xp, n = self.xp, self.n
