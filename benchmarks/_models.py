@@ -1,7 +1,12 @@
-"""Benchmark models built by hand (torchvision is not usable here)."""
+"""Benchmark models built by hand (torchvision is not usable here), and the seed paper's
+white-box procedure and black-box estimator for comparison."""
 
+import array_api_compat.numpy as npx
+import numpy as np
 import torch
 from torch import nn
+
+from fimaudit.likelihoods import get_likelihood
 
 
 def cifar_cnn(C=10):
@@ -48,3 +53,16 @@ def seed_method(net, x):
         G = sq[:, None] * (grads @ grads.T) * sq[None, :]
         out.append(torch.linalg.eigvalsh(G.double())[-1])
     return torch.stack(out)
+
+
+def seed_estimator(bb, x, probes=100, seed=0):
+    """max over random unit v of vᵀFv = ‖R J v‖², J v by the same central differences."""
+    lin = bb.linearize(x)
+    n, d = x.shape[0], x[0].size
+    V = np.random.default_rng(seed).standard_normal((n, probes, d)).astype(x.dtype)
+    V /= np.linalg.norm(V, axis=2, keepdims=True)
+    p = lin.logits.astype(np.float64)
+    Jp = lin.jvp_many(V.reshape(n, probes, *x.shape[1:])).astype(np.float64)
+    R = get_likelihood("categorical").factor(npx, np.log(np.maximum(p, 1e-300)))
+    Jz = Jp / np.maximum(p, 1e-300)[:, None, :]  # d log p = dp / p
+    return np.max(np.sum(R.apply(Jz) ** 2, axis=2), axis=1), 1 + 2 * probes

@@ -20,9 +20,7 @@ import torch
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import fimaudit as fa  # noqa: E402
-from _models import cifar_cnn  # noqa: E402
-from fimaudit.likelihoods import get_likelihood  # noqa: E402
-import array_api_compat.numpy as npx  # noqa: E402
+from _models import cifar_cnn, seed_estimator  # noqa: E402
 
 
 def smooth_cnn(C=10):
@@ -37,19 +35,6 @@ def service(net):
         with torch.no_grad():
             return torch.softmax(net(torch.from_numpy(batch)), dim=1).numpy()
     return fn
-
-
-def seed_estimator(bb, x, probes=100, seed=0):
-    """max over random unit v of vᵀFv = ‖R J v‖², J v by the same central differences."""
-    lin = bb.linearize(x)
-    n, d = x.shape[0], x[0].size
-    V = np.random.default_rng(seed).standard_normal((n, probes, d)).astype(x.dtype)
-    V /= np.linalg.norm(V, axis=2, keepdims=True)
-    p = lin.logits.astype(np.float64)
-    Jp = lin.jvp_many(V.reshape(n, probes, *x.shape[1:])).astype(np.float64)
-    R = get_likelihood("categorical").factor(npx, np.log(np.maximum(p, 1e-300)))
-    Jz = Jp / np.maximum(p, 1e-300)[:, None, :]  # d log p = dp / p
-    return np.max(np.sum(R.apply(Jz) ** 2, axis=2), axis=1), 1 + 2 * probes
 
 
 def run(name, make, n, seeds):
