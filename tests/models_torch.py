@@ -1,5 +1,8 @@
 """Small hand-built torch models (torchvision is not usable here): CNN, ResNet, ViT-style."""
 
+import copy
+
+import numpy as np
 import torch
 from torch import nn
 
@@ -97,3 +100,37 @@ def resnet_style(C=10, width=8):
     return nn.Sequential(nn.Conv2d(3, width, 3, padding=1), nn.BatchNorm2d(width), nn.ReLU(), Block(width),
                          nn.Conv2d(width, 2 * width, 3, stride=2, padding=1), nn.ReLU(), Block(2 * width),
                          nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(2 * width, C))
+
+
+def _jacobian_norm(net64, x):
+    J = torch.autograd.functional.jacobian(lambda a: net64(a[None])[0], x).reshape(10, -1)
+    return torch.linalg.matrix_norm(J, 2).item()
+
+
+def worst_jacobian_norm_in_box(net, lo, hi, starts=3, steps=6, seed=0):
+    """max ‖J(x)‖₂ (logits, float64) over points sampled in the box lo ≤ x ≤ hi, then a
+    projected ascent on ‖J(x)v‖ from the worst: a measured lower bound on the Lipschitz
+    constant on the box."""
+    from torch.nn.attention import SDPBackend, sdpa_kernel
+
+    with sdpa_kernel(SDPBackend.MATH):  # the fused kernels have no double backward
+        return _ascent(copy.deepcopy(net).double(), lo, hi, starts, steps, seed)
+
+
+def _ascent(net64, lo, hi, starts, steps, seed):
+    lo, hi = torch.as_tensor(lo, dtype=torch.float64), torch.as_tensor(hi, dtype=torch.float64)
+    g = torch.Generator().manual_seed(seed)
+    points = [lo + (hi - lo) * torch.rand(lo.shape, generator=g, dtype=torch.float64) for _ in range(starts)]
+    norms = [_jacobian_norm(net64, x) for x in points]
+    x = points[int(np.argmax(norms))]
+    step = float((hi - lo).max()) / 4
+    for _ in range(steps):  # ascend ‖J(x)v‖ (v the top right singular vector), by central differences
+        J = torch.autograd.functional.jacobian(lambda a: net64(a[None])[0], x).reshape(10, -1)
+        v = torch.linalg.svd(J)[2][0].reshape(x.shape)
+        x = x.clone().requires_grad_(True)
+        h = 1e-4
+        (grad,) = torch.autograd.grad((net64((x + h * v)[None]) - net64((x - h * v)[None])).norm(), x)
+        x = torch.minimum(torch.maximum(x.detach() + step * grad.sign(), lo), hi)
+        norms.append(_jacobian_norm(net64, x))
+        step *= 0.8
+    return max(norms)

@@ -3,8 +3,6 @@ against independent answers: a convex program for the least variance on a box, c
 for simple products, every intermediate tensor of a real model evaluated at sampled points
 (intervals), and exact ‖J(x)‖₂ at sampled and ascent points inside the box (Lipschitz)."""
 
-import copy
-
 import numpy as np
 import pytest
 from scipy.optimize import minimize
@@ -19,7 +17,7 @@ import fimaudit as fa  # noqa: E402
 from fimaudit import errors as E  # noqa: E402
 from fimaudit.bounds.intervals import min_variance, propagate  # noqa: E402
 from fimaudit.bounds.lipschitz import Graph  # noqa: E402
-from tests.models_torch import SmallViT  # noqa: E402
+from tests.models_torch import SmallViT, worst_jacobian_norm_in_box  # noqa: E402
 
 
 @pytest.mark.parametrize("seed", range(12))
@@ -116,38 +114,6 @@ def test_intervals_contain_every_tensor_at_sampled_points():
         assert checked > 40
 
 
-def _jacobian_norm(net64, x):
-    J = torch.autograd.functional.jacobian(lambda a: net64(a[None])[0], x).reshape(10, -1)
-    return torch.linalg.matrix_norm(J, 2).item()
-
-
-def _worst_in_box(net, lo, hi, starts, steps=6, seed=0):
-    """max ‖J(x)‖₂ over sampled points of the box, then projected ascent from the worst."""
-    from torch.nn.attention import SDPBackend, sdpa_kernel
-
-    with sdpa_kernel(SDPBackend.MATH):  # the fused kernels have no double backward
-        return _ascent(copy.deepcopy(net).double(), lo, hi, starts, steps, seed)
-
-
-def _ascent(net64, lo, hi, starts, steps, seed):
-    lo, hi = torch.as_tensor(lo, dtype=torch.float64), torch.as_tensor(hi, dtype=torch.float64)
-    g = torch.Generator().manual_seed(seed)
-    points = [lo + (hi - lo) * torch.rand(lo.shape, generator=g, dtype=torch.float64) for _ in range(starts)]
-    norms = [_jacobian_norm(net64, x) for x in points]
-    x = points[int(np.argmax(norms))]
-    step = float((hi - lo).max()) / 4
-    for _ in range(steps):  # ascend ‖J(x)v‖ (v the top right singular vector), by central differences
-        J = torch.autograd.functional.jacobian(lambda a: net64(a[None])[0], x).reshape(10, -1)
-        v = torch.linalg.svd(J)[2][0].reshape(x.shape)
-        x = x.clone().requires_grad_(True)
-        h = 1e-4
-        (grad,) = torch.autograd.grad((net64((x + h * v)[None]) - net64((x - h * v)[None])).norm(), x)
-        x = torch.minimum(torch.maximum(x.detach() + step * grad.sign(), lo), hi)
-        norms.append(_jacobian_norm(net64, x))
-        step *= 0.8
-    return max(norms)
-
-
 @pytest.mark.parametrize("radius", [None, 0.01], ids=["unit-box", "local-box"])
 def test_vit_bound_holds_inside_the_domain(radius):
     net, m = _vit()
@@ -158,7 +124,7 @@ def test_vit_bound_holds_inside_the_domain(radius):
         (np.clip(x0 - radius, 0, 1), np.clip(x0 + radius, 0, 1))
     b = fa.lipschitz_bound(proto, input_shape=(3, 32, 32), input_domain=(lo, hi))
     assert b.input_domain is not None and np.isfinite(b.lipschitz)
-    worst = _worst_in_box(net, lo, hi, starts=3)
+    worst = worst_jacobian_norm_in_box(net, lo, hi, starts=3)
     assert b.lipschitz >= worst, (b.lipschitz, worst)
     if radius is not None:  # a smaller box gives a smaller (still sound) bound
         assert b.lipschitz < fa.lipschitz_bound(proto, input_shape=(3, 32, 32), input_domain=(0.0, 1.0)).lipschitz
