@@ -280,6 +280,8 @@ def plan(model, x, method="auto", budget=None, *, return_direction=False, max_st
         per = model.overhead + model.calls_per_probe * k
         note = (f"{model.overhead} calls set up finite differences (base point and noise; more when "
                 f"outputs are quantised, taken from the probes under a budget), {model.calls_per_probe} per probe")
+        if budget is None and getattr(model, "kinks", None) == "repair" and getattr(model, "scheme", "") == "central":
+            note += "; plus 2 per probe re-measured across a kink (ReLU, max-pool; counted in queries)"
         fixed = getattr(getattr(model, "inner", None), "fixed_batch", None)
         if fixed:
             note += (f"; the model's graph has a fixed batch of {fixed}, so it is run {fixed} row(s) per session "
