@@ -9,6 +9,7 @@
 """
 
 import json
+import os
 import sys
 import time
 
@@ -20,6 +21,7 @@ from fimaudit.models import Model
 from fimaudit.testing import LinearModel
 
 sys.path.insert(0, __file__.rsplit("/", 1)[0])
+sys.path.insert(1, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))  # the repository root
 from _models import cifar_cnn, resnet18  # noqa: E402
 
 assert torch.cuda.is_available(), "no CUDA device"
@@ -102,6 +104,32 @@ try:
         rb = fa.fisher_norm(bbc, cp.asarray(xn), method=method, budget=None if method == "exact" else 60)
         results["blackbox_" + method] = dict(type=type(rb.value).__module__,
                                              rel_err=float(np.max(np.abs(cp.asnumpy(rb.value) - rn.value) / rn.value)))
+    # a kinked float32 ReLU network served in CuPy: kink repairs must stay on the GPU too
+    from tests.test_blackbox import _kinked_relu
+
+    fn_np, Xk, truth_k = _kinked_relu(0)
+    rng = np.random.default_rng(0)  # rebuild the same weights in CuPy
+    d, hidden, C = 16, 64, 5
+    W1 = rng.standard_normal((hidden, d)) / np.sqrt(d)
+    W2 = rng.standard_normal((C, hidden)) / np.sqrt(hidden)
+    x0 = rng.uniform(0.2, 0.8, d)
+    b1 = -W1 @ x0 + np.where(np.arange(hidden) < 6, 3e-3, 0.5) * rng.standard_normal(hidden)
+    W1c, W2c, b1c = (cp.asarray(a, dtype=cp.float32) for a in (W1, W2, b1))
+
+    def relu_service(b):
+        z = cp.maximum(b.astype(cp.float32) @ W1c.T + b1c, 0) @ W2c.T
+        e = cp.exp((z - z.max(axis=1, keepdims=True)).astype(cp.float64))
+        return (e / e.sum(axis=1, keepdims=True)).astype(cp.float32)
+
+    bbk = fa.wrap(relu_service, input_shape=(d,), output="probs")
+    rk = fa.fisher_norm(bbk, cp.asarray(Xk), method="exact")
+    rn_k = fa.fisher_norm(fa.wrap(fn_np, input_shape=(d,), output="probs"), Xk, method="exact")
+    vk = cp.asnumpy(rk.value)
+    results["blackbox_relu_kinks"] = dict(
+        type=type(rk.value).__module__, median_rel_err=float(np.median(np.abs(vk / truth_k - 1))),
+        numpy_median_rel_err=float(np.median(np.abs(rn_k.value / truth_k - 1))),
+        repaired_calls=int(np.sum(cp.asnumpy(cp.asarray(rk.queries))) - len(Xk) * (bbk.overhead + 2 * d)),
+        coverage=float(np.mean((cp.asnumpy(rk.lower) <= truth_k) & (truth_k <= cp.asnumpy(rk.upper)))))
     out["cupy"] = results
 except Exception as err:  # report, do not hide
     out["cupy"] = f"FAILED: {type(err).__name__}: {err}"

@@ -264,29 +264,38 @@ class FiniteDifferenceLinearization(Linearization):
 
     def _logscale(self, D, rows=None):
         """Quotients of raw outputs (n or len(rows), k, C) on the log scale the noise is
-        measured on (host float64)."""
-        D = to_numpy(D).astype(np.float64)
-        sel = slice(None) if rows is None else rows
+        measured on, in the caller's array library."""
+        xp = self.xp
+        live, base = self._live_x, self.logits
+        if rows is not None:
+            idx = xp.asarray(rows, device=device(D))
+            live, base = live[idx, ...], base[idx, ...]
         if self.model.output == "probs":
-            p = np.maximum(to_numpy(self.logits).astype(np.float64), np.finfo(np.float64).tiny)[sel]
-            D = D / p[:, None, :]
-        return np.where(self._live[sel][:, None, :], D, 0.0)
+            D = D / xp.maximum(base, xp.asarray(xp.finfo(base.dtype).smallest_normal, dtype=base.dtype,
+                                                device=device(base)))[:, None, :]
+        return xp.where(live[:, None, :], D, xp.zeros_like(D))
 
     def _repair_kinks(self, D, fp, fm, Vhat, h):
-        """Replace central quotients that straddle a kink by the steadier one-sided one."""
+        """Replace central quotients that straddle a kink by the steadier one-sided one. The
+        quotients stay in the caller's array library (CuPy stays on the GPU); only the
+        indices of flagged probes and the decisions cross to the host."""
         xp, x, n = self.xp, self.x, self.n
-        hd = xp.reshape(xp.asarray(h, dtype=D.dtype, device=device(D)), (n, 1, 1))
+        dev = device(D)
+        if not hasattr(self, "_live_x"):
+            self._live_x = xp.asarray(self._live, device=dev)
+        hd = xp.reshape(xp.asarray(h, dtype=D.dtype, device=dev), (n, 1, 1))
         f0 = self.logits[:, None, :]
         Dp, Dm = (fp - f0) / hd, (f0 - fm) / hd
         lp, lm = self._logscale(Dp), self._logscale(Dm)
         live = np.sqrt(np.maximum(np.sum(self._live, axis=1), 1))
-        noise = (2.0 * self.noise * live / self.h)[:, None]  # about ‖D₊ − D₋‖ from noise alone
-        gap = np.linalg.norm(lp - lm, axis=2)
+        noise = xp.asarray((2.0 * self.noise * live / self.h)[:, None], dtype=D.dtype, device=dev)
+        gap = xp.linalg.vector_norm(lp - lm, axis=2)  # (n, k); noise alone makes about `noise`
         # a smooth curvature opens a gap of about h|f''|, small beside the quotient; a kink's
         # gap is a fraction of a slope change, so only gaps above 1% of the quotient (and
         # well above the noise) are re-measured
-        size = np.linalg.norm(lp + lm, axis=2) / 2
-        rows, cols = np.nonzero((gap > 4.0 * noise) & (gap > KINK_GAP * size))
+        size = xp.linalg.vector_norm(lp + lm, axis=2) / 2
+        flagged = to_numpy((gap > 4.0 * noise) & (gap > KINK_GAP * size))
+        rows, cols = np.nonzero(flagged)
         if rows.size == 0:
             return D
         m = rows.size
@@ -297,23 +306,25 @@ class FiniteDifferenceLinearization(Linearization):
         V, xr = Vhat[ir, ic, ...], x[ir, ...]
         out = self.model.inner.forward(xp.concat([xr + hq * V, xr - hq * V], axis=0))
         base = self.logits[ir, :]
-        qd = xp.reshape(xp.asarray(q, dtype=D.dtype, device=device(D)), (m, 1))
-        lpq = self._logscale(((out[:m] - base) / qd)[:, None, :], rows)[:, 0, :]
-        lmq = self._logscale(((base - out[m:]) / qd)[:, None, :], rows)[:, 0, :]
-        ep = np.linalg.norm(lp[rows, cols] - lpq, axis=1)  # change of each side under 4× refinement
-        em = np.linalg.norm(lm[rows, cols] - lmq, axis=1)
+        qd = xp.reshape(xp.asarray(q, dtype=D.dtype, device=dev), (m, 1))
+        lpq = self._logscale(((out[:m, ...] - base) / qd)[:, None, :], rows)[:, 0, :]
+        lmq = self._logscale(((base - out[m:, ...]) / qd)[:, None, :], rows)[:, 0, :]
+        ep = to_numpy(xp.linalg.vector_norm(lp[ir, ic, :] - lpq, axis=1))  # each side's change under 4× refinement
+        em = to_numpy(xp.linalg.vector_norm(lm[ir, ic, :] - lmq, axis=1))
+        g = to_numpy(gap[ir, ic]).astype(np.float64)
         plus, minus = ep < 0.25 * em, em < 0.25 * ep
         # unresolved — both sides steady yet apart (a kink within a quarter step of x, too
         # close to resolve), kinks on both sides, or a strong curvature: the central quotient
         # stays and half the gap enters the error budget
         rest = ~(plus | minus)
-        np.add.at(self.kink_error2, rows[rest], gap[rows[rest], cols[rest]] ** 2 / 4)
+        np.add.at(self.kink_error2, rows[rest], g[rest] ** 2 / 4)
         if not np.any(plus | minus):
             return D
-        Dn = to_numpy(D).copy()
-        Dn[rows[plus], cols[plus]] = to_numpy(Dp)[rows[plus], cols[plus]]
-        Dn[rows[minus], cols[minus]] = to_numpy(Dm)[rows[minus], cols[minus]]
-        return xp.asarray(Dn, dtype=D.dtype, device=device(D))
+        mask = np.zeros(flagged.shape + (1,), dtype=np.int8)
+        mask[rows[plus], cols[plus]] = 1
+        mask[rows[minus], cols[minus]] = -1
+        mask = xp.asarray(mask, device=dev)
+        return xp.where(mask == 1, Dp, xp.where(mask == -1, Dm, D))
 
     def jvp_many(self, V):
         xp, n = self.xp, self.n
