@@ -85,8 +85,12 @@ def fd_error(xp, op, value, k):
     # truncation/kinks: a relative error τ in every product moves λ by about 2τλ; the
     # step-halving check measures τ along one direction, so it is taken 3 times over
     tau = 3.0 * getattr(lin, "truncation", 0.0)
-    # probes left straddling a kink: ‖R E‖ ≤ ‖R‖ ‖E‖_F with E their possible error
-    kink = math.sqrt(op.likelihood.metric_norm_bound()) * np.sqrt(getattr(lin, "kink_error2", 0.0))
+    # m of the k probes left straddling a kink, with errors e_j: λ moves by about
+    # 2√λ |uᵀR Σ_j v_j e_j| ≤ 2√λ ‖R‖ Σ_j |v_j| ‖e_j‖, and a top direction v spread over the k
+    # probes has |v_j| ≈ 1/√k, so Σ_j |v_j| ‖e_j‖ ≈ √(m/k) (Σ_j ‖e_j‖²)^½ (an estimate, as is
+    # the rest of this error)
+    m = getattr(lin, "kink_count", 0.0)
+    kink = math.sqrt(op.likelihood.metric_norm_bound()) * np.sqrt(getattr(lin, "kink_error2", 0.0) * m / max(k, 1))
     err = noise_err + (2 * tau + tau**2) * lam + 2 * np.sqrt(lam) * kink + kink**2
     return xp.asarray(err, dtype=value.dtype, device=device(value))
 

@@ -157,6 +157,7 @@ class FiniteDifferenceLinearization(Linearization):
         self.repair = model.kinks == "repair" and model.scheme == "central"
         self.extra_calls = np.zeros(n, dtype=np.int64)  # kink repairs, per input
         self.kink_error2 = np.zeros(n)  # Σ over unresolved probes of ‖(D₊ − D₋)/2‖² (log scale)
+        self.kink_count = np.zeros(n)  # how many probes that sum runs over
 
     def disable_repair(self):
         """Keep exactly the nominal calls per probe (a query budget is in force)."""
@@ -318,6 +319,7 @@ class FiniteDifferenceLinearization(Linearization):
         # stays and half the gap enters the error budget
         rest = ~(plus | minus)
         np.add.at(self.kink_error2, rows[rest], g[rest] ** 2 / 4)
+        np.add.at(self.kink_count, rows[rest], 1)
         if not np.any(plus | minus):
             return D
         mask = np.zeros(flagged.shape + (1,), dtype=np.int8)
