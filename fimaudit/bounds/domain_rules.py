@@ -29,7 +29,7 @@ import math
 import numpy as np
 
 from ..errors import UnsupportedOnnxOpError
-from .intervals import layer_norm_rows, min_variance, reciprocal, softmax_interval
+from .intervals import layer_norm_rows, min_variance, operand, reciprocal, softmax_interval
 from .rules import attr, spectral_norm
 
 NEEDS_DOMAIN = {"LayerNormalization", "Exp", "Log", "Sqrt", "Reciprocal", "Pow"}
@@ -46,13 +46,6 @@ def _absmax(iv):
     return np.maximum(np.abs(iv[0]), np.abs(iv[1]))
 
 
-def _operand(name, graph, box):
-    if name in box:
-        return box[name]
-    c = graph.const(name).astype(np.float64)
-    return c, c
-
-
 def broadcast_factor(weights, operand_shape):
     """max over the operand's elements of √(Σ weights² over the outputs it is broadcast to);
     ``weights`` has the output's shape."""
@@ -66,7 +59,7 @@ def broadcast_factor(weights, operand_shape):
 def product(node, graph, box, L):
     """Mul / Div where at least one operand is an activation (see the module docstring)."""
     a, b = node.input[:2]
-    ia, ib = _operand(a, graph, box), _operand(b, graph, box)
+    ia, ib = operand(a, graph, box), operand(b, graph, box)
     La, Lb = L.get(a, 0.0), L.get(b, 0.0)
     if node.op_type == "Div":
         if Lb:
@@ -95,7 +88,7 @@ def _matrices(iv, transpose, one_d):
 def matmul(node, graph, box, L):
     """MatMul / Gemm of two activations (or one, through the same rule)."""
     a, b = node.input[:2]
-    ia, ib = _operand(a, graph, box), _operand(b, graph, box)
+    ia, ib = operand(a, graph, box), operand(b, graph, box)
     gemm = node.op_type == "Gemm"
     nA = _batch_norms(*_matrices(ia, gemm and attr(node, "transA", 0), "row"))
     nB = _batch_norms(*_matrices(ib, gemm and attr(node, "transB", 0), "column"))
@@ -130,7 +123,7 @@ def elementwise(node, graph, var, box):
         p_hi = softmax_interval((lo, hi), attr(node, "axis", -1))[1]
         return min(0.5, float(np.max(p_hi)))
     if op == "LayerNormalization":
-        rlo, rhi, _ = layer_norm_rows(node, graph, (lo, hi))
+        rlo, rhi = layer_norm_rows(node, (lo, hi))
         v = float(np.min(min_variance(rlo, rhi)))
         gamma = graph.const(node.input[1]) if len(node.input) > 1 and node.input[1] else np.ones(1)
         return float(np.max(np.abs(gamma))) / math.sqrt(v + attr(node, "epsilon", 1e-5))

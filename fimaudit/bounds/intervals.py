@@ -93,7 +93,8 @@ def propagate(graph, low, high):
     return d.box
 
 
-def _operand(name, graph, box):
+def operand(name, graph, box):
+    """The interval of an input of a node: its box, or a constant as a point interval."""
     if name in box:
         return box[name]
     c = graph.const(name).astype(np.float64)
@@ -158,7 +159,7 @@ def _with_attrs(node, **attrs):
 
 
 def _matmul_intervals(node, graph, box):
-    (alo, ahi), (blo, bhi) = (_operand(i, graph, box) for i in node.input[:2])
+    (alo, ahi), (blo, bhi) = (operand(i, graph, box) for i in node.input[:2])
     if node.op_type == "Gemm":
         if attr(node, "transA", 0):
             alo, ahi = alo.T, ahi.T
@@ -171,7 +172,7 @@ def _matmul_intervals(node, graph, box):
         alpha = attr(node, "alpha", 1.0)
         centre, radius = alpha * centre, abs(alpha) * radius
         if len(node.input) > 2 and node.input[2]:
-            clo, chi = _operand(node.input[2], graph, box)
+            clo, chi = operand(node.input[2], graph, box)
             beta = attr(node, "beta", 1.0)
             centre, radius = centre + beta * (clo + chi) / 2, radius + abs(beta) * (chi - clo) / 2
     return centre - radius, centre + radius
@@ -233,17 +234,16 @@ def min_variance(lo, hi):
     return out.reshape(lo.shape[:-1])
 
 
-def layer_norm_rows(node, graph, iv):
-    """(lo, hi) reshaped to (rows, m) over the normalised axes, and the axis."""
+def layer_norm_rows(node, iv):
+    """(lo, hi) reshaped to (rows, m), m the size of the normalised trailing axes."""
     lo, hi = iv
-    axis = attr(node, "axis", -1) % lo.ndim
-    m = math.prod(lo.shape[axis:])
-    return lo.reshape(-1, m), hi.reshape(-1, m), axis
+    m = math.prod(lo.shape[attr(node, "axis", -1) % lo.ndim:])
+    return lo.reshape(-1, m), hi.reshape(-1, m)
 
 
 def _layer_norm(node, graph, box):
     iv = box[node.input[0]]
-    lo, hi, axis = layer_norm_rows(node, graph, iv)
+    lo, hi = layer_norm_rows(node, iv)
     m = lo.shape[1]
     eps = attr(node, "epsilon", 1e-5)
     sigma_min = np.sqrt(min_variance(lo, hi) + eps)[:, None]
@@ -290,7 +290,7 @@ def _node(node, graph, box):
         a, c = scale.reshape(shape), (b - mean * scale).reshape(shape)
         return [(a * lo + c, a * hi + c)]
     if op in ("Add", "Sub", "Mul", "Div"):
-        a, b = (_operand(i, graph, box) for i in node.input[:2])
+        a, b = (operand(i, graph, box) for i in node.input[:2])
         if op == "Add":
             return [(a[0] + b[0], a[1] + b[1])]
         if op == "Sub":
@@ -299,7 +299,7 @@ def _node(node, graph, box):
             b = reciprocal(b, node)
         return [_mul(a, b)]
     if op == "Sum":
-        ivs = [_operand(i, graph, box) for i in node.input]
+        ivs = [operand(i, graph, box) for i in node.input]
         return [(sum(i[0] for i in ivs), sum(i[1] for i in ivs))]
     if op == "Neg":
         lo, hi = box[var[0]]
