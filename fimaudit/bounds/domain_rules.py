@@ -12,11 +12,13 @@ the graph they bound ‖z(a) − z(b)‖ ≤ L‖a − b‖ for all a, b ∈ D.
   (the divisor's interval must exclude 0).
 * MatMul ``A B`` of activations, per batch matrix: ‖ΔA B‖_F ≤ ‖ΔA‖_F ‖B‖₂, and for B in
   the interval matrix C ± R, ‖B‖₂ ≤ min(‖C‖₂ + ‖R‖₂, ‖|C| + R‖₂) (the spectral norm is
-  monotone on non-negative matrices), with the same broadcasting sum over batch matrices.
+  monotone on non-negative matrices), or ‖B(c)‖₂ + L_B ρ from its value at the input box's
+  centre, with the same broadcasting sum over batch matrices.
 * LayerNormalization: per row the Jacobian is diag(γ) σ⁻¹ (I − 11ᵀ/m − x̂x̂ᵀ/m), and the
-  bracket is an orthogonal projection minus a PSD term of norm ≤ 1, so ‖J‖ ≤ max|γ| /
-  √(v_min + ε), v_min the least row variance on the input's box (the box is convex, so the
-  segment between two inputs stays in it).
+  bracket is an orthogonal projection minus a PSD term of norm ≤ 1, so ‖J‖ ≤ max|γ| / σ_floor,
+  σ_floor a lower bound on √(var + ε) over the input's box intersected with the ball of radius
+  L ρ around its value at the input box's centre (:func:`~fimaudit.bounds.intervals.sigma_floor`;
+  both sets are convex, so the segment between two inputs stays in them).
 * Exp, Log, Sqrt, Reciprocal, Pow: the supremum of |f'| on the input's interval.
 * Softmax (inside the graph): its Jacobian diag(p) − ppᵀ lies between 0 and diag(p), so its
   norm is at most min(½, max_i p_i) over the output's interval.
@@ -29,7 +31,7 @@ import math
 import numpy as np
 
 from ..errors import UnsupportedOnnxOpError
-from .intervals import layer_norm_rows, min_variance, operand, reciprocal, softmax_interval
+from .intervals import operand, reciprocal, sigma_floor, softmax_interval
 from .rules import attr, spectral_norm
 
 NEEDS_DOMAIN = {"LayerNormalization", "Exp", "Log", "Sqrt", "Reciprocal", "Pow"}
@@ -85,13 +87,22 @@ def _matrices(iv, transpose, one_d):
     return (np.swapaxes(c, -1, -2), np.swapaxes(r, -1, -2)) if transpose else (c, r)
 
 
-def matmul(node, graph, box, L):
+def matmul(node, graph, box, L, domain=None):
     """MatMul / Gemm of two activations (or one, through the same rule)."""
     a, b = node.input[:2]
     ia, ib = operand(a, graph, box), operand(b, graph, box)
     gemm = node.op_type == "Gemm"
     nA = _batch_norms(*_matrices(ia, gemm and attr(node, "transA", 0), "row"))
     nB = _batch_norms(*_matrices(ib, gemm and attr(node, "transB", 0), "column"))
+    if domain is not None:  # each batch matrix lies within L ρ (Frobenius) of its value at the centre
+        for name, iv, which, side in ((a, ia, "transA", "row"), (b, ib, "transB", "column")):
+            if name in domain.centre and np.isfinite(domain.reach(name)):
+                c = domain.centre[name]
+                ball = _batch_norms(*_matrices((c, c), gemm and attr(node, which, 0), side)) + domain.reach(name)
+                if name == a:
+                    nA = np.minimum(nA, ball)
+                else:
+                    nB = np.minimum(nB, ball)
     batch = np.broadcast_shapes(nA.shape, nB.shape)
     scale = abs(attr(node, "alpha", 1.0)) if gemm else 1.0
     out = 0.0
@@ -112,8 +123,9 @@ def _batch_norms(C, R):
                      for c, r in zip(fc, fr)]).reshape(C.shape[:-2])
 
 
-def elementwise(node, graph, var, box):
-    """Lipschitz constant of a one-input node that needs its input's interval."""
+def elementwise(node, graph, var, box, domain=None):
+    """Lipschitz constant of a one-input node that needs its input's interval (and, for
+    LayerNorm, the :class:`~fimaudit.bounds.intervals.Domain` for a better variance floor)."""
     op = node.op_type
     if box is None:
         raise need_domain(node, "has a slope that grows without bound" if op != "LayerNormalization"
@@ -123,10 +135,9 @@ def elementwise(node, graph, var, box):
         p_hi = softmax_interval((lo, hi), attr(node, "axis", -1))[1]
         return min(0.5, float(np.max(p_hi)))
     if op == "LayerNormalization":
-        rlo, rhi = layer_norm_rows(node, (lo, hi))
-        v = float(np.min(min_variance(rlo, rhi)))
+        floor = float(np.min(sigma_floor(node, (lo, hi), domain, var)[1]))
         gamma = graph.const(node.input[1]) if len(node.input) > 1 and node.input[1] else np.ones(1)
-        return float(np.max(np.abs(gamma))) / math.sqrt(v + attr(node, "epsilon", 1e-5))
+        return float(np.max(np.abs(gamma))) / floor
     if op == "Exp":
         return float(np.exp(np.max(hi)))
     if op == "Reciprocal":

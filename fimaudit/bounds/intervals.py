@@ -17,8 +17,10 @@ radius products after Rump, 1999, "Fast and parallel interval arithmetic"):
 * Softmax: ``p_i ∈ [e^{lo_i} / (e^{lo_i} + Σ_{j≠i} e^{hi_j}), e^{hi_i} / (e^{hi_i} + Σ_{j≠i} e^{lo_j})]``;
 * LayerNormalization: x̂ = (x − μ)/σ lies within ``x̂(c) ± ‖r‖₂ / σ_min`` (x̂ is
   (1/σ_min)-Lipschitz on the box, ``σ_min² = v_min + ε`` with ``v_min`` the least variance on
-  the box, :func:`min_variance`) and within ``|x̂_i| ≤ min(√(m−1), max|x_i − μ| / σ_min)``;
-  then scale and shift;
+  the box, :func:`min_variance`), within the same form around the row's value at the input
+  box's centre with the reach L ρ of :class:`Domain` (where σ ≥ σ(c) − Lρ/√m, often far
+  above the box's floor), and within ``|x̂_i| ≤ min(√(m−1), max|x_i − μ| / σ_min)``; then
+  scale and shift;
 * GELU: decreasing below its minimiser and increasing above it (x* ≈ −0.7518, value −0.16997;
   −0.7525 and −0.17004 for the tanh approximation), so the ends bound it unless the interval
   straddles [−0.7525, −0.75], where −0.17005 is a lower bound for both forms.
@@ -67,10 +69,15 @@ class Domain:
         self.box = {graph.input: (lo, hi)}
         self.centre = {graph.input: (lo + hi) / 2}
         self.radius = float(np.linalg.norm((hi - lo) / 2))
+        self.lipschitz = {graph.input: 1.0}
+
+    def reach(self, name):
+        """max ‖t(x) − t(c)‖₂ over the box, from t's Lipschitz bound (inf when unknown)."""
+        return self.lipschitz.get(name, np.inf) * self.radius
 
     def advance(self, node, lipschitz=None):
         g = self.graph
-        outs = _node(node, g, self.box)
+        outs = _node(node, g, self.box, self)
         at_c = _run(node, g, {i: (self.centre[i] if i in self.centre else g.const(i)) for i in node.input if i})
         for name, iv, c in zip(node.output, outs, at_c):
             if not name:
@@ -78,6 +85,7 @@ class Domain:
             lo, hi = np.minimum(iv[0], iv[1]), np.maximum(iv[0], iv[1])
             c = np.asarray(c, dtype=np.float64)
             if lipschitz is not None and np.isfinite(lipschitz):
+                self.lipschitz[name] = lipschitz
                 reach = lipschitz * self.radius
                 lo, hi = np.maximum(lo, c - reach), np.minimum(hi, c + reach)
             self.box[name], self.centre[name] = (lo, hi), c
@@ -241,24 +249,46 @@ def layer_norm_rows(node, iv):
     return lo.reshape(-1, m), hi.reshape(-1, m)
 
 
-def _layer_norm(node, graph, box):
-    iv = box[node.input[0]]
+def sigma_floor(node, iv, domain=None, name=None):
+    """Per row, (σ_box, σ): lower bounds on √(var + ε) over the row's box, and over the box
+    intersected with the ball ‖row(x) − row(c)‖ ≤ L ρ (L the tensor's Lipschitz bound, ρ the
+    input box's radius): σ is (1/√m)-Lipschitz in the row, so σ(x) ≥ σ(c) − Lρ/√m there."""
     lo, hi = layer_norm_rows(node, iv)
     m = lo.shape[1]
     eps = attr(node, "epsilon", 1e-5)
-    sigma_min = np.sqrt(min_variance(lo, hi) + eps)[:, None]
+    v = min_variance(lo, hi)
+    box_floor = np.sqrt(v + eps)
+    if domain is None or name not in domain.centre or not np.isfinite(domain.reach(name)):
+        return box_floor, box_floor
+    c = domain.centre[name].reshape(-1, m)
+    ball = np.maximum(c.std(axis=1) - domain.reach(name) / math.sqrt(m), 0.0)
+    return box_floor, np.sqrt(np.maximum(v, ball**2) + eps)
+
+
+def _layer_norm(node, graph, box, domain=None):
+    name = node.input[0]
+    iv = box[name]
+    lo, hi = layer_norm_rows(node, iv)
+    m = lo.shape[1]
+    eps = attr(node, "epsilon", 1e-5)
+    s_box, s_all = (f[:, None] for f in sigma_floor(node, iv, domain, name))
     mu_lo, mu_hi = lo.mean(1, keepdims=True), hi.mean(1, keepdims=True)
     dev = np.maximum(np.abs(hi - mu_lo), np.abs(mu_hi - lo))
-    crude = np.minimum(math.sqrt(max(m - 1, 1)), dev / sigma_min)
-    # mean-value form around the centre: x̂ is (1/σ_min)-Lipschitz on the row's box
-    c, r = (lo + hi) / 2, (hi - lo) / 2
-    at_c = (c - c.mean(1, keepdims=True)) / np.sqrt(c.var(1, keepdims=True) + eps)
-    reach = np.linalg.norm(r, axis=1, keepdims=True) / sigma_min
-    xlo = np.maximum(at_c - reach, -crude).reshape(iv[0].shape)
-    xhi = np.minimum(at_c + reach, crude).reshape(iv[0].shape)
+    xlo = xhi = np.minimum(math.sqrt(max(m - 1, 1)), dev / s_all)
+    xlo = -xlo
+
+    def around(c, reach, floor):  # mean-value form: x̂ is (1/floor)-Lipschitz on the segment
+        at = (c - c.mean(1, keepdims=True)) / np.sqrt(c.var(1, keepdims=True) + eps)
+        return at - reach / floor, at + reach / floor
+
+    a, b = around((lo + hi) / 2, np.linalg.norm((hi - lo) / 2, axis=1, keepdims=True), s_box)
+    xlo, xhi = np.maximum(xlo, a), np.minimum(xhi, b)
+    if s_all is not s_box and domain is not None:
+        a, b = around(domain.centre[name].reshape(-1, m), domain.reach(name), s_all)
+        xlo, xhi = np.maximum(xlo, a), np.minimum(xhi, b)
     gamma = graph.const(node.input[1]).astype(np.float64) if len(node.input) > 1 and node.input[1] else 1.0
     beta = graph.const(node.input[2]).astype(np.float64) if len(node.input) > 2 and node.input[2] else 0.0
-    ylo, yhi = _mul((xlo, xhi), (gamma, gamma))
+    ylo, yhi = _mul((xlo.reshape(iv[0].shape), xhi.reshape(iv[0].shape)), (gamma, gamma))
     return [(ylo + beta, yhi + beta)]
 
 
@@ -275,7 +305,7 @@ def _gelu(iv, approximate):
     return np.where(straddle, GELU_FLOOR, np.minimum(f(lo), f(hi))), np.maximum(f(lo), f(hi))
 
 
-def _node(node, graph, box):
+def _node(node, graph, box, domain=None):
     op = node.op_type
     var = [i for i in node.input if i in box]
     if op in MONOTONE:
@@ -314,7 +344,7 @@ def _node(node, graph, box):
     if op == "Softmax":
         return [softmax_interval(box[var[0]], attr(node, "axis", -1))]
     if op == "LayerNormalization":
-        return _layer_norm(node, graph, box)
+        return _layer_norm(node, graph, box, domain)
     if op == "Gelu":
         return [_gelu(box[var[0]], attr(node, "approximate", "none"))]
     raise UnsupportedOnnxOpError(f"no interval rule for ONNX op {op!r} (node {node.name!r})")

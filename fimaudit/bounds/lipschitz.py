@@ -120,6 +120,7 @@ class LipschitzBound:
     sigma: float = 1.0
     softmax_skipped: bool = False
     input_domain: tuple | None = None  # the box the bound holds on (None: everywhere)
+    intervals: dict | None = field(default=None, repr=False)  # tensor name → (lo, hi) on that box
 
     @property
     def fisher_bound(self):
@@ -192,10 +193,11 @@ def lipschitz_bound(model, input_shape=None, likelihood="categorical", sigma=1.0
         elif op in ("MatMul", "Gemm") and len(var) > 1:
             if box is None:
                 raise need_domain(node, "multiplies two activations (attention)")
-            local, out = None, matmul(node, g, box, L)
+            local, out = None, matmul(node, g, box, L, domain)
         elif len(var) == 1:
             tighter = op in TIGHTER_ON_DOMAIN and box is not None
-            local = elementwise(node, g, var[0], box) if op in NEEDS_DOMAIN or tighter else unary(node, g, var[0])
+            local = (elementwise(node, g, var[0], box, domain) if op in NEEDS_DOMAIN or tighter
+                     else unary(node, g, var[0]))
             out = local * L[var[0]]
         else:
             raise UnsupportedOnnxOpError(
@@ -210,7 +212,7 @@ def lipschitz_bound(model, input_shape=None, likelihood="categorical", sigma=1.0
             break
     if g.output not in L:
         raise InvalidArgumentError(f"the graph output {g.output!r} does not depend on its input")
-    return LipschitzBound(L[g.output], layers, likelihood, sigma, g.softmax_skipped, input_domain)
+    return LipschitzBound(L[g.output], layers, likelihood, sigma, g.softmax_skipped, input_domain, box)
 
 
 def rank_models(models, **kw):
