@@ -96,7 +96,7 @@ def main(argv=None):
     bd.add_argument("model")
     bd.add_argument("--input-shape", help="one input's shape, e.g. 3,32,32 (when the graph leaves it symbolic)")
     bd.add_argument("--input-domain", help="LOW,HIGH: the inputs' range, needed for LayerNorm/attention "
-                    "(bounds then hold on that box), e.g. 0,1")
+                    "(bounds then hold on that box), e.g. 0,1; write --input-domain=-1,1 when LOW is negative")
     bd.add_argument("--json", action="store_true")
     rep = sub.add_parser("report", help="re-render report.html from a folder's results.json")
     rep.add_argument("folder")

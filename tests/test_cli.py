@@ -66,3 +66,18 @@ def test_bound_prints_the_certified_constant(files):
     assert np.isclose(out["lipschitz"], np.linalg.norm(W.astype(np.float64), 2), rtol=1e-6)
     text = _cli("bound", str(d / "m.onnx"), "--input-shape", "4")
     assert "certified logit Lipschitz constant" in text.stdout
+
+
+def test_bound_on_a_declared_input_domain(tmp_path):
+    # x ↦ x ⊙ x is not globally Lipschitz; on [−1, 2]^4 its constant is 2 · max|x| = 4
+    g = helper.make_graph([helper.make_node("Mul", ["x", "x"], ["y"], name="square")], "g",
+                          [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["N", 4])],
+                          [helper.make_tensor_value_info("y", TensorProto.FLOAT, ["N", 4])])
+    onnx.save(helper.make_model(g, opset_imports=[helper.make_opsetid("", 17)]), tmp_path / "sq.onnx")
+    p = _cli("bound", str(tmp_path / "sq.onnx"), "--input-shape", "4")
+    assert p.returncode == 2 and "input_domain" in p.stderr
+    p = _cli("bound", str(tmp_path / "sq.onnx"), "--input-shape", "4", "--input-domain=-1,2", "--json")
+    assert p.returncode == 0, p.stderr
+    assert np.isclose(json.loads(p.stdout)["lipschitz"], 4.0)
+    p = _cli("bound", str(tmp_path / "sq.onnx"), "--input-shape", "4", "--input-domain", "0")
+    assert p.returncode == 2 and "LOW,HIGH" in p.stderr
