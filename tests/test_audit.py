@@ -167,6 +167,23 @@ def test_graph_bound_and_certified_radius_when_a_graph_exists():
     assert fa.audit(MODEL, X[:4], progress=False).summary["bound"]["available"] is False
 
 
+def test_layer_norm_models_get_a_bound_on_their_input_domain():
+    torch = pytest.importorskip("torch")
+    pytest.importorskip("fimaudit_torch")
+    pytest.importorskip("onnx")
+    torch.manual_seed(0)
+    net = torch.nn.Sequential(torch.nn.Linear(8, 16), torch.nn.LayerNorm(16), torch.nn.GELU(),
+                              torch.nn.Linear(16, 3)).eval()
+    m = fa.wrap(net, input_shape=(8,))
+    x = np.random.default_rng(0).random((5, 8)).astype(np.float32)
+    without = fa.audit(m, x, progress=False).summary["bound"]
+    assert without["available"] is False and "input_domain" in without["reason"]
+    a = fa.audit(m, x, progress=False, input_domain=(0.0, 1.0))
+    L = fa.lipschitz_bound(m, input_domain=(0.0, 1.0)).lipschitz
+    assert a.summary["bound"]["available"] and a.summary["bound"]["lipschitz"] == pytest.approx(L)
+    assert all(r["lambda_max"] <= 0.5 * L**2 for r in a.rows)
+
+
 def test_ctrl_c_leaves_a_consistent_journal(tmp_path):
     import signal
     import sqlite3
