@@ -5,7 +5,10 @@ is propagated in topological order: a node with one variable input multiplies by
 constant (:mod:`fimaudit.bounds.rules`); ``Add``/``Sum``/``Sub`` of variable branches add
 their constants (‖(f+g)(a) − (f+g)(b)‖ ≤ (L_f + L_g)‖a − b‖, residual blocks included);
 ``Concat`` takes ``√(Σ L_i²)`` (the parts are disjoint coordinates). A graph that ends in
-a Softmax is bounded on the logits before it.
+a Softmax is bounded on the logits before it. Products of two activations, LayerNorm and the
+like are bounded only on a declared input box (``input_domain``), where every tensor also
+gets elementwise intervals (:mod:`fimaudit.bounds.intervals`) that the rules of
+:mod:`fimaudit.bounds.domain_rules` use; the statements then hold for inputs in that box.
 
 Consequences (DESIGN.md §1): ``λ_max(F(x)) ≤ λ_max(M(x)) L² ≤ ½ L²`` (categorical) for
 every x, and the top-1 class cannot change within ``margin(x) / (√2 L)`` of x, since each
