@@ -174,3 +174,51 @@ def test_conv_transpose_rule_bounds_the_dense_operator_norm(stride, pad):
     exact = dense_norm(deconv, (3, 6, 6))
     assert b.lipschitz >= exact * (1 - 1e-6), (b.lipschitz, exact)
     assert b.layers[0]["op"] == "ConvTranspose" and b.layers[0]["local"] == pytest.approx(b.lipschitz)
+
+
+def test_standardisation_folds_into_the_next_linear_layer():
+    rng = np.random.default_rng(3)
+    s = rng.uniform(0.1, 2.0, 6).astype(np.float32)  # per-feature std
+    W = rng.standard_normal((3, 6)).astype(np.float32)
+    nodes = [helper.make_node("Div", ["x", "s"], ["z"]), helper.make_node("Flatten", ["z"], ["f"]),
+             helper.make_node("Gemm", ["f", "W"], ["y"], transB=1)]
+    g = helper.make_graph(nodes, "g", [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["N", 6])],
+                          [helper.make_tensor_value_info("y", TensorProto.FLOAT, ["N", 3])],
+                          [numpy_helper.from_array(s, "s"), numpy_helper.from_array(W, "W")])
+    m = helper.make_model(g, opset_imports=[helper.make_opsetid("", 17)])
+    exact = np.linalg.norm(W.astype(np.float64) / s.astype(np.float64)[None, :], 2)  # the map is W diag(1/s)
+    assert fa.lipschitz_bound(m, input_shape=(6,)).lipschitz == pytest.approx(exact, rel=1e-6)
+    assert exact < np.max(1 / s.astype(np.float64)) * np.linalg.norm(W.astype(np.float64), 2)
+    # a second reader of the scaled tensor stops the fold (its own constant is needed there)
+    nodes.append(helper.make_node("Add", ["y", "y2"], ["out"]))
+    nodes.insert(2, helper.make_node("Gemm", ["z", "W"], ["y2"], transB=1))
+    g2 = helper.make_graph(nodes, "g", [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["N", 6])],
+                           [helper.make_tensor_value_info("out", TensorProto.FLOAT, ["N", 3])],
+                           [numpy_helper.from_array(s, "s"), numpy_helper.from_array(W, "W")])
+    b2 = fa.lipschitz_bound(helper.make_model(g2, opset_imports=[helper.make_opsetid("", 17)]), input_shape=(6,))
+    assert b2.lipschitz == pytest.approx(2 * np.max(1 / s.astype(np.float64)) * np.linalg.norm(W.astype(np.float64), 2),
+                                         rel=1e-6)
+
+
+def test_torch_standardised_mlp_bound_is_sound_and_folded():
+    class Standardize(torch.nn.Module):
+        def __init__(self, mean, std):
+            super().__init__()
+            self.register_buffer("mean", mean)
+            self.register_buffer("std", std)
+
+        def forward(self, x):
+            return (x - self.mean) / self.std
+
+    torch.manual_seed(0)
+    std = torch.rand(1, 6, 6) * 1.9 + 0.1
+    net = torch.nn.Sequential(Standardize(torch.rand(1, 6, 6), std), torch.nn.Flatten(), torch.nn.Linear(36, 32),
+                              torch.nn.ReLU(), torch.nn.Linear(32, 10)).eval()
+    b = fa.lipschitz_bound(fa.wrap(net, input_shape=(1, 6, 6)))
+    W1, W2 = (net[k].weight.detach().double().numpy() for k in (2, 4))
+    s = 1 / std.double().numpy().reshape(-1)
+    assert b.lipschitz == pytest.approx(np.linalg.norm(W1 * s[None, :], 2) * np.linalg.norm(W2, 2), rel=1e-5)
+    g = torch.Generator().manual_seed(2)
+    points = [torch.rand(1, 6, 6, generator=g, dtype=torch.float64) * 4 - 2 for _ in range(20)]
+    worst = _max_jacobian_norm(net, points, steps=10)
+    assert worst <= b.lipschitz < s.max() * np.linalg.norm(W1, 2) * np.linalg.norm(W2, 2)

@@ -68,15 +68,56 @@ class Graph:
         for n in self.nodes:
             for i in n.input:
                 consumers.setdefault(i, []).append(n)
-        self.bn_fold, self.bn_folded = {}, set()
+        self.bn_fold, self.bn_folded = {}, set()  # keyed by output tensor (node names may be empty)
         for n in self.nodes:  # Conv → BatchNormalization with nothing else reading the Conv
             if n.op_type == "Conv" and len(consumers.get(n.output[0], [])) == 1:
                 bn = consumers[n.output[0]][0]
                 if bn.op_type == "BatchNormalization" and all(self.is_const(i) for i in bn.input[1:5]):
                     gam, _, _, var = (self.const(i) for i in bn.input[1:5])
                     scale = gam / np.sqrt(var + attr(bn, "epsilon", 1e-5))
-                    self.bn_fold[n.name] = scale.reshape(-1, *([1] * (self.const(n.input[1]).ndim - 1)))
-                    self.bn_folded.add(bn.name)
+                    self.bn_fold[n.output[0]] = scale.reshape(-1, *([1] * (self.const(n.input[1]).ndim - 1)))
+                    self.bn_folded.add(bn.output[0])
+        # Mul/Div by a constant (a standardisation layer) → Reshape/Flatten → Gemm/MatMul with a
+        # constant weight, nothing else reading the chain: the composition is W·diag(s)
+        self.scale_fold, self.scale_folded = {}, set()
+        for n in self.nodes:
+            s = self._feature_scale(n)
+            if s is None:
+                continue
+            chain, t = [n], n.output[0]
+            while len(consumers.get(t, [])) == 1 and t != self.output and consumers[t][0].op_type in ("Reshape",
+                                                                                                   "Flatten"):
+                chain.append(consumers[t][0])
+                t = chain[-1].output[0]
+            nxt = consumers.get(t, [])
+            if t == self.output or len(nxt) != 1 or nxt[0].op_type not in ("Gemm", "MatMul") or nxt[0].input[0] != t:
+                continue
+            lin = nxt[0]
+            shape = self._shapes.get(t)
+            if not shape or len(shape) < 2 or any(d != 1 for d in shape[:-1]) or not self.is_const(lin.input[1]) \
+                    or (lin.op_type == "Gemm" and attr(lin, "transA", 0)):
+                continue
+            try:
+                full = np.broadcast_to(s, self._shapes[n.output[0]]).reshape(-1)
+            except (KeyError, ValueError):
+                continue
+            if full.size != shape[-1]:
+                continue
+            self.scale_fold[lin.output[0]] = full
+            self.scale_folded.update(c.output[0] for c in chain)
+
+    def _feature_scale(self, n):
+        """The constant elementwise factor of a Mul/Div of one activation, else None."""
+        if n.op_type not in ("Mul", "Div") or len(n.input) != 2:
+            return None
+        a, b = n.input
+        if n.op_type == "Mul" and self.is_const(a) != self.is_const(b):
+            c = self.const(a if self.is_const(a) else b)
+        elif n.op_type == "Div" and self.is_const(b) and not self.is_const(a):
+            c = 1.0 / self.const(b).astype(np.float64)
+        else:
+            return None
+        return np.asarray(c, dtype=np.float64)
 
     def _fold_constants(self, model):
         """Evaluate nodes whose inputs are all constant (shapes, transposed weights...)."""
@@ -208,8 +249,9 @@ def lipschitz_bound(model, input_shape=None, likelihood="categorical", sigma=1.0
         for o in node.output:
             if o:
                 L[o] = out
-        if domain is not None:
-            domain.advance(node, out)
+        if domain is not None:  # a folded node's L belongs to the fold, not to its own output
+            folded = node.output[0] in g.bn_fold or node.output[0] in g.scale_folded
+            domain.advance(node, None if folded else out)
         layers.append(dict(node=node.name or f"{op}_{k}", op=op, local=local, cumulative=out))
         if g.output in node.output:
             break

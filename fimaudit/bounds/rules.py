@@ -12,7 +12,9 @@ variable input (the others constant), on the node's real input size:
   et al., ICML 2023, for the zero-padding comparison). Never the norm of the reshaped
   kernel matrix, which is not a bound. ConvTranspose: the adjoint, same rule.
 * BatchNormalization: ``max |γ / √(var + ε)|`` (folded into a preceding Conv when it
-  is that Conv's only consumer, which is tighter).
+  is that Conv's only consumer, which is tighter). Likewise a Mul/Div by a constant (a
+  standardisation layer) that reaches a Gemm/MatMul with a constant weight through
+  Reshape/Flatten only is folded into it: ``‖W diag(s)‖₂`` instead of ``max|s| · ‖W‖₂``.
 * Pointwise activations: the supremum of |f'| (ReLU, Tanh, Clip, Softplus 1; Sigmoid ¼;
   LeakyReLU max(1, |α|); ELU max(1, α); SELU γ·max(1, α); HardSigmoid α; Erf 2/√π;
   GELU 1.128905 (sup of Φ(x) + xφ(x), reached at x = √2)).
@@ -83,6 +85,8 @@ def windows_per_input(kernel, strides):
 def unary(node, graph, var):
     """Lipschitz constant of ``node`` as a function of its variable input ``var``."""
     op = node.op_type
+    if node.output[0] in getattr(graph, "scale_folded", ()):  # its factor lives in the next Gemm/MatMul
+        return 1.0
     if op in ACTIVATIONS:
         return ACTIVATIONS[op]
     if op == "LeakyRelu":
@@ -102,6 +106,11 @@ def unary(node, graph, var):
         idx = graph.const(node.input[1])
         _, counts = np.unique(idx, return_counts=True)
         return math.sqrt(float(counts.max())) if counts.size else 0.0
+    if op in ("Gemm", "MatMul") and node.output[0] in getattr(graph, "scale_fold", {}):
+        B = graph.const(node.input[1]).astype(np.float64)
+        s = graph.scale_fold[node.output[0]]
+        B = B * s[None, :] if (op == "Gemm" and attr(node, "transB", 0)) else s[:, None] * B
+        return (abs(attr(node, "alpha", 1.0)) if op == "Gemm" else 1.0) * spectral_norm(B)
     if op in ("Gemm", "MatMul"):
         other = [i for i in node.input[:2] if i != var]
         if len(other) != 1 or not graph.is_const(other[0]):
@@ -117,10 +126,10 @@ def unary(node, graph, var):
             spatial = graph.shape(node.output[0])[2:]
         else:
             spatial = graph.shape(node.input[0])[2:]
-        W = graph.bn_fold.get(node.name, 1.0) * W if op == "Conv" else W
+        W = graph.bn_fold.get(node.output[0], 1.0) * W if op == "Conv" else W
         return conv_norm(W, spatial, attr(node, "dilations"), attr(node, "group", 1))
     if op == "BatchNormalization":
-        if node.name in graph.bn_folded:
+        if node.output[0] in graph.bn_folded:
             return 1.0
         g, _, _, var_ = (graph.const(n) for n in node.input[1:5])
         return float(np.max(np.abs(g / np.sqrt(var_ + attr(node, "epsilon", 1e-5)))))
