@@ -78,7 +78,8 @@ class Graph:
                     self.bn_fold[n.output[0]] = scale.reshape(-1, *([1] * (self.const(n.input[1]).ndim - 1)))
                     self.bn_folded.add(bn.output[0])
         # Mul/Div by a constant (a standardisation layer) → Reshape/Flatten → Gemm/MatMul with a
-        # constant weight, nothing else reading the chain: the composition is W·diag(s)
+        # constant weight, nothing else reading the chain: the composition is W·diag(s); or a
+        # per-channel scale straight into a Conv: the kernel's input channels are rescaled
         self.scale_fold, self.scale_folded = {}, set()
         for n in self.nodes:
             s = self._feature_scale(n)
@@ -90,7 +91,12 @@ class Graph:
                 chain.append(consumers[t][0])
                 t = chain[-1].output[0]
             nxt = consumers.get(t, [])
-            if t == self.output or len(nxt) != 1 or nxt[0].op_type not in ("Gemm", "MatMul") or nxt[0].input[0] != t:
+            if t == self.output or len(nxt) != 1 or nxt[0].input[0] != t:
+                continue
+            if nxt[0].op_type == "Conv" and len(chain) == 1:
+                self._fold_channels(n, s, nxt[0])
+                continue
+            if nxt[0].op_type not in ("Gemm", "MatMul"):
                 continue
             lin = nxt[0]
             shape = self._shapes.get(t)
@@ -105,6 +111,22 @@ class Graph:
                 continue
             self.scale_fold[lin.output[0]] = full
             self.scale_folded.update(c.output[0] for c in chain)
+
+    def _fold_channels(self, n, s, conv):
+        """A per-input-channel scale (N, C, 1, 1 broadcast) before a Conv with a constant,
+        ungrouped kernel: conv(s ⊙ x) is the conv with kernel W[:, c] s_c."""
+        shape = self._shapes.get(n.output[0])
+        if not shape or len(shape) < 3 or attr(conv, "group", 1) != 1 or not self.is_const(conv.input[1]):
+            return
+        try:
+            full = np.broadcast_to(s, shape)[0]
+        except ValueError:
+            return
+        per_channel = full.reshape(full.shape[0], -1)
+        if not np.all(per_channel == per_channel[:, :1]):
+            return  # varies inside a channel (per pixel): not a kernel rescaling
+        self.scale_fold[conv.output[0]] = per_channel[:, 0]
+        self.scale_folded.add(n.output[0])
 
     def _feature_scale(self, n):
         """The constant elementwise factor of a Mul/Div of one activation, else None."""

@@ -14,7 +14,8 @@ variable input (the others constant), on the node's real input size:
 * BatchNormalization: ``max |γ / √(var + ε)|`` (folded into a preceding Conv when it
   is that Conv's only consumer, which is tighter). Likewise a Mul/Div by a constant (a
   standardisation layer) that reaches a Gemm/MatMul with a constant weight through
-  Reshape/Flatten only is folded into it: ``‖W diag(s)‖₂`` instead of ``max|s| · ‖W‖₂``.
+  Reshape/Flatten only is folded into it: ``‖W diag(s)‖₂`` instead of ``max|s| · ‖W‖₂``;
+  a per-channel one straight into an ungrouped Conv rescales the kernel's input channels.
 * Pointwise activations: the supremum of |f'| (ReLU, Tanh, Clip, Softplus 1; Sigmoid ¼;
   LeakyReLU max(1, |α|); ELU max(1, α); SELU γ·max(1, α); HardSigmoid α; Erf 2/√π;
   GELU 1.128905 (sup of Φ(x) + xφ(x), reached at x = √2)).
@@ -127,6 +128,9 @@ def unary(node, graph, var):
         else:
             spatial = graph.shape(node.input[0])[2:]
         W = graph.bn_fold.get(node.output[0], 1.0) * W if op == "Conv" else W
+        if op == "Conv" and node.output[0] in getattr(graph, "scale_fold", {}):  # input-channel scale
+            s = graph.scale_fold[node.output[0]]
+            W = np.asarray(W, dtype=np.float64) * s.reshape(1, -1, *([1] * (np.ndim(W) - 2)))
         return conv_norm(W, spatial, attr(node, "dilations"), attr(node, "group", 1))
     if op == "BatchNormalization":
         if node.output[0] in graph.bn_folded:
