@@ -48,6 +48,11 @@ def _absmax(iv):
     return np.maximum(np.abs(iv[0]), np.abs(iv[1]))
 
 
+def _reciprocal_slope(recip):
+    """sup |d(1/v)/dv| = sup 1/v² = max |1/v|², from the interval of 1/v."""
+    return float(np.max(_absmax(recip))) ** 2
+
+
 def broadcast_factor(weights, operand_shape):
     """max over the operand's elements of √(Σ weights² over the outputs it is broadcast to);
     ``weights`` has the output's shape."""
@@ -64,14 +69,8 @@ def product(node, graph, box, L):
     ia, ib = operand(a, graph, box), operand(b, graph, box)
     La, Lb = L.get(a, 0.0), L.get(b, 0.0)
     if node.op_type == "Div":
-        if Lb:
-            lo, hi = ib
-            if np.any((lo <= 0) & (hi >= 0)):
-                raise UnsupportedOnnxOpError(
-                    f"Div node {node.name!r} divides by an activation whose interval contains 0 on the declared "
-                    "input domain: no finite bound; narrow input_domain")
-            Lb = Lb * float(np.max(1.0 / np.minimum(lo * lo, hi * hi)))
-        ib = reciprocal(ib, node)
+        ib = reciprocal(ib, node)  # refuses a divisor interval that contains 0
+        Lb = Lb * _reciprocal_slope(ib)
     shape = np.broadcast_shapes(ia[0].shape, ib[0].shape)
     wa = np.broadcast_to(_absmax(ib), shape)  # what multiplies a change of a
     wb = np.broadcast_to(_absmax(ia), shape)
@@ -95,14 +94,8 @@ def matmul(node, graph, box, L, domain=None):
     nA = _batch_norms(*_matrices(ia, gemm and attr(node, "transA", 0), "row"))
     nB = _batch_norms(*_matrices(ib, gemm and attr(node, "transB", 0), "column"))
     if domain is not None:  # each batch matrix lies within L ρ (Frobenius) of its value at the centre
-        for name, iv, which, side in ((a, ia, "transA", "row"), (b, ib, "transB", "column")):
-            if name in domain.centre and np.isfinite(domain.reach(name)):
-                c = domain.centre[name]
-                ball = _batch_norms(*_matrices((c, c), gemm and attr(node, which, 0), side)) + domain.reach(name)
-                if name == a:
-                    nA = np.minimum(nA, ball)
-                else:
-                    nB = np.minimum(nB, ball)
+        nA, nB = (_ball_cap(domain, name, n, gemm and attr(node, which, 0), side)
+                  for name, n, which, side in ((a, nA, "transA", "row"), (b, nB, "transB", "column")))
     batch = np.broadcast_shapes(nA.shape, nB.shape)
     scale = abs(attr(node, "alpha", 1.0)) if gemm else 1.0
     out = 0.0
@@ -113,6 +106,14 @@ def matmul(node, graph, box, L, domain=None):
     if gemm and len(node.input) > 2 and L.get(node.input[2]):
         out += abs(attr(node, "beta", 1.0)) * L[node.input[2]] / scale
     return scale * out
+
+
+def _ball_cap(domain, name, norms, transpose, side):
+    """min(norms, ‖M(c)‖₂ + L ρ) per batch matrix, when the tensor's centre value is known."""
+    if name not in domain.centre or not np.isfinite(domain.reach(name)):
+        return norms
+    c = domain.centre[name]
+    return np.minimum(norms, _batch_norms(*_matrices((c, c), transpose, side)) + domain.reach(name))
 
 
 def _batch_norms(C, R):
@@ -141,11 +142,7 @@ def elementwise(node, graph, var, box, domain=None):
     if op == "Exp":
         return float(np.exp(np.max(hi)))
     if op == "Reciprocal":
-        if np.any((lo <= 0) & (hi >= 0)):
-            raise UnsupportedOnnxOpError(
-                f"Reciprocal node {node.name!r}: its input's interval contains 0 on the declared domain; narrow "
-                "input_domain")
-        return float(np.max(1.0 / np.minimum(lo * lo, hi * hi)))
+        return _reciprocal_slope(reciprocal((lo, hi), node))
     if op in ("Log", "Sqrt") and np.any(lo <= 0):
         raise UnsupportedOnnxOpError(
             f"{op} node {node.name!r}: its input reaches {float(np.min(lo)):.3g} ≤ 0 on the declared domain, where "

@@ -227,15 +227,15 @@ def min_variance(lo, hi):
     out = np.empty(lo2.shape[0])
     for k in range(lo2.shape[0]):
         a, b = lo2[k], hi2[k]
-        pts = np.sort(np.concatenate([a, b]))
+        pts = np.sort(np.concatenate([a, b]))  # at least 2 breakpoints
         # on a piece (between consecutive breakpoints) the set {i: c > b_i} and {i: c < a_i} is fixed
-        mids = (pts[:-1] + pts[1:]) / 2 if pts.size > 1 else pts
+        mids = (pts[:-1] + pts[1:]) / 2
         above = mids[:, None] > b[None, :]
         below = mids[:, None] < a[None, :]
         num = (above * b).sum(1) + (below * a).sum(1)
         cnt = above.sum(1) + below.sum(1)
         stat = np.where(cnt > 0, num / np.maximum(cnt, 1), mids)
-        stat = np.clip(stat, pts[:-1], pts[1:]) if pts.size > 1 else stat
+        stat = np.clip(stat, pts[:-1], pts[1:])
         cands = np.concatenate([pts, stat])
         d = np.maximum(a[None, :] - cands[:, None], 0) + np.maximum(cands[:, None] - b[None, :], 0)
         out[k] = np.min((d * d).mean(1))
