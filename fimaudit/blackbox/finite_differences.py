@@ -134,6 +134,10 @@ class FiniteDifferenceLinearization(Linearization):
         self.nondeterministic = np.zeros(n, bool)
         self.slope = None  # |J p| along the noise probe's direction, from the ECnoise table
         self._probe = None
+        # outputs above the floor (log p > log tiny + 1): the others carry no derivative
+        self._live = self._log(self.logits) > np.log(np.finfo(np.float64).tiny) + 1.0
+        self._live_x = xp.asarray(self._live, device=device(x))  # the same, in the caller's library
+        self._live_norm = np.sqrt(np.maximum(np.sum(self._live, axis=1), 1))  # √(live outputs)
         if model.noise == "auto":
             self.noise = self._measure_noise(seed, eps)
         else:
@@ -152,8 +156,6 @@ class FiniteDifferenceLinearization(Linearization):
         self.truncation = np.zeros(n)
         if self._probe is not None:
             self.truncation = self._truncation_check()
-        if not hasattr(self, "_live"):  # a noise level was given: no ECnoise table
-            self._live = self._log(self.logits) > np.log(np.finfo(np.float64).tiny) + 1.0
         self.repair = model.kinks == "repair" and model.scheme == "central"
         self.extra_calls = np.zeros(n, dtype=np.int64)  # kink repairs, per input
         self.kink_error2 = np.zeros(n)  # Σ over unresolved probes of ‖(D₊ − D₋)/2‖² (log scale)
@@ -196,8 +198,8 @@ class FiniteDifferenceLinearization(Linearization):
             if np.all(zeros <= 0.5):
                 break
             delta = np.where(zeros > 0.5, delta * 100.0, delta)  # quantised outputs: widen δ
-        live = base > np.log(np.finfo(np.float64).tiny) + 1.0
-        self._probe, self._live = p, live
+        live = self._live
+        self._probe = p
         ends = np.where(live, table[:, -1, :] - table[:, 0, :], 0.0)
         self.slope = np.sqrt(np.sum(ends**2, axis=1)) / (m * delta)
         sigma = np.where(live, sigma, np.nan)
@@ -223,8 +225,7 @@ class FiniteDifferenceLinearization(Linearization):
         gap = np.linalg.norm(D[0] - D[1], axis=1) / size
         # minus what the noise alone makes of it: per component, D(h) carries σ/(√2 h) and
         # D(h/2) σ√2/h (central), so their difference about 1.6 σ/h
-        live = np.sqrt(np.maximum(np.sum(self._live, axis=1), 1))
-        expected = 1.6 * self.noise * live / (self.h * size)
+        expected = 1.6 * self.noise * self._live_norm / (self.h * size)
         return np.maximum(gap - 3 * expected, 0.0)
 
     def _log_differences(self, P, h):
@@ -282,14 +283,11 @@ class FiniteDifferenceLinearization(Linearization):
         indices of flagged probes and the decisions cross to the host."""
         xp, x, n = self.xp, self.x, self.n
         dev = device(D)
-        if not hasattr(self, "_live_x"):
-            self._live_x = xp.asarray(self._live, device=dev)
         hd = xp.reshape(xp.asarray(h, dtype=D.dtype, device=dev), (n, 1, 1))
         f0 = self.logits[:, None, :]
         Dp, Dm = (fp - f0) / hd, (f0 - fm) / hd
         lp, lm = self._logscale(Dp), self._logscale(Dm)
-        live = np.sqrt(np.maximum(np.sum(self._live, axis=1), 1))
-        noise = xp.asarray((2.0 * self.noise * live / self.h)[:, None], dtype=D.dtype, device=dev)
+        noise = xp.asarray((2.0 * self.noise * self._live_norm / h)[:, None], dtype=D.dtype, device=dev)
         gap = xp.linalg.vector_norm(lp - lm, axis=2)  # (n, k); noise alone makes about `noise`
         # a smooth curvature opens a gap of about h|f''|, small beside the quotient; a kink's
         # gap is a fraction of a slope change, so only gaps above 1% of the quotient (and
@@ -302,7 +300,7 @@ class FiniteDifferenceLinearization(Linearization):
         m = rows.size
         np.add.at(self.extra_calls, rows, 2)
         ir, ic = xp.asarray(rows, device=device(x)), xp.asarray(cols, device=device(x))
-        q = self.h[rows] / 4
+        q = h[rows] / 4
         hq = xp.reshape(xp.asarray(q, dtype=x.dtype, device=device(x)), (m,) + (1,) * (x.ndim - 1))
         V, xr = Vhat[ir, ic, ...], x[ir, ...]
         out = self.model.inner.forward(xp.concat([xr + hq * V, xr - hq * V], axis=0))
