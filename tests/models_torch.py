@@ -7,6 +7,18 @@ import torch
 from torch import nn
 
 
+class Standardize(nn.Module):
+    """(x − mean) / std with constant buffers: a model's own input normalisation."""
+
+    def __init__(self, mean, std):
+        super().__init__()
+        self.register_buffer("mean", torch.as_tensor(mean))
+        self.register_buffer("std", torch.as_tensor(std))
+
+    def forward(self, x):
+        return (x - self.mean) / self.std
+
+
 def small_cnn(C=10, width=8):
     return nn.Sequential(
         nn.Conv2d(3, width, 3, padding=1), nn.ReLU(), nn.MaxPool2d(2),

@@ -15,7 +15,7 @@ from onnx import TensorProto, helper, numpy_helper  # noqa: E402
 import fimaudit as fa  # noqa: E402
 from fimaudit import errors as E  # noqa: E402
 from fimaudit.bounds.rules import conv_norm  # noqa: E402
-from tests.models_torch import densenet_style, resnet_style, vgg_style  # noqa: E402
+from tests.models_torch import Standardize, densenet_style, resnet_style, vgg_style  # noqa: E402
 
 
 def dense_norm(f, shape):
@@ -201,15 +201,6 @@ def test_standardisation_folds_into_the_next_linear_layer():
 
 
 def test_torch_standardised_mlp_bound_is_sound_and_folded():
-    class Standardize(torch.nn.Module):
-        def __init__(self, mean, std):
-            super().__init__()
-            self.register_buffer("mean", mean)
-            self.register_buffer("std", std)
-
-        def forward(self, x):
-            return (x - self.mean) / self.std
-
     torch.manual_seed(0)
     std = torch.rand(1, 6, 6) * 1.9 + 0.1
     net = torch.nn.Sequential(Standardize(torch.rand(1, 6, 6), std), torch.nn.Flatten(), torch.nn.Linear(36, 32),
@@ -226,17 +217,9 @@ def test_torch_standardised_mlp_bound_is_sound_and_folded():
 
 @pytest.mark.parametrize("per_channel", [True, False], ids=["per-channel", "per-pixel"])
 def test_channel_standardisation_folds_into_the_conv(per_channel):
-    class Standardize(torch.nn.Module):
-        def __init__(self, std):
-            super().__init__()
-            self.register_buffer("std", std)
-
-        def forward(self, x):
-            return (x - 0.5) / self.std
-
     torch.manual_seed(1)
     std = torch.rand(3, 1, 1) * 0.5 + 0.1 if per_channel else torch.rand(3, 8, 8) * 0.5 + 0.1
-    net = torch.nn.Sequential(Standardize(std), torch.nn.Conv2d(3, 4, 3, padding=1), torch.nn.ReLU(),
+    net = torch.nn.Sequential(Standardize(torch.tensor(0.5), std), torch.nn.Conv2d(3, 4, 3, padding=1), torch.nn.ReLU(),
                               torch.nn.Flatten(), torch.nn.Linear(4 * 64, 10)).eval()
     b = fa.lipschitz_bound(fa.wrap(net, input_shape=(3, 8, 8)))
     W = net[1].weight.detach().double().numpy()
