@@ -78,7 +78,12 @@ def robust_accuracy(net, x, y, eps, norm, steps=40, seed=0):
     return float((~broken).float().mean())
 
 
-def minimal_distance(net, x, y, high, bisections=10, steps=20, seed=0):
+BISECTIONS, BISECTION_STEPS = 10, 20
+# one PGD run at the ceiling and one per bisection, each `steps + 1` forward and backward passes
+MINIMAL_DISTANCE_PASSES = (BISECTIONS + 1) * (BISECTION_STEPS + 1) * 2
+
+
+def minimal_distance(net, x, y, high, bisections=BISECTIONS, steps=BISECTION_STEPS, seed=0):
     """Per-input ℓ2 distance to the closest adversarial point found (inf if none within
     ``high``; 0 for inputs already misclassified)."""
     with torch.no_grad():
