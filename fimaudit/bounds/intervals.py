@@ -96,7 +96,7 @@ def propagate(graph, low, high):
     the graph input."""
     d = Domain(graph, low, high)
     for node in graph.nodes:
-        if any(i in d.box for i in node.input) and not all(graph.is_const(o) for o in node.output if o):
+        if any(i in d.box for i in node.input) and not graph.folded(node):
             d.advance(node)
     return d.box
 

@@ -158,6 +158,11 @@ class Graph:
     def is_const(self, name):
         return name in self._consts
 
+    def folded(self, node):
+        """Whether every output of ``node`` is a constant (a constant subgraph, or a Shape of an
+        activation), so it carries no dependence on the input."""
+        return all(self.is_const(o) for o in node.output if o)
+
     def const(self, name):
         return np.asarray(self._consts[name])
 
@@ -245,8 +250,8 @@ def lipschitz_bound(model, input_shape=None, likelihood="categorical", sigma=1.0
     layers = []
     for k, node in enumerate(g.nodes):
         var = [i for i in node.input if i in L]
-        if not var or all(g.is_const(o) for o in node.output if o):
-            continue  # a constant subgraph, or a Shape of an activation (folded)
+        if not var or g.folded(node):
+            continue
         op = node.op_type
         if op in ("Add", "Sum", "Sub") and len(var) > 1:
             local, out = None, sum(L[i] for i in var)
