@@ -6,7 +6,9 @@ module exposes, batched over inputs and counting every model evaluation:
 
 * ``b_matvec(u)``  = ``R J Jᵀ Rᵀ u``  (output space, C-dim; one vjp + one jvp),
 * ``quadratic(V)`` = ``‖R J v‖²`` per probe (input space; one jvp each),
-* ``gram()``       = ``B = R J Jᵀ Rᵀ`` densely from C vjps (``W = R J``),
+* ``gram()``       = ``B = R J Jᵀ Rᵀ`` densely from C vjps (``W = R J``), or for a
+  jvp-only model from d jvps (finite differences that extrapolate over kinks measure
+  the columns at steps h and 2h and return ``2 W Wᵀ − W₂ W₂ᵀ``),
 * ``lift(U)``      = unit ``Jᵀ Rᵀ u``: the input-space eigenvector of F for an
   eigenvector u of B, since ``F Jᵀ Rᵀ u = Jᵀ Rᵀ B u`` and ``‖JᵀRᵀu‖² = uᵀ B u``.
 """
@@ -50,6 +52,7 @@ class FisherOperator:
                 f"a {self.likelihood.name} likelihood needs at least {self.likelihood.min_outputs()} "
                 f"outputs, the model has {self.C}; for one logit use likelihood='bernoulli'")
         self.R = self.likelihood.factor(xp, z)
+        self.extrapolated = None  # finite differences extrapolated over kinks: W at h and at 2h
         self.rank = min(self.likelihood.metric_rank(self.C), self.d)
 
     # --- products, counted ---------------------------------------------------------
@@ -59,10 +62,10 @@ class FisherOperator:
     def _unflat(self, a, lead):
         return self.xp.reshape(a, (*lead, *self.input_shape))
 
-    def jvp_many(self, V):  # (n, k, d) -> (n, k, C)
+    def jvp_many(self, V, **options):  # (n, k, d) -> (n, k, C); options: FD step factor
         k = V.shape[1]
         self.queries += k * self.cost_jvp
-        out = self.lin.jvp_many(self._unflat(V, (self.n, k)))
+        out = self.lin.jvp_many(self._unflat(V, (self.n, k)), **options)
         extra = getattr(self.lin, "take_extra_calls", None)
         if extra is not None:  # finite differences re-measure probes that straddle a kink
             self.queries = self.queries + extra()
@@ -95,17 +98,17 @@ class FisherOperator:
         Y = self.R.apply(self.jvp_many(V))
         return self.xp.sum(Y * Y, axis=-1)
 
-    def sketch(self, Q):
+    def sketch(self, Q, **options):
         """S = R J Qᵀ, shape (n, C, k), from k jvps along the rows of Q (n, k, d)."""
-        return self.xp.permute_dims(self.R.apply(self.jvp_many(Q)), (0, 2, 1))
+        return self.xp.permute_dims(self.R.apply(self.jvp_many(Q, **options)), (0, 2, 1))
 
-    def columns(self, memory_limit):
+    def columns(self, memory_limit, **options):
         """W = R J (n, C, d) from d jvps along the coordinate axes (jvp-only models)."""
         xp, n, d = self.xp, self.n, self.d
         eye = xp.eye(d, dtype=self.logits.dtype, device=device(self.logits))
         itemsize = xp.finfo(self.logits.dtype).bits // 8
         chunk = max(1, int(memory_limit // max(1, n * d * itemsize)))
-        cols = [self.sketch(xp.broadcast_to(eye[None, lo:lo + chunk, :], (n, min(chunk, d - lo), d)))
+        cols = [self.sketch(xp.broadcast_to(eye[None, lo:lo + chunk, :], (n, min(chunk, d - lo), d)), **options)
                 for lo in range(0, d, chunk)]
         return cols[0] if len(cols) == 1 else xp.concat(cols, axis=2)
 
@@ -116,7 +119,12 @@ class FisherOperator:
         xp, n, C, d = self.xp, self.n, self.C, self.d
         if not self.model.has_vjp:
             W = self.columns(memory_limit)
-            return xp.matmul(W, xp.permute_dims(W, (0, 2, 1))), W
+            B = xp.matmul(W, xp.permute_dims(W, (0, 2, 1)))
+            if getattr(self.lin, "extrapolate", False):  # Richardson on the Gram over kinks
+                W2 = self.columns(memory_limit, step_factor=2.0)
+                self.extrapolated = (W, W2)  # the columns at steps h and 2h, for the error estimate
+                B = 2.0 * B - xp.matmul(W2, xp.permute_dims(W2, (0, 2, 1)))
+            return B, W
         Rd = self.R.dense(n, C, self.logits)  # (n, C, C); row c of R is the cotangent of W_c
         itemsize = xp.finfo(self.logits.dtype).bits // 8
         chunk = max(1, int(memory_limit // max(1, n * d * itemsize)))

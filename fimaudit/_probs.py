@@ -37,8 +37,8 @@ class ProbsLinearization:
     def jvp(self, v):
         return self._scale(self.inner.jvp(v))
 
-    def jvp_many(self, V):
-        return self._scale(self.inner.jvp_many(V))
+    def jvp_many(self, V, **options):  # options: a finite-difference step factor
+        return self._scale(self.inner.jvp_many(V, **options))
 
     def vjp(self, u):
         return self.inner.vjp(self._scale(u))

@@ -277,9 +277,11 @@ def plan(model, x, method="auto", budget=None, *, return_direction=False, max_st
     if not model.has_vjp:
         choice("method", method, ("auto", "exact", "sketch"))
         m, k = blackbox_estimators.probe_count(model, d, budget, method)
-        per = model.overhead + model.calls_per_probe * k
+        each = getattr(model, "calls_per_column", model.calls_per_probe) if m == "exact" else model.calls_per_probe
+        per = model.overhead + each * k
         note = (f"{model.overhead} calls set up finite differences (base point and noise; more when "
-                f"outputs are quantised, taken from the probes under a budget), {model.calls_per_probe} per probe")
+                f"outputs are quantised, taken from the probes under a budget), {each} per "
+                + ("column (steps h and 2h, extrapolated over kinks)" if each != model.calls_per_probe else "probe"))
         if budget is None and getattr(model, "kinks", None) == "repair" and getattr(model, "scheme", "") == "central":
             note += "; plus 2 per probe re-measured across a kink (ReLU, max-pool; counted in queries)"
         fixed = getattr(getattr(model, "inner", None), "fixed_batch", None)

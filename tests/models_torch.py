@@ -26,6 +26,16 @@ def small_cnn(C=10, width=8):
         nn.Flatten(), nn.Linear(8 * width, C))
 
 
+def relu_maxpool_cnn(seed, C=10):
+    """A random-init ReLU/max-pool CNN for 3×16×16 inputs: almost every coordinate step of a
+    few 1e-3 crosses some unit's kink, as in larger CNNs."""
+    torch.manual_seed(seed)
+    return nn.Sequential(
+        nn.Conv2d(3, 16, 3, padding=1), nn.ReLU(), nn.Conv2d(16, 16, 3, padding=1), nn.ReLU(), nn.MaxPool2d(2),
+        nn.Conv2d(16, 32, 3, padding=1), nn.ReLU(), nn.MaxPool2d(2),
+        nn.Flatten(), nn.Linear(32 * 4 * 4, 64), nn.ReLU(), nn.Linear(64, C)).eval()
+
+
 class Block(nn.Module):
     def __init__(self, c):
         super().__init__()

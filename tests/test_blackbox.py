@@ -247,6 +247,60 @@ def test_kink_repair_fixes_straddled_probes_and_counts_its_calls():
         fa.wrap(probs_fn, input_shape=(D,), output="probs", kinks="smooth")
 
 
+def test_extrapolation_removes_the_kink_bias_of_a_relu_cnn():
+    """Central differences across the kinks of a ReLU/max-pool CNN are biased low (a unit
+    switching off within the step takes its own aligned share out of the column); the bias is
+    linear in the step, so 2 G(h) − G(2h) cancels it. Truth: torch autodiff in float64 on
+    the same weights, the black box a float32 probability service."""
+    torch = pytest.importorskip("torch")
+    from tests.models_torch import relu_maxpool_cnn
+
+    errs = {"repair": [], "extrapolate": []}
+    trace_errs, covered = [], []
+    for seed in range(4):
+        net = relu_maxpool_cnn(seed)
+        x = torch.rand(12, 3, 16, 16, generator=torch.Generator().manual_seed(seed))
+        truth = fa.fisher_norm(net, x.double().numpy(), method="exact").value
+        true_trace = fa.fisher_trace(net, x.double().numpy(), method="exact").value
+
+        def fn(b, net=net):
+            with torch.no_grad():
+                return torch.softmax(net(torch.from_numpy(b)), dim=1).numpy()
+
+        X, d = x.numpy(), 3 * 16 * 16
+        for kinks in errs:
+            bb = fa.wrap(fn, input_shape=(3, 16, 16), output="probs", kinks=kinks)
+            r = fa.fisher_norm(bb, X, method="exact")
+            errs[kinks].append(r.value / truth - 1)
+            if kinks == "extrapolate":
+                assert np.all(r.queries == bb.overhead + 4 * d)  # every column at h and at 2h
+                assert fa.plan(bb, X, method="exact").calls_per_input == r.queries[0]
+                assert int(np.sum(r.queries)) == bb.inner.calls
+                covered.append((r.lower <= truth) & (truth <= r.upper))
+                trace_errs.append(fa.fisher_trace(bb, X, method="exact").value / true_trace - 1)
+    rep, ext, tr = (np.concatenate(v) for v in (errs["repair"], errs["extrapolate"], trace_errs))
+
+    def se(v):
+        return v.std(ddof=1) / np.sqrt(v.size)
+
+    assert rep.mean() < -4 * se(rep), (rep.mean(), se(rep))  # biased low without it
+    assert abs(ext.mean()) < 3 * se(ext) and abs(ext.mean()) < 0.25 * abs(rep.mean()), (ext.mean(), se(ext))
+    assert abs(tr.mean()) < 3 * se(tr)  # the exact trace is read off the same extrapolated Gram
+    assert np.mean(np.concatenate(covered)) >= 0.95
+
+
+def test_extrapolation_needs_central_differences_and_leaves_sketches_alone():
+    with pytest.raises(E.InvalidArgumentError, match="scheme='central'"):
+        fa.wrap(probs_fn, input_shape=(D,), output="probs", kinks="extrapolate", scheme="forward")
+    bb = fa.wrap(probs_fn, input_shape=(D,), output="probs", kinks="extrapolate")
+    r = fa.fisher_norm(bb, X, method="sketch", budget=100)
+    assert np.all(r.queries == bb.overhead + 2 * ((100 - bb.overhead) // 2))  # 2 calls per probe
+    exact = bb.overhead + 4 * D
+    assert fa.plan(bb, X, budget=exact - 1).method == "sketch" and fa.plan(bb, X, budget=exact).method == "exact"
+    r = fa.fisher_norm(bb, X, budget=exact)
+    assert np.all(r.queries == exact) and np.allclose(r.value, TRUTH, rtol=1e-5)
+
+
 def test_budgets_hold_with_kink_repair():
     fn, X, _ = _kinked_relu(0)
     bb = fa.wrap(fn, input_shape=(X.shape[1],), output="probs")
