@@ -130,6 +130,12 @@ try:
         numpy_median_rel_err=float(np.median(np.abs(rn_k.value / truth_k - 1))),
         repaired_calls=int(np.sum(cp.asnumpy(cp.asarray(rk.queries))) - len(Xk) * (bbk.overhead + 2 * d)),
         coverage=float(np.mean((cp.asnumpy(rk.lower) <= truth_k) & (truth_k <= cp.asnumpy(rk.upper)))))
+    # the same network with the Gram extrapolated over kinks (columns at h and 2h): stays in CuPy
+    rx = fa.fisher_norm(fa.wrap(relu_service, input_shape=(d,), output="probs", kinks="extrapolate"),
+                        cp.asarray(Xk), method="exact")
+    results["blackbox_relu_extrapolated"] = dict(
+        type=type(rx.value).__module__, median_rel_err=float(np.median(np.abs(cp.asnumpy(rx.value) / truth_k - 1))),
+        coverage=float(np.mean((cp.asnumpy(rx.lower) <= truth_k) & (truth_k <= cp.asnumpy(rx.upper)))))
     out["cupy"] = results
 except Exception as err:  # report, do not hide
     out["cupy"] = f"FAILED: {type(err).__name__}: {err}"

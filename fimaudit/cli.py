@@ -21,6 +21,8 @@ def _audit(args):
     options = {}
     if args.probs:
         options["output"] = "probs"
+    if args.kinks:
+        options["kinks"] = args.kinks
     model = wrap(args.model, **options)
     a = audit(model, X, y, method=args.method, budget=args.budget, journal=args.journal, progress=not args.quiet,
               batch_size=args.batch_size)
@@ -89,6 +91,10 @@ def main(argv=None):
     au.add_argument("--journal", help="SQLite journal: resume an interrupted audit")
     au.add_argument("--batch-size", type=int, default=64)
     au.add_argument("--probs", action="store_true", help="the model outputs probabilities")
+    au.add_argument("--kinks", choices=["repair", "extrapolate", "ignore"],
+                    help="finite differences across ReLU/max-pool kinks (black-box models): 'repair' (default) "
+                         "re-measures probes that straddle one; 'extrapolate' measures every column at steps h "
+                         "and 2h and extrapolates to 0 (twice the calls; for CNNs with kinks everywhere)")
     au.add_argument("--fail-above", type=float, help="exit with status 3 if any λ_max exceeds this")
     au.add_argument("--json", action="store_true", help="print the summary as JSON")
     au.add_argument("--quiet", action="store_true")

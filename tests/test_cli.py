@@ -51,6 +51,20 @@ def test_audit_writes_the_report_and_gates(files):
     assert again.returncode == 0 and (d / "out" / "report.html").exists()
 
 
+def test_audit_passes_the_kink_option_to_the_finite_differences(files):
+    d, W = files
+    p = _cli("audit", str(d / "m.onnx"), "--data", str(d / "x.npy"), "--out", str(d / "out"), "--json", "--quiet",
+             "--method", "exact", "--kinks", "extrapolate")
+    assert p.returncode == 0, p.stderr
+    rows = json.loads((d / "out" / "results.json").read_text())["rows"]
+    from fimaudit.blackbox.finite_differences import NOISE_POINTS
+
+    set_up = 1 + NOISE_POINTS + 1 + 2 * 2  # base point, ECnoise, step-halving check
+    assert all(r["queries"] == set_up + 4 * 4 for r in rows)  # every column at h and at 2h
+    bad = _cli("audit", str(d / "m.onnx"), "--data", str(d / "x.npy"), "--out", str(d / "o"), "--kinks", "smooth")
+    assert bad.returncode == 2 and "--kinks" in bad.stderr
+
+
 def test_bad_data_is_reported(files):
     d, _ = files
     np.save(d / "bad.npy", np.ones((3, 5), np.float32))

@@ -1,7 +1,8 @@
 r"""λ_max, trace and spectrum for models with jvps only (finite differences).
 
 * ``exact``: all d columns of J by jvps (2d model calls per input, central), then
-  ``W = R J`` and the dense C × C eigenproblem of ``W Wᵀ``;
+  ``W = R J`` and the dense C × C eigenproblem of ``W Wᵀ`` (with ``kinks="extrapolate"``:
+  4d calls and ``2 W Wᵀ − W₂ W₂ᵀ``, W₂ the columns at twice the step);
 * ``sketch``: k orthonormal probes (random, DCT or user-given), ``S = R J Qᵀ``; the
   certified lower bound ``λ_max(S Sᵀ)``, the scaled estimate and its jackknife
   interval (:mod:`fimaudit.linalg.sketch`);
