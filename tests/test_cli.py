@@ -59,7 +59,7 @@ def test_audit_passes_the_kink_option_to_the_finite_differences(files):
     rows = json.loads((d / "out" / "results.json").read_text())["rows"]
     from fimaudit.blackbox.finite_differences import NOISE_POINTS
 
-    set_up = 1 + NOISE_POINTS + 1 + 2 * 2  # base point, ECnoise, step-halving check
+    set_up = 1 + NOISE_POINTS + 3 + 2 * 2  # base point, ECnoise and slope, step-halving check
     assert all(r["queries"] == set_up + 4 * 4 for r in rows)  # every column at h and at 2h
     bad = _cli("audit", str(d / "m.onnx"), "--data", str(d / "x.npy"), "--out", str(d / "o"), "--kinks", "smooth")
     assert bad.returncode == 2 and "--kinks" in bad.stderr

@@ -9,9 +9,14 @@ For a unit direction v̂ and step h, with f the model's outputs:
 σ is the noise of f, measured per input with ECnoise (:mod:`fimaudit.blackbox.noise`)
 on logits (log p for probability outputs). The step is ``h = s · r^q`` with ``s`` the
 input's RMS scale and ``r = max(σ, eps) / (‖J‖_F s)`` the noise relative to the change of
-f across the input scale; ``‖J‖_F ≈ |J p| √d`` is read off the ECnoise table along its
-direction p (λ_max aggregates all d columns, so its noise error scales with ‖J‖, not with
-one column). Balancing noise against truncation gives q = 1/3 for a smooth f and q = 1/2
+f across the input scale, floored at eps^1.5 (eps of the input dtype: a step of s·eps^0.6,
+4e-5·s in float32, still moves the input by hundreds of ulps); ``‖J‖_F ≈ |J p| √d`` is read
+off two points at ±40δ along the ECnoise direction p (λ_max aggregates all d columns, so its
+noise error scales with ‖J‖, not with one column). The ECnoise table itself is spaced
+δ = √eps·s, small so that it seldom straddles a kink (a kink's differences pass for noise).
+On the study's trained float32 models (digits/breast_cancer, d = 64/30) the earlier δ of
+10√eps·s read 1e-6–7e-5 nats of "noise", and with the floor at eps the step could not go
+below 1.7e-3·s: the residual CNN's median error was 7.5e-3; with both changes 1.7e-3. Balancing noise against truncation gives q = 1/3 for a smooth f and q = 1/2
 when the error is first order in h (forward differences, and central differences across
 the kinks of ReLU and max-pool networks). fimaudit uses q = 0.4 for central differences —
 measured on float32 CNNs served as probabilities, relative error of λ_max: 1e-4–1.4e-3 with
@@ -66,6 +71,8 @@ __all__ = ["FiniteDifferenceModel", "FiniteDifferenceLinearization"]
 # calls per probe, and the power of the relative noise r in the step h = s·r^power
 SCHEMES = {"central": (2, 0.4), "forward": (1, 1 / 2), "richardson": (4, 1 / 5)}
 NOISE_POINTS = 8
+NOISE_SPACING = 1  # ECnoise's δ in units of √eps × the input's RMS scale
+SLOPE_REACH = 40  # the slope |J p| is read off f(x ± SLOPE_REACH·δ p)
 KINK_GAP = 0.01  # one-sided quotients further apart than this (relative) are re-measured
 FD_OPTIONS = ("scheme", "step", "noise", "on_nondeterminism", "max_rows", "kinks")
 
@@ -75,7 +82,7 @@ class FiniteDifferenceModel(Model):
 
     ``scheme``: "central" (default), "forward" or "richardson". ``step``: "auto" (from
     the measured noise) or an absolute step for unit directions. ``noise``: "auto"
-    (ECnoise, ``NOISE_POINTS + 1`` extra calls per input) or a known noise level in
+    (ECnoise, ``NOISE_POINTS + 3`` extra calls per input) or a known noise level in
     nats. ``on_nondeterminism``: "widen" (flag it and widen brackets by the measured
     noise) or "raise". ``max_rows``: rows held at once when building probe batches.
     ``kinks``: "repair" (default; central scheme only: re-measure probes whose one-sided
@@ -132,7 +139,7 @@ class FiniteDifferenceModel(Model):
     def overhead(self):
         """Model calls per input before the first probe: the base point, ECnoise, and the
         step-halving check (2 central differences)."""
-        return 1 + (NOISE_POINTS + 1 + 2 * self.calls_per_probe if self.noise == "auto" else 0)
+        return 1 + (NOISE_POINTS + 3 + 2 * self.calls_per_probe if self.noise == "auto" else 0)
 
     def forward(self, x):
         out = self.inner.forward(x)
@@ -181,7 +188,7 @@ class FiniteDifferenceLinearization(Linearization):
             # ‖J‖_F ≈ |J p|·√d: λ's noise error scales with it, not with one column's size
             norm_J = slope * np.sqrt(float(np.prod(x.shape[1:])))
             r = np.maximum(self.noise, eps) / np.maximum(norm_J * self.scale, np.finfo(np.float64).tiny)
-            self.h = self.scale * np.clip(r, eps, 1.0) ** power
+            self.h = self.scale * np.clip(r, eps ** 1.5, 1.0) ** power  # floor: module docstring
         else:
             self.h = np.full(n, float(model.step))
         self.truncation = np.zeros(n)
@@ -215,14 +222,19 @@ class FiniteDifferenceLinearization(Linearization):
         p = normal(xp, x, x.shape, seed)
         p = p / xp.reshape(xp.linalg.vector_norm(xp.reshape(p, (n, -1)), axis=1), (n,) + (1,) * (x.ndim - 1))
         offsets = np.arange(m + 1) - m // 2
-        delta = self.scale * max(eps ** 0.5, 1e-7) * 10
+        # δ small, so that the table rarely straddles a kink (a kink's differences pass for
+        # noise: with δ ten times larger, trained ReLU models read 1e-6–7e-5 nats of "noise"
+        # where float32 has 1e-7–2e-6); the slope from two points further out
+        delta = self.scale * max(eps ** 0.5, 1e-7) * NOISE_SPACING
         base = self._log(self.logits)
-        for attempt in range(3):
+        offsets = list(offsets) + [SLOPE_REACH, -SLOPE_REACH]
+        for attempt in range(4):  # δ up to 10⁶ times √eps·scale for coarsely rounded outputs
             d = xp.asarray(delta, dtype=x.dtype, device=device(x))
             pts = xp.concat([x + (float(o) * xp.reshape(d, (n,) + (1,) * (x.ndim - 1))) * p for o in offsets], axis=0)
-            table = self._log(self.model.inner.forward(pts)).reshape(m + 1, n, -1).transpose(1, 0, 2)
+            out = self._log(self.model.inner.forward(pts)).reshape(m + 3, n, -1).transpose(1, 0, 2)
+            table, ends = out[:, :m + 1, :], out[:, m + 1:, :]
             if attempt:
-                self.cost_forward += m + 1
+                self.cost_forward += m + 3
             sigma, zeros = ecnoise(table)
             # the repeated centre point is a second answer to the base query
             repeat = np.max(np.abs(table[:, m // 2, :] - base), axis=1)
@@ -232,8 +244,8 @@ class FiniteDifferenceLinearization(Linearization):
             delta = np.where(zeros > 0.5, delta * 100.0, delta)  # quantised outputs: widen δ
         live = self._live
         self._probe = p
-        ends = np.where(live, table[:, -1, :] - table[:, 0, :], 0.0)
-        self.slope = np.sqrt(np.sum(ends**2, axis=1)) / (m * delta)
+        ends = np.where(live, ends[:, 0, :] - ends[:, 1, :], 0.0)
+        self.slope = np.sqrt(np.sum(ends**2, axis=1)) / (2 * SLOPE_REACH * delta)
         sigma = np.where(live, sigma, np.nan)
         noise = np.nanmedian(np.where(np.isfinite(sigma), sigma, np.nan), axis=1)
         noise = np.where(np.isfinite(noise), noise, 0.0)
