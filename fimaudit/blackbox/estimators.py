@@ -166,7 +166,9 @@ def _warn_noise(err, value, lin, offset):
         warnings.warn(
             f"finite-difference error may exceed 10% of λ_max for inputs {(bad + offset)[:10].tolist()}: {cause} "
             "(see .fd_error); the brackets are widened accordingly. Rounded or quantised probabilities and "
-            "TF32/bf16 serving cause noise; pass step= or scheme='richardson' to trade noise against truncation",
+            "TF32/bf16 serving cause noise; pass step= or scheme='richardson' to trade noise against truncation"
+            + ("; for a ReLU/max-pool network, kinks='extrapolate' removes the kinks' bias from method='exact'"
+               if 6 * tau > NOISE_WARN and getattr(lin, "extrapolate", None) is False else ""),
             NoiseDominatesWarning, stacklevel=4)
 
 
