@@ -227,7 +227,7 @@ class FiniteDifferenceLinearization(Linearization):
         offsets = [i - m // 2 for i in range(m + 1)] + [SLOPE_REACH, -SLOPE_REACH]
         delta = self.scale * max(eps ** 0.5, 1e-7) * NOISE_SPACING
         base = self._log(self.logits)
-        for attempt in range(4):  # δ up to 10⁶ times √eps·scale for coarsely rounded outputs
+        for attempt in range(4):  # δ up to 10⁵ times √eps·scale for coarsely rounded outputs
             d = xp.asarray(delta, dtype=x.dtype, device=device(x))
             pts = xp.concat([x + (float(o) * xp.reshape(d, (n,) + (1,) * (x.ndim - 1))) * p for o in offsets], axis=0)
             out = self._log(self.model.inner.forward(pts)).reshape(m + 3, n, -1).transpose(1, 0, 2)
@@ -240,7 +240,9 @@ class FiniteDifferenceLinearization(Linearization):
             self.nondeterministic |= repeat > 0
             if np.all(zeros <= 0.5):
                 break
-            delta = np.where(zeros > 0.5, delta * 100.0, delta)  # quantised outputs: widen δ
+            # quantised outputs (or float32 probabilities that barely move over δ): widen δ,
+            # 10× first, then 100×
+            delta = np.where(zeros > 0.5, delta * (10.0 if attempt == 0 else 100.0), delta)
         live = self._live
         self._probe = p
         ends = np.where(live, ends[:, 0, :] - ends[:, 1, :], 0.0)
