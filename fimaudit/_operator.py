@@ -120,7 +120,7 @@ class FisherOperator:
         if not self.model.has_vjp:
             W = self.columns(memory_limit)
             B = xp.matmul(W, xp.permute_dims(W, (0, 2, 1)))
-            if getattr(self.lin, "extrapolate", False):  # Richardson on the Gram over kinks
+            if getattr(self.model, "extrapolate", False):  # Richardson on the Gram over kinks
                 W2 = self.columns(memory_limit, step_factor=2.0)
                 self.extrapolated = (W, W2)  # the columns at steps h and 2h, for the error estimate
                 B = 2.0 * B - xp.matmul(W2, xp.permute_dims(W2, (0, 2, 1)))

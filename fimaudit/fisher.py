@@ -277,7 +277,7 @@ def plan(model, x, method="auto", budget=None, *, return_direction=False, max_st
     if not model.has_vjp:
         choice("method", method, ("auto", "exact", "sketch"))
         m, k = blackbox_estimators.probe_count(model, d, budget, method)
-        each = getattr(model, "calls_per_column", model.calls_per_probe) if m == "exact" else model.calls_per_probe
+        each = model.calls_per_column if m == "exact" else model.calls_per_probe
         per = model.overhead + each * k
         note = (f"{model.overhead} calls set up finite differences (base point and noise; more when "
                 f"outputs are quantised, taken from the probes under a budget), {each} per "

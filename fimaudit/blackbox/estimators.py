@@ -50,7 +50,7 @@ def probe_count(model, d, budget, method, spent=None):
     """(method, k) for a jvp-only model under ``budget`` model calls per input, of which
     ``spent`` (default: the nominal set-up) are already used."""
     per, o = model.calls_per_probe, (model.overhead if spent is None else int(spent))
-    per_col = getattr(model, "calls_per_column", per)  # exact: more when extrapolating over kinks
+    per_col = model.calls_per_column  # exact: more when extrapolating over kinks
     if method == "auto":
         if budget is None:
             method = "exact" if d <= AUTO_EXACT_MAX_D else "sketch"
@@ -168,7 +168,7 @@ def _warn_noise(err, value, lin, offset):
             "(see .fd_error); the brackets are widened accordingly. Rounded or quantised probabilities and "
             "TF32/bf16 serving cause noise; pass step= or scheme='richardson' to trade noise against truncation"
             + ("; for a ReLU/max-pool network, kinks='extrapolate' removes the kinks' bias from method='exact'"
-               if 6 * tau > NOISE_WARN and getattr(lin, "extrapolate", None) is False else ""),
+               if 6 * tau > NOISE_WARN and not lin.model.extrapolate else ""),
             NoiseDominatesWarning, stacklevel=4)
 
 

@@ -196,7 +196,6 @@ class FiniteDifferenceLinearization(Linearization):
         if self._probe is not None:
             self.truncation = self._truncation_check()
         self.repair = model.kinks == "repair" and model.scheme == "central"
-        self.extrapolate = model.extrapolate  # exact: Gram at h and 2h, extrapolated to 0
         self.extra_calls = np.zeros(n, dtype=np.int64)  # kink repairs, per input
         self.kink_error2 = np.zeros(n)  # Σ over unresolved probes of ‖(D₊ − D₋)/2‖² (log scale)
         self.kink_count = np.zeros(n)  # how many probes that sum runs over
