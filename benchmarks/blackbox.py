@@ -46,7 +46,8 @@ def run(name, make, n, seeds):
     truth = fa.fisher_norm(net, x.double().numpy(), method="exact").value
     xn = x.numpy()
     d = xn[0].size
-    bb = fa.wrap(service(net), input_shape=(3, 32, 32), output="probs", accepts="numpy", batch_size=4096)
+    served = dict(input_shape=(3, 32, 32), output="probs", accepts="numpy", batch_size=4096)
+    bb = fa.wrap(service(net), **served)
     rows = []
     r = fa.fisher_norm(bb, xn, method="exact")
     def held(r):  # how often the FD-widened bracket of an exact result held the truth
@@ -55,9 +56,7 @@ def run(name, make, n, seeds):
     rows.append(("fimaudit exact", int(round(float(r.queries.mean()))), np.abs(r.value / truth - 1), *held(r)))
     signed = {"central": r.value / truth - 1}
     width = {"central": np.median((r.upper - r.lower) / (2 * r.value))}
-    bbx = fa.wrap(service(net), input_shape=(3, 32, 32), output="probs", accepts="numpy", batch_size=4096,
-                  kinks="extrapolate")
-    r = fa.fisher_norm(bbx, xn, method="exact")
+    r = fa.fisher_norm(fa.wrap(service(net), kinks="extrapolate", **served), xn, method="exact")
     rows.append(('fimaudit exact, kinks="extrapolate"', int(r.queries[0]), np.abs(r.value / truth - 1), *held(r)))
     signed["extrapolated"] = r.value / truth - 1
     width["extrapolated"] = np.median((r.upper - r.lower) / (2 * r.value))
