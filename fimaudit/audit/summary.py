@@ -5,7 +5,6 @@ Spearman rank correlation of λ_max with the logit margin."""
 from __future__ import annotations
 
 import numpy as np
-from scipy import stats
 
 
 def summarize(rows, seed=0, resamples=2000, level=0.95):
@@ -23,6 +22,7 @@ def summarize(rows, seed=0, resamples=2000, level=0.95):
                                   high=float(np.quantile(boots, 1 - a)), level=level)
     margin = np.array([r["margin"] for r in ok])
     if lam.size > 2 and np.ptp(lam) > 0 and np.ptp(margin) > 0:
+        from scipy import stats  # imported on use: scipy.stats costs seconds at start-up
         out["spearman_lambda_vs_margin"] = float(stats.spearmanr(lam, margin).statistic)
     labels = [r["label"] for r in ok if r["label"] is not None]
     if labels:
