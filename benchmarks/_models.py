@@ -12,9 +12,21 @@ from fimaudit.likelihoods import get_likelihood
 def cifar_cnn(C=10):
     """A small CIFAR-style CNN: 3×32×32 → C (about 0.3 M parameters)."""
     return nn.Sequential(
-        nn.Conv2d(3, 32, 3, padding=1), nn.ReLU(), nn.Conv2d(32, 32, 3, padding=1), nn.ReLU(), nn.MaxPool2d(2),
-        nn.Conv2d(32, 64, 3, padding=1), nn.ReLU(), nn.Conv2d(64, 64, 3, padding=1), nn.ReLU(), nn.MaxPool2d(2),
-        nn.Flatten(), nn.Linear(64 * 8 * 8, 64), nn.ReLU(), nn.Linear(64, C))
+        nn.Conv2d(3, 32, 3, padding=1),
+        nn.ReLU(),
+        nn.Conv2d(32, 32, 3, padding=1),
+        nn.ReLU(),
+        nn.MaxPool2d(2),
+        nn.Conv2d(32, 64, 3, padding=1),
+        nn.ReLU(),
+        nn.Conv2d(64, 64, 3, padding=1),
+        nn.ReLU(),
+        nn.MaxPool2d(2),
+        nn.Flatten(),
+        nn.Linear(64 * 8 * 8, 64),
+        nn.ReLU(),
+        nn.Linear(64, C),
+    )
 
 
 class BasicBlock(nn.Module):
@@ -22,8 +34,11 @@ class BasicBlock(nn.Module):
         super().__init__()
         self.c1, self.b1 = nn.Conv2d(cin, cout, 3, stride, 1, bias=False), nn.BatchNorm2d(cout)
         self.c2, self.b2 = nn.Conv2d(cout, cout, 3, 1, 1, bias=False), nn.BatchNorm2d(cout)
-        self.short = (nn.Sequential(nn.Conv2d(cin, cout, 1, stride, bias=False), nn.BatchNorm2d(cout))
-                      if stride != 1 or cin != cout else nn.Identity())
+        self.short = (
+            nn.Sequential(nn.Conv2d(cin, cout, 1, stride, bias=False), nn.BatchNorm2d(cout))
+            if stride != 1 or cin != cout
+            else nn.Identity()
+        )
 
     def forward(self, x):
         return torch.relu(self.short(x) + self.b2(self.c2(torch.relu(self.b1(self.c1(x))))))
@@ -44,11 +59,12 @@ def seed_method(net, x):
     G_ab = √(p_a p_b) ∇log p_a · ∇log p_b (the Fisher's output-space Gram matrix)."""
     out = []
     for i in range(x.shape[0]):
-        xi = x[i:i + 1].clone().requires_grad_(True)
+        xi = x[i : i + 1].clone().requires_grad_(True)
         logp = torch.log_softmax(net(xi), dim=1)[0]
         p = logp.detach().exp()
-        grads = torch.stack([torch.autograd.grad(logp[c], xi, retain_graph=True)[0].flatten()
-                             for c in range(logp.shape[0])])
+        grads = torch.stack(
+            [torch.autograd.grad(logp[c], xi, retain_graph=True)[0].flatten() for c in range(logp.shape[0])]
+        )
         sq = p.sqrt()
         G = sq[:, None] * (grads @ grads.T) * sq[None, :]
         out.append(torch.linalg.eigvalsh(G.double())[-1])

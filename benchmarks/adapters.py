@@ -45,6 +45,7 @@ def main():
     models = [("torch", fa.wrap(net), True)]
     try:
         from tests.models_keras import smooth_cnn_twin
+
         models.append(("tensorflow", fa.wrap(smooth_cnn_twin(net)), True))
     except ImportError:
         pass
@@ -55,11 +56,18 @@ def main():
     models.append(("callable", fa.wrap(service, input_shape=(3, 16, 16), output="probs", accepts="numpy"), False))
     vendor = None
     try:
-        from tests.adapters.http_server import FakeVendor
         import fimaudit_http  # noqa: F401
+
+        from tests.adapters.http_server import FakeVendor
+
         vendor = FakeVendor(service).__enter__()
-        models.append(("http (127.0.0.1)", fa.wrap(vendor.url, input_shape=(3, 16, 16), num_outputs=10,
-                                                   max_batch=1024, concurrency=4), False))
+        models.append(
+            (
+                "http (127.0.0.1)",
+                fa.wrap(vendor.url, input_shape=(3, 16, 16), num_outputs=10, max_batch=1024, concurrency=4),
+                False,
+            )
+        )
     except ImportError:
         pass
     for label, m, white in models:

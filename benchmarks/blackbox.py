@@ -21,21 +21,33 @@ import numpy as np
 import torch
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-import fimaudit as fa  # noqa: E402
 from _models import cifar_cnn, seed_estimator  # noqa: E402
+
+import fimaudit as fa  # noqa: E402
 
 
 def smooth_cnn(C=10):
     from torch import nn
-    return nn.Sequential(nn.Conv2d(3, 32, 3, padding=1), nn.GELU(), nn.AvgPool2d(2),
-                         nn.Conv2d(32, 64, 3, padding=1), nn.GELU(), nn.AvgPool2d(2),
-                         nn.Flatten(), nn.Linear(64 * 8 * 8, 64), nn.Tanh(), nn.Linear(64, C))
+
+    return nn.Sequential(
+        nn.Conv2d(3, 32, 3, padding=1),
+        nn.GELU(),
+        nn.AvgPool2d(2),
+        nn.Conv2d(32, 64, 3, padding=1),
+        nn.GELU(),
+        nn.AvgPool2d(2),
+        nn.Flatten(),
+        nn.Linear(64 * 8 * 8, 64),
+        nn.Tanh(),
+        nn.Linear(64, C),
+    )
 
 
 def service(net):
     def fn(batch):
         with torch.no_grad():
             return torch.softmax(net(torch.from_numpy(batch)), dim=1).numpy()
+
     return fn
 
 
@@ -50,6 +62,7 @@ def run(name, make, n, seeds):
     bb = fa.wrap(service(net), **served)
     rows = []
     r = fa.fisher_norm(bb, xn, method="exact")
+
     def held(r):  # how often the FD-widened bracket of an exact result held the truth
         return np.mean((r.lower <= truth) & (truth <= r.upper)), np.mean(r.lower <= truth)
 
@@ -67,16 +80,28 @@ def run(name, make, n, seeds):
             errs.append(np.abs(rs.value / truth - 1))
             cover.append((rs.lower <= truth) & (truth <= rs.upper))
             low_ok.append(rs.lower <= truth)
-        rows.append((f"fimaudit sketch, budget {budget}", int(rs.queries[0]), np.concatenate(errs),
-                     np.mean(cover), np.mean(low_ok)))
+        rows.append(
+            (
+                f"fimaudit sketch, budget {budget}",
+                int(rs.queries[0]),
+                np.concatenate(errs),
+                np.mean(cover),
+                np.mean(low_ok),
+            )
+        )
     est, calls = seed_estimator(bb, xn)
     rows.append(("seed estimator (max of 100 vᵀFv)", calls, np.abs(est / truth - 1), None, None))
     ratio = np.median(est / truth)
-    print(f"\n{name}: d = {d}, C = 10, {n} inputs × {seeds} seeds; median λ_max {np.median(truth):.3g}; "
-          f"seed estimator / truth = {ratio:.4f} (median); mean signed error of exact: "
-          + ", ".join(f"{k} {v.mean():+.2e}" for k, v in signed.items())
-          + "; median bracket half-width of exact: " + ", ".join(f"{k} {v:.1%}" for k, v in width.items()))
-    print("| estimator | calls per input | median rel. error | 90th pct rel. error | interval coverage | lower ≤ truth |")
+    print(
+        f"\n{name}: d = {d}, C = 10, {n} inputs × {seeds} seeds; median λ_max {np.median(truth):.3g}; "
+        f"seed estimator / truth = {ratio:.4f} (median); mean signed error of exact: "
+        + ", ".join(f"{k} {v.mean():+.2e}" for k, v in signed.items())
+        + "; median bracket half-width of exact: "
+        + ", ".join(f"{k} {v:.1%}" for k, v in width.items())
+    )
+    print(
+        "| estimator | calls per input | median rel. error | 90th pct rel. error | interval coverage | lower ≤ truth |"
+    )
     print("|---|---|---|---|---|---|")
     for label, calls, err, cov, low in rows:
         extra = f"{cov:.2f} | {low:.2f}" if cov is not None else "– | –"

@@ -24,8 +24,13 @@ import torch
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, ROOT)
 import fimaudit as fa  # noqa: E402
-from tests.models_torch import SmallViT, densenet_style, resnet_style, vgg_style  # noqa: E402
-from tests.models_torch import worst_jacobian_norm_in_box  # noqa: E402
+from tests.models_torch import (  # noqa: E402
+    SmallViT,
+    densenet_style,
+    resnet_style,
+    vgg_style,
+    worst_jacobian_norm_in_box,  # noqa: E402
+)
 
 
 def naive_product(net):
@@ -47,8 +52,9 @@ def measured(net, n=20, steps=20, seed=0):
         J = torch.autograd.functional.jacobian(lambda a: net64(a[None])[0], x, create_graph=graph).reshape(10, -1)
         return torch.linalg.matrix_norm(J, 2)
 
-    pts = [torch.rand(3, 32, 32, generator=g, dtype=torch.float64) for _ in range(n // 2)] + \
-          [3 * torch.randn(3, 32, 32, generator=g, dtype=torch.float64) for _ in range(n // 2)]
+    pts = [torch.rand(3, 32, 32, generator=g, dtype=torch.float64) for _ in range(n // 2)] + [
+        3 * torch.randn(3, 32, 32, generator=g, dtype=torch.float64) for _ in range(n // 2)
+    ]
     best = max(jnorm(p).item() for p in pts)
     x = pts[0].clone()
     for _ in range(steps):
@@ -74,12 +80,17 @@ def main():
     proto = fa.wrap(vit, input_shape=(3, 32, 32)).to_onnx()
     x0 = torch.rand(3, 32, 32, generator=torch.Generator().manual_seed(5), dtype=torch.float64)
     for label, r in (("[0, 1]", None), ("x ± 0.01", 0.01), ("x ± 0.001", 0.001), ("x ± 0.0001", 1e-4)):
-        lo, hi = (torch.zeros_like(x0), torch.ones_like(x0)) if r is None else ((x0 - r).clamp(0, 1), (x0 + r).clamp(0, 1))
+        lo, hi = (
+            (torch.zeros_like(x0), torch.ones_like(x0)) if r is None else ((x0 - r).clamp(0, 1), (x0 + r).clamp(0, 1))
+        )
         b = fa.lipschitz_bound(proto, input_shape=(3, 32, 32), input_domain=(lo.numpy(), hi.numpy()))
         low = worst_jacobian_norm_in_box(vit, lo, hi, starts=6, steps=10)
         rows.append((f"ViT-style on {label}", b.lipschitz, low, float("nan"), b.fisher_bound))
     print(f"torch {torch.__version__}; random-init models at 3×32×32, C = 10")
-    print("| model | certified L | measured max ‖J(x)‖₂ | tightness (bound / measured) | naive ∏‖W‖ (not a bound) | ½L² (λ_max bound) |")
+    print(
+        "| model | certified L | measured max ‖J(x)‖₂ | tightness (bound / measured) "
+        "| naive ∏‖W‖ (not a bound) | ½L² (λ_max bound) |"
+    )
     print("|---|---|---|---|---|---|")
     for name, L, low, naive, fb in rows:
         print(f"| {name} | {L:.4g} | {low:.4g} | {L / low:.1f}× | {naive:.4g} | {fb:.4g} |")

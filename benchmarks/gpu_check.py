@@ -42,8 +42,11 @@ for name, call in {
     "power": lambda: fa.fisher_norm(net, x, method="power", tol=1e-4, max_steps=2000, on_nonconvergence="flag"),
 }.items():
     r = call()
-    checks[name] = dict(device=str(r.value.device), rel_err_vs_cpu=float(((r.value.cpu() - ref) / ref).abs().max()),
-                        direction_device=str(r.direction.device) if r.direction is not None else None)
+    checks[name] = dict(
+        device=str(r.value.device),
+        rel_err_vs_cpu=float(((r.value.cpu() - ref) / ref).abs().max()),
+        direction_device=str(r.direction.device) if r.direction is not None else None,
+    )
 t = fa.fisher_trace(net, x, method="hutchpp", k=9)
 s = fa.fisher_spectrum(net, x, k=3, return_vectors=True)
 checks["trace_device"], checks["spectrum_device"] = str(t.value.device), str(s.vectors.device)
@@ -59,8 +62,7 @@ fa.fisher_norm(net1k, x1k, method="lanczos", max_steps=5, on_nonconvergence="fla
 with profile(activities=[ProfilerActivity.CPU, ProfilerActivity.CUDA]) as prof:
     r = fa.fisher_norm(net1k, x1k, method="lanczos", tol=1e-4)
 copies = [e for e in prof.events() if "Memcpy" in e.name and ("DtoH" in e.name or "HtoD" in e.name)]
-out["lanczos_copies"] = dict(steps=int(r.steps.max()), count=len(copies),
-                             names=sorted({e.name for e in copies}))
+out["lanczos_copies"] = dict(steps=int(r.steps.max()), count=len(copies), names=sorted({e.name for e in copies}))
 print("Lanczos C=1000:", out["lanczos_copies"])
 
 # 3. CuPy through the array-API core
@@ -87,8 +89,9 @@ try:
     results = {}
     for method in ["exact", "lanczos"]:
         rc = fa.fisher_norm(CupyLinear(cp.asarray(W)), cp.asarray(xn), method=method, tol=1e-10)
-        results[method] = dict(type=type(rc.value).__module__,
-                               rel_err=float(np.max(np.abs(cp.asnumpy(rc.value) - rn.value) / rn.value)))
+        results[method] = dict(
+            type=type(rc.value).__module__, rel_err=float(np.max(np.abs(cp.asnumpy(rc.value) - rn.value) / rn.value))
+        )
     tc = fa.fisher_trace(CupyLinear(cp.asarray(W)), cp.asarray(xn), method="hutchinson", k=64)
     results["hutchinson_type"] = type(tc.value).__module__
     # a CuPy black box: the callable takes and returns CuPy arrays; FD probes stay on the GPU
@@ -102,8 +105,9 @@ try:
     bbc = fa.wrap(cupy_service, input_shape=(40,), output="probs")
     for method in ["exact", "sketch"]:
         rb = fa.fisher_norm(bbc, cp.asarray(xn), method=method, budget=None if method == "exact" else 60)
-        results["blackbox_" + method] = dict(type=type(rb.value).__module__,
-                                             rel_err=float(np.max(np.abs(cp.asnumpy(rb.value) - rn.value) / rn.value)))
+        results["blackbox_" + method] = dict(
+            type=type(rb.value).__module__, rel_err=float(np.max(np.abs(cp.asnumpy(rb.value) - rn.value) / rn.value))
+        )
     # a kinked float32 ReLU network served in CuPy: kink repairs must stay on the GPU too
     from tests.test_blackbox import _kinked_relu
 
@@ -126,16 +130,21 @@ try:
     rn_k = fa.fisher_norm(fa.wrap(fn_np, input_shape=(d,), output="probs"), Xk, method="exact")
     vk = cp.asnumpy(rk.value)
     results["blackbox_relu_kinks"] = dict(
-        type=type(rk.value).__module__, median_rel_err=float(np.median(np.abs(vk / truth_k - 1))),
+        type=type(rk.value).__module__,
+        median_rel_err=float(np.median(np.abs(vk / truth_k - 1))),
         numpy_median_rel_err=float(np.median(np.abs(rn_k.value / truth_k - 1))),
         repaired_calls=int(np.sum(cp.asnumpy(cp.asarray(rk.queries))) - len(Xk) * (bbk.overhead + 2 * d)),
-        coverage=float(np.mean((cp.asnumpy(rk.lower) <= truth_k) & (truth_k <= cp.asnumpy(rk.upper)))))
+        coverage=float(np.mean((cp.asnumpy(rk.lower) <= truth_k) & (truth_k <= cp.asnumpy(rk.upper)))),
+    )
     # the same network with the Gram extrapolated over kinks (columns at h and 2h): stays in CuPy
-    rx = fa.fisher_norm(fa.wrap(relu_service, input_shape=(d,), output="probs", kinks="extrapolate"),
-                        cp.asarray(Xk), method="exact")
+    rx = fa.fisher_norm(
+        fa.wrap(relu_service, input_shape=(d,), output="probs", kinks="extrapolate"), cp.asarray(Xk), method="exact"
+    )
     results["blackbox_relu_extrapolated"] = dict(
-        type=type(rx.value).__module__, median_rel_err=float(np.median(np.abs(cp.asnumpy(rx.value) / truth_k - 1))),
-        coverage=float(np.mean((cp.asnumpy(rx.lower) <= truth_k) & (truth_k <= cp.asnumpy(rx.upper)))))
+        type=type(rx.value).__module__,
+        median_rel_err=float(np.median(np.abs(cp.asnumpy(rx.value) / truth_k - 1))),
+        coverage=float(np.mean((cp.asnumpy(rx.lower) <= truth_k) & (truth_k <= cp.asnumpy(rx.upper)))),
+    )
     out["cupy"] = results
 except Exception as err:  # report, do not hide
     out["cupy"] = f"FAILED: {type(err).__name__}: {err}"
@@ -148,20 +157,29 @@ net = cifar_cnn().cuda().eval()
 xs = torch.rand(4, 3, 32, 32)
 truth = fa.fisher_norm(fa.wrap(net, dtype=torch.float64), xs.double().cuda()).value.cpu().numpy()
 for tf32 in [False, True]:
+
     def served(b, tf32=tf32):
         torch.backends.cudnn.allow_tf32 = tf32
         torch.backends.cuda.matmul.allow_tf32 = tf32
         with torch.no_grad():
             return torch.softmax(net(torch.from_numpy(b).cuda()), 1).cpu().numpy()
+
     import warnings
+
     with warnings.catch_warnings(record=True) as w:
         warnings.simplefilter("always")
-        rb = fa.fisher_norm(fa.wrap(served, input_shape=(3, 32, 32), output="probs", accepts="numpy",
-                                    batch_size=8192), xs.numpy(), method="exact")
-    bb_rows[f"tf32_{tf32}"] = dict(rel_err=np.abs(rb.value / truth - 1).round(5).tolist(),
-                                   fd_noise=rb.fd_noise.tolist(), fd_step=rb.fd_step.tolist(),
-                                   bracket_holds=bool(np.all((rb.lower <= truth) & (truth <= rb.upper))),
-                                   noise_warning=any("noise" in str(x.message) for x in w))
+        rb = fa.fisher_norm(
+            fa.wrap(served, input_shape=(3, 32, 32), output="probs", accepts="numpy", batch_size=8192),
+            xs.numpy(),
+            method="exact",
+        )
+    bb_rows[f"tf32_{tf32}"] = dict(
+        rel_err=np.abs(rb.value / truth - 1).round(5).tolist(),
+        fd_noise=rb.fd_noise.tolist(),
+        fd_step=rb.fd_step.tolist(),
+        bracket_holds=bool(np.all((rb.lower <= truth) & (truth <= rb.upper))),
+        noise_warning=any("noise" in str(x.message) for x in w),
+    )
 torch.backends.cudnn.allow_tf32 = False
 torch.backends.cuda.matmul.allow_tf32 = False
 out["blackbox_gpu_served"] = bb_rows

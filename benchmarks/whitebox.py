@@ -21,8 +21,9 @@ import time
 import torch
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-import fimaudit as fa  # noqa: E402
 from _models import cifar_cnn, resnet18, seed_method  # noqa: E402
+
+import fimaudit as fa  # noqa: E402
 
 
 def timed(fn, repeat=1):
@@ -52,8 +53,16 @@ def throughput(device, quick):
         with torch.no_grad():
             _, t_fwd = timed(lambda: net(x), repeat=3)
         diff = ((r.value[:ns].double() - ref).abs() / ref.abs()).max().item()
-        rows.append(dict(model=name, forward=64 / t_fwd, fimaudit=64 / t_fa, seed=ns / t_seed,
-                         speedup=(64 / t_fa) / (ns / t_seed), max_rel_diff=diff))
+        rows.append(
+            dict(
+                model=name,
+                forward=64 / t_fwd,
+                fimaudit=64 / t_fa,
+                seed=ns / t_seed,
+                speedup=(64 / t_fa) / (ns / t_seed),
+                max_rel_diff=diff,
+            )
+        )
     return rows
 
 
@@ -65,15 +74,20 @@ def lanczos_c1000(device, quick):
     exact, t_exact = timed(lambda: fa.fisher_norm(net, x, method="exact"))
     rows = []
     for steps in [5, 10, 15, 20, 30, 40]:
-        r, t = timed(lambda: fa.fisher_norm(net, x, method="lanczos", max_steps=steps, tol=1e-12,
-                                            on_nonconvergence="flag"))
+        r, t = timed(
+            lambda: fa.fisher_norm(net, x, method="lanczos", max_steps=steps, tol=1e-12, on_nonconvergence="flag")
+        )
         err = ((exact.value - r.value) / exact.value).max().item()
-        rows.append(dict(steps=steps, products=2 * steps, max_rel_err=err, seconds=t,
-                         queries=int(r.queries[0])))
+        rows.append(dict(steps=steps, products=2 * steps, max_rel_err=err, seconds=t, queries=int(r.queries[0])))
     auto, t_auto = timed(lambda: fa.fisher_norm(net, x, tol=1e-4))
     err_auto = ((exact.value - auto.value) / exact.value).max().item()
-    return dict(n=n, exact_seconds=t_exact, exact_queries=int(exact.queries[0]), rows=rows,
-                auto=dict(method=auto.method, steps=auto.steps.tolist(), max_rel_err=err_auto, seconds=t_auto))
+    return dict(
+        n=n,
+        exact_seconds=t_exact,
+        exact_queries=int(exact.queries[0]),
+        rows=rows,
+        auto=dict(method=auto.method, steps=auto.steps.tolist(), max_rel_err=err_auto, seconds=t_auto),
+    )
 
 
 MEM_CHILD = """
@@ -128,15 +142,22 @@ def main():
     print(f"machine: {name}, {os.cpu_count()} CPUs, torch {torch.__version__}, threads {torch.get_num_threads()}")
 
     tp = throughput(dev, args.quick)
-    print("\n| model (d, C) | forward inputs/s | seed method inputs/s | fimaudit exact inputs/s | speed-up | max rel. diff |")
+    print(
+        "\n| model (d, C) | forward inputs/s | seed method inputs/s | fimaudit exact inputs/s "
+        "| speed-up | max rel. diff |"
+    )
     print("|---|---|---|---|---|---|")
     for r in tp:
-        print(f"| {r['model']} (3072, 10) | {r['forward']:,.0f} | {r['seed']:,.1f} | {r['fimaudit']:,.1f} "
-              f"| {r['speedup']:.1f}× | {r['max_rel_diff']:.1e} |")
+        print(
+            f"| {r['model']} (3072, 10) | {r['forward']:,.0f} | {r['seed']:,.1f} | {r['fimaudit']:,.1f} "
+            f"| {r['speedup']:.1f}× | {r['max_rel_diff']:.1e} |"
+        )
 
     lz = lanczos_c1000(dev, args.quick)
-    print(f"\nC = 1000 (small CNN, 3×32×32, {lz['n']} inputs): exact {lz['exact_seconds']:.2f} s, "
-          f"{lz['exact_queries']} products per input")
+    print(
+        f"\nC = 1000 (small CNN, 3×32×32, {lz['n']} inputs): exact {lz['exact_seconds']:.2f} s, "
+        f"{lz['exact_queries']} products per input"
+    )
     print("| Lanczos steps | model products | max rel. error vs exact | seconds |")
     print("|---|---|---|---|")
     for r in lz["rows"]:
@@ -151,8 +172,10 @@ def main():
         print("| d | forward pass (MB) | exact + direction (MB) | Lanczos + direction (MB) | one dense d×d F (MB) |")
         print("|---|---|---|---|---|")
         for r in mem:
-            print(f"| {r['d']:,} | {r['forward_MB']:.1f} | {r['exact_MB']:.1f} | {r['lanczos_MB']:.1f} "
-                  f"| {r['dense_F_MB']:,.0f} |")
+            print(
+                f"| {r['d']:,} | {r['forward_MB']:.1f} | {r['exact_MB']:.1f} | {r['lanczos_MB']:.1f} "
+                f"| {r['dense_F_MB']:,.0f} |"
+            )
     if args.json:
         with open(args.json, "w") as f:
             json.dump(dict(machine=name, throughput=tp, lanczos=lz, memory=mem), f, indent=1)

@@ -19,8 +19,14 @@ DATA = os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "fimaudit"
 
 def cnn():
     return torch.nn.Sequential(
-        torch.nn.Conv2d(1, 8, 3, padding=1), torch.nn.ReLU(), torch.nn.Conv2d(8, 16, 3, padding=1), torch.nn.ReLU(),
-        torch.nn.AvgPool2d(2), torch.nn.Flatten(), torch.nn.Linear(16 * 4 * 4, 10))
+        torch.nn.Conv2d(1, 8, 3, padding=1),
+        torch.nn.ReLU(),
+        torch.nn.Conv2d(8, 16, 3, padding=1),
+        torch.nn.ReLU(),
+        torch.nn.AvgPool2d(2),
+        torch.nn.Flatten(),
+        torch.nn.Linear(16 * 4 * 4, 10),
+    )
 
 
 def main():
@@ -40,8 +46,15 @@ def main():
         acc = (net(torch.from_numpy(Xte)).argmax(1).numpy() == yte).mean()
     print(f"test accuracy {acc:.3f}")
     buf = io.BytesIO()
-    torch.onnx.export(net, (torch.from_numpy(Xte[:2]),), buf, dynamo=False, input_names=["image"],
-                      output_names=["logits"], dynamic_axes={"image": {0: "batch"}, "logits": {0: "batch"}})
+    torch.onnx.export(
+        net,
+        (torch.from_numpy(Xte[:2]),),
+        buf,
+        dynamo=False,
+        input_names=["image"],
+        output_names=["logits"],
+        dynamic_axes={"image": {0: "batch"}, "logits": {0: "batch"}},
+    )
     model = onnx.load_from_string(buf.getvalue())
     onnx.checker.check_model(model)
     onnx.save(model, os.path.join(DATA, "demo_digits_cnn.onnx"))

@@ -1,6 +1,6 @@
 """Spread an audit over a Dask cluster (a local one here) through its executor.
 
-    python examples/dask_audit.py
+python examples/dask_audit.py
 """
 
 import numpy as np
@@ -13,8 +13,10 @@ model = MLPModel.random([20, 32, 10], seed=0, scale=2.0)
 X = np.random.default_rng(0).standard_normal((400, 20))
 
 if __name__ == "__main__":
-    with LocalCluster(n_workers=2, threads_per_worker=1, processes=False, dashboard_address=None) as cluster, \
-            Client(cluster) as client:
+    with (
+        LocalCluster(n_workers=2, threads_per_worker=1, processes=False, dashboard_address=None) as cluster,
+        Client(cluster) as client,
+    ):
         audit = fa.audit(model, X, batch_size=50, executor=client.get_executor(), progress=False)
     local = fa.audit(model, X, batch_size=50, progress=False)
     same = [r["lambda_max"] for r in audit.rows] == [r["lambda_max"] for r in local.rows]

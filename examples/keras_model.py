@@ -1,10 +1,10 @@
 """Audit a Keras model (white box through TensorFlow's autodiff).
 
-    python examples/keras_model.py
+python examples/keras_model.py
 """
 
-import numpy as np
 import keras
+import numpy as np
 
 import fimaudit as fa
 

@@ -1,6 +1,6 @@
 """Certified bounds from an ONNX graph: export a torch CNN, bound its logits, rank two models.
 
-    python examples/onnx_bounds.py
+python examples/onnx_bounds.py
 """
 
 import torch
@@ -10,8 +10,13 @@ from fimaudit.bounds import rank_models
 
 
 def cnn(width):
-    return torch.nn.Sequential(torch.nn.Conv2d(3, width, 3, padding=1), torch.nn.ReLU(), torch.nn.MaxPool2d(2),
-                               torch.nn.Flatten(), torch.nn.Linear(width * 8 * 8, 10)).eval()
+    return torch.nn.Sequential(
+        torch.nn.Conv2d(3, width, 3, padding=1),
+        torch.nn.ReLU(),
+        torch.nn.MaxPool2d(2),
+        torch.nn.Flatten(),
+        torch.nn.Linear(width * 8 * 8, 10),
+    ).eval()
 
 
 torch.manual_seed(0)

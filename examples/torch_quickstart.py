@@ -1,6 +1,6 @@
 """Audit a PyTorch model: λ_max per input, its top direction, and a report.
 
-    python examples/torch_quickstart.py [OUT_DIR]
+python examples/torch_quickstart.py [OUT_DIR]
 """
 
 import sys
@@ -10,8 +10,13 @@ import torch
 import fimaudit as fa
 
 torch.manual_seed(0)
-net = torch.nn.Sequential(torch.nn.Conv2d(3, 8, 3, padding=1), torch.nn.ReLU(), torch.nn.AdaptiveAvgPool2d(4),
-                          torch.nn.Flatten(), torch.nn.Linear(128, 10)).eval()
+net = torch.nn.Sequential(
+    torch.nn.Conv2d(3, 8, 3, padding=1),
+    torch.nn.ReLU(),
+    torch.nn.AdaptiveAvgPool2d(4),
+    torch.nn.Flatten(),
+    torch.nn.Linear(128, 10),
+).eval()
 x = torch.rand(32, 3, 16, 16)
 
 r = fa.fisher_norm(net, x, return_direction=True)

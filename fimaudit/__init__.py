@@ -28,9 +28,24 @@ def lipschitz_bound(model, input_shape=None, likelihood="categorical", sigma=1.0
 
     return bound(model, input_shape=input_shape, likelihood=likelihood, sigma=sigma, input_domain=input_domain)
 
+
 __all__ = [
-    "wrap", "Model", "Linearization", "installed_adapters",
-    "fisher_norm", "fisher_trace", "fisher_spectrum", "plan", "Plan",
-    "FisherNormResult", "TraceResult", "SpectrumResult",
-    "get_likelihood", "errors", "__version__", "audit", "Audit", "lipschitz_bound",
+    "wrap",
+    "Model",
+    "Linearization",
+    "installed_adapters",
+    "fisher_norm",
+    "fisher_trace",
+    "fisher_spectrum",
+    "plan",
+    "Plan",
+    "FisherNormResult",
+    "TraceResult",
+    "SpectrumResult",
+    "get_likelihood",
+    "errors",
+    "__version__",
+    "audit",
+    "Audit",
+    "lipschitz_bound",
 ]

@@ -7,8 +7,8 @@ never imports a backend to ask about it: it looks at the array's namespace.
 
 from __future__ import annotations
 
-import numpy as np
 import array_api_compat as _compat
+import numpy as np
 
 __all__ = ["namespace", "device", "normal", "rademacher", "to_numpy", "is_floating", "promote"]
 

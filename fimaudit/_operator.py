@@ -50,7 +50,8 @@ class FisherOperator:
         if self.C < self.likelihood.min_outputs():
             raise InvalidArgumentError(
                 f"a {self.likelihood.name} likelihood needs at least {self.likelihood.min_outputs()} "
-                f"outputs, the model has {self.C}; for one logit use likelihood='bernoulli'")
+                f"outputs, the model has {self.C}; for one logit use likelihood='bernoulli'"
+            )
         self.R = self.likelihood.factor(xp, z)
         self.extrapolated = None  # finite differences extrapolated over kinks: W at h and at 2h
         self.rank = min(self.likelihood.metric_rank(self.C), self.d)
@@ -108,8 +109,10 @@ class FisherOperator:
         eye = xp.eye(d, dtype=self.logits.dtype, device=device(self.logits))
         itemsize = xp.finfo(self.logits.dtype).bits // 8
         chunk = max(1, int(memory_limit // max(1, n * d * itemsize)))
-        cols = [self.sketch(xp.broadcast_to(eye[None, lo:lo + chunk, :], (n, min(chunk, d - lo), d)), **options)
-                for lo in range(0, d, chunk)]
+        cols = [
+            self.sketch(xp.broadcast_to(eye[None, lo : lo + chunk, :], (n, min(chunk, d - lo), d)), **options)
+            for lo in range(0, d, chunk)
+        ]
         return cols[0] if len(cols) == 1 else xp.concat(cols, axis=2)
 
     # --- dense ---------------------------------------------------------------------
@@ -134,7 +137,7 @@ class FisherOperator:
         # Too large to hold: B[:, :, c] = R J (W_c)ᵀ, chunk by chunk (C vjps + C jvps).
         cols = []
         for lo in range(0, C, chunk):
-            Wc = self.vjp_many(Rd[:, lo:lo + chunk, :])
+            Wc = self.vjp_many(Rd[:, lo : lo + chunk, :])
             cols.append(self.R.apply(self.jvp_many(Wc)))
         B = xp.permute_dims(xp.concat(cols, axis=1), (0, 2, 1))
         return B, None

@@ -24,19 +24,32 @@ def _audit(args):
     if args.kinks:
         options["kinks"] = args.kinks
     model = wrap(args.model, **options)
-    a = audit(model, X, y, method=args.method, budget=args.budget, journal=args.journal, progress=not args.quiet,
-              batch_size=args.batch_size)
+    a = audit(
+        model,
+        X,
+        y,
+        method=args.method,
+        budget=args.budget,
+        journal=args.journal,
+        progress=not args.quiet,
+        batch_size=args.batch_size,
+    )
     path = a.save(args.out)
     if args.json:
         print(json.dumps(a.summary))
     elif not args.quiet:
         q = a.summary.get("lambda_max_quantiles", {})
-        print(f"audited {a.summary['completed']}/{a.summary['inputs']} inputs; median λ_max {q.get('median', float('nan')):.4g}, "
-              f"max {q.get('max', float('nan')):.4g}; report: {path}")
+        print(
+            f"audited {a.summary['completed']}/{a.summary['inputs']} inputs; "
+            f"median λ_max {q.get('median', float('nan')):.4g}, "
+            f"max {q.get('max', float('nan')):.4g}; report: {path}"
+        )
     if args.fail_above is not None:
         over = [r["index"] for r in a.rows if r["lambda_max"] is not None and r["lambda_max"] > args.fail_above]
         if over:
-            print(f"fimaudit: {len(over)} inputs have λ_max above {args.fail_above} (first: {over[:10]})", file=sys.stderr)
+            print(
+                f"fimaudit: {len(over)} inputs have λ_max above {args.fail_above} (first: {over[:10]})", file=sys.stderr
+            )
             return 3
     return 0
 
@@ -76,7 +89,9 @@ def _report(args):
 
 
 def main(argv=None):
-    ap = argparse.ArgumentParser(prog="fimaudit", description="Audit model robustness via the input-space Fisher information.")
+    ap = argparse.ArgumentParser(
+        prog="fimaudit", description="Audit model robustness via the input-space Fisher information."
+    )
     ap.add_argument("--version", action="version", version=f"fimaudit {__version__}")
     sub = ap.add_subparsers(dest="command", required=True)
     demo = sub.add_parser("demo", help="audit the shipped digits model offline and write a report")
@@ -91,18 +106,24 @@ def main(argv=None):
     au.add_argument("--journal", help="SQLite journal: resume an interrupted audit")
     au.add_argument("--batch-size", type=int, default=64)
     au.add_argument("--probs", action="store_true", help="the model outputs probabilities")
-    au.add_argument("--kinks", choices=["repair", "extrapolate", "ignore"],
-                    help="finite differences across ReLU/max-pool kinks (black-box models): 'repair' (default) "
-                         "re-measures probes that straddle one; 'extrapolate' measures every column at steps h "
-                         "and 2h and extrapolates to 0 (twice the calls; for CNNs with kinks everywhere)")
+    au.add_argument(
+        "--kinks",
+        choices=["repair", "extrapolate", "ignore"],
+        help="finite differences across ReLU/max-pool kinks (black-box models): 'repair' (default) "
+        "re-measures probes that straddle one; 'extrapolate' measures every column at steps h "
+        "and 2h and extrapolates to 0 (twice the calls; for CNNs with kinks everywhere)",
+    )
     au.add_argument("--fail-above", type=float, help="exit with status 3 if any λ_max exceeds this")
     au.add_argument("--json", action="store_true", help="print the summary as JSON")
     au.add_argument("--quiet", action="store_true")
     bd = sub.add_parser("bound", help="certified Lipschitz and Fisher bounds from an ONNX graph")
     bd.add_argument("model")
     bd.add_argument("--input-shape", help="one input's shape, e.g. 3,32,32 (when the graph leaves it symbolic)")
-    bd.add_argument("--input-domain", help="LOW,HIGH: the inputs' range, needed for LayerNorm/attention "
-                    "(bounds then hold on that box), e.g. 0,1; write --input-domain=-1,1 when LOW is negative")
+    bd.add_argument(
+        "--input-domain",
+        help="LOW,HIGH: the inputs' range, needed for LayerNorm/attention "
+        "(bounds then hold on that box), e.g. 0,1; write --input-domain=-1,1 when LOW is negative",
+    )
     bd.add_argument("--json", action="store_true")
     rep = sub.add_parser("report", help="re-render report.html from a folder's results.json")
     rep.add_argument("folder")

@@ -41,8 +41,10 @@ def run(out="fimaudit-report", echo=print):
     a = audit(model, X, y, method="exact", progress=False)
     report = a.save(out)
     s = a.summary
-    echo(f"fimaudit demo: digits CNN (ONNX, 1×8×8 inputs, 10 classes), {s['inputs']} test images, "
-         f"accuracy {s['accuracy']:.3f}; audited as a black box, {a.rows[0]['queries']} model calls per image")
+    echo(
+        f"fimaudit demo: digits CNN (ONNX, 1×8×8 inputs, 10 classes), {s['inputs']} test images, "
+        f"accuracy {s['accuracy']:.3f}; audited as a black box, {a.rows[0]['queries']} model calls per image"
+    )
     echo("λ_max quantiles: " + ", ".join(f"{k} {v:.3g}" for k, v in s["lambda_max_quantiles"].items()))
     m = s["lambda_max_mean"]
     echo(f"mean λ_max {m['value']:.3g} (95% bootstrap interval {m['low']:.3g} to {m['high']:.3g})")
@@ -53,11 +55,15 @@ def run(out="fimaudit-report", echo=print):
         echo(f"median λ_max: misclassified {np.median(lam[wrong]):.3g}, correct {np.median(lam[~wrong]):.3g}")
     b = s.get("bound") or {}
     if b.get("available"):
-        echo(f"certified from the graph: logit Lipschitz L ≤ {b['lipschitz']:.4g}, so λ_max ≤ {b['fisher_bound']:.4g} "
-             "for every input")
+        echo(
+            f"certified from the graph: logit Lipschitz L ≤ {b['lipschitz']:.4g}, so λ_max ≤ {b['fisher_bound']:.4g} "
+            "for every input"
+        )
     echo("most sensitive inputs (worst-case local KL per unit ‖δ‖²):")
     echo("  index  label  pred  confidence   λ_max")
     for t in a.top:
-        echo(f"  {t['index']:5d}  {t['label']:5d}  {t['prediction']:4d}  {t['confidence']:10.3f}  {t['lambda_max']:.3g}")
+        echo(
+            f"  {t['index']:5d}  {t['label']:5d}  {t['prediction']:4d}  {t['confidence']:10.3f}  {t['lambda_max']:.3g}"
+        )
     echo(f"report: {os.path.abspath(report)}")
     return a

@@ -87,8 +87,8 @@ def _steps_for_budget(budget, return_direction, max_steps):
     steps = (int(budget) - 1 - int(bool(return_direction))) // 2
     if steps < 1:
         raise InvalidArgumentError(
-            f"budget={budget} leaves no Lanczos step (each costs 2 products after 1 forward); "
-            "use budget >= 3")
+            f"budget={budget} leaves no Lanczos step (each costs 2 products after 1 forward); use budget >= 3"
+        )
     return steps if max_steps is None else min(steps, max_steps)
 
 
@@ -96,18 +96,32 @@ def _handle_nonconvergence(result, policy, what):
     if result.converged is None or bool(np.all(result.converged)):
         return result
     bad = np.flatnonzero(~result.converged)
-    msg = (f"{what} did not converge for {len(bad)} of {len(result.converged)} inputs "
-           f"(rows {bad[:10].tolist()}{'…' if len(bad) > 10 else ''}); their brackets "
-           "[lower, upper] still hold: raise max_steps or budget, or loosen tol")
+    msg = (
+        f"{what} did not converge for {len(bad)} of {len(result.converged)} inputs "
+        f"(rows {bad[:10].tolist()}{'…' if len(bad) > 10 else ''}); their brackets "
+        "[lower, upper] still hold: raise max_steps or budget, or loosen tol"
+    )
     if policy == "raise":
         raise NotConvergedError(msg + "; the partial result is in .partial", partial=result)
     warnings.warn(msg, NotConvergedWarning, stacklevel=3)
     return result
 
 
-def fisher_norm(model, x, method="auto", budget=None, tol=1e-4, seed=0, *, return_direction=False,
-                max_steps=None, batch_size=None, on_nonconvergence="raise", probes="random",
-                memory_limit=DEFAULT_MEMORY) -> FisherNormResult:
+def fisher_norm(
+    model,
+    x,
+    method="auto",
+    budget=None,
+    tol=1e-4,
+    seed=0,
+    *,
+    return_direction=False,
+    max_steps=None,
+    batch_size=None,
+    on_nonconvergence="raise",
+    probes="random",
+    memory_limit=DEFAULT_MEMORY,
+) -> FisherNormResult:
     """λ_max(F(x)) for every input of the batch x (shape (n, *input_shape)).
 
     ``method``: ``"auto"``, ``"exact"``, ``"lanczos"`` or ``"power"``. ``budget`` caps
@@ -131,8 +145,9 @@ def fisher_norm(model, x, method="auto", budget=None, tol=1e-4, seed=0, *, retur
     for xp, op in _operators(model, x, batch_size):
         if not op.model.has_vjp:
             choice("method", method, ("auto", "exact", "sketch"))
-            m, part = blackbox_estimators.norm(xp, op, method, budget, probes, seed, return_direction,
-                                               memory_limit, offset=op.offset)
+            m, part = blackbox_estimators.norm(
+                xp, op, method, budget, probes, seed, return_direction, memory_limit, offset=op.offset
+            )
         else:
             m = _resolve(method, op.C, budget, NORM_METHODS)
             part = _white_box_norm(xp, op, m, budget, tol, seed, return_direction, max_steps, memory_limit)
@@ -147,12 +162,20 @@ def _white_box_norm(xp, op, m, budget, tol, seed, return_direction, max_steps, m
         if budget is not None and budget < op.C + 1:
             raise InvalidArgumentError(
                 f"method='exact' needs {op.C + 1} products per input (1 forward + C={op.C} vjps), "
-                f"budget={budget}; raise the budget or use method='lanczos'")
+                f"budget={budget}; raise the budget or use method='lanczos'"
+            )
         B, W = op.gram(memory_limit)
         vals, vecs = top_eigh(xp, B, 1)
         value = vals[:, 0]
-        part = dict(value=value, lower=value, upper=value, residual=xp.zeros_like(value),
-                    converged=np.ones(op.n, bool), steps=None, trace=xp.sum(xp.linalg.diagonal(B), axis=-1))
+        part = dict(
+            value=value,
+            lower=value,
+            upper=value,
+            residual=xp.zeros_like(value),
+            converged=np.ones(op.n, bool),
+            steps=None,
+            trace=xp.sum(xp.linalg.diagonal(B), axis=-1),
+        )
         if return_direction:
             part["direction"] = op.lift(xp.permute_dims(vecs, (0, 2, 1)), W)[:, 0]
         return part
@@ -162,8 +185,14 @@ def _white_box_norm(xp, op, m, budget, tol, seed, return_direction, max_steps, m
     # θ + r bounds λ_max only once the Krylov space has found the top eigenvalue:
     # an unconverged input gets no finite upper bound.
     upper = xp.where(res.converged, value + r, xp.full_like(value, float("inf")))
-    part = dict(value=value, lower=value, upper=upper, residual=r,
-                converged=to_numpy(res.converged).astype(bool), steps=to_numpy(res.steps))
+    part = dict(
+        value=value,
+        lower=value,
+        upper=upper,
+        residual=r,
+        converged=to_numpy(res.converged).astype(bool),
+        steps=to_numpy(res.steps),
+    )
     if return_direction:
         part["direction"] = op.lift(res.vectors)[:, 0]
     return part
@@ -185,8 +214,9 @@ def _assemble(cls, parts):
     return cls(method="+".join(methods), likelihood=parts[0][3], **out)
 
 
-def fisher_trace(model, x, method="auto", k=None, seed=0, *, batch_size=None,
-                 memory_limit=DEFAULT_MEMORY) -> TraceResult:
+def fisher_trace(
+    model, x, method="auto", k=None, seed=0, *, batch_size=None, memory_limit=DEFAULT_MEMORY
+) -> TraceResult:
     """tr F(x) per input: ``exact`` (C vjps), ``hutchinson`` (k jvps, input-space
     Rademacher probes) or ``hutchpp`` (k products of B in output space).
     ``auto`` is exact for C ≤ EXACT_MAX_OUTPUTS, Hutch++ with k = 30 above."""
@@ -197,8 +227,14 @@ def fisher_trace(model, x, method="auto", k=None, seed=0, *, batch_size=None,
         if not op.model.has_vjp:
             choice("method", method, TRACE_METHODS + ("sketch",))
             m, value, stderr = blackbox_estimators.trace(xp, op, method, k, seed, memory_limit)
-            parts.append((xp, dict(value=value, stderr=stderr, queries=np.full(op.n, op.queries, dtype=np.int64)),
-                          m, op.likelihood.name))
+            parts.append(
+                (
+                    xp,
+                    dict(value=value, stderr=stderr, queries=np.full(op.n, op.queries, dtype=np.int64)),
+                    m,
+                    op.likelihood.name,
+                )
+            )
             continue
         m = _resolve(method, op.C, None, TRACE_METHODS)
         if m == "exact":
@@ -217,9 +253,20 @@ def fisher_trace(model, x, method="auto", k=None, seed=0, *, batch_size=None,
     return _assemble(TraceResult, parts)
 
 
-def fisher_spectrum(model, x, k=5, method="auto", tol=1e-4, seed=0, *, return_vectors=False,
-                    max_steps=None, batch_size=None, on_nonconvergence="raise",
-                    memory_limit=DEFAULT_MEMORY) -> SpectrumResult:
+def fisher_spectrum(
+    model,
+    x,
+    k=5,
+    method="auto",
+    tol=1e-4,
+    seed=0,
+    *,
+    return_vectors=False,
+    max_steps=None,
+    batch_size=None,
+    on_nonconvergence="raise",
+    memory_limit=DEFAULT_MEMORY,
+) -> SpectrumResult:
     """The k largest eigenvalues of F(x) per input (descending), optionally with unit
     eigenvectors in input space. ``k`` may not exceed rank F (C − 1 for categorical,
     C otherwise, and at most d)."""
@@ -232,7 +279,8 @@ def fisher_spectrum(model, x, k=5, method="auto", tol=1e-4, seed=0, *, return_ve
         if k > op.rank:
             raise InvalidArgumentError(
                 f"k={k} exceeds the largest possible rank of F, {op.rank} "
-                f"({op.likelihood.name} likelihood, C={op.C} outputs, d={op.d} inputs): use k <= {op.rank}")
+                f"({op.likelihood.name} likelihood, C={op.C} outputs, d={op.d} inputs): use k <= {op.rank}"
+            )
         m = _resolve(method, op.C, None, ("auto", "exact", "lanczos"))
         if not op.model.has_vjp and m != "exact":
             raise InvalidArgumentError("a black-box model's spectrum needs method='exact' (all d columns of J)")
@@ -243,8 +291,7 @@ def fisher_spectrum(model, x, k=5, method="auto", tol=1e-4, seed=0, *, return_ve
             U = xp.permute_dims(vecs, (0, 2, 1))
         else:
             res = _iterative(xp, op, "lanczos", k, tol, max_steps, seed)
-            part = dict(values=res.values, residuals=res.residuals,
-                        converged=to_numpy(res.converged).astype(bool))
+            part = dict(values=res.values, residuals=res.residuals, converged=to_numpy(res.converged).astype(bool))
             U, W = res.vectors, None
         part["vectors"] = op.lift(U, W) if return_vectors else None
         part["queries"] = np.full(op.n, op.queries, dtype=np.int64)
@@ -279,15 +326,19 @@ def plan(model, x, method="auto", budget=None, *, return_direction=False, max_st
         m, k = blackbox_estimators.probe_count(model, d, budget, method)
         each = model.calls_per_column if m == "exact" else model.calls_per_probe
         per = model.overhead + each * k
-        note = (f"{model.overhead} calls set up finite differences (base point and noise; more when "
-                f"outputs are quantised, taken from the probes under a budget), {each} per "
-                + ("column (steps h and 2h, extrapolated over kinks)" if each != model.calls_per_probe else "probe"))
+        note = (
+            f"{model.overhead} calls set up finite differences (base point and noise; more when "
+            f"outputs are quantised, taken from the probes under a budget), {each} per "
+            + ("column (steps h and 2h, extrapolated over kinks)" if each != model.calls_per_probe else "probe")
+        )
         if budget is None and getattr(model, "kinks", None) == "repair" and getattr(model, "scheme", "") == "central":
             note += "; plus 2 per probe re-measured across a kink (ReLU, max-pool; counted in queries)"
         fixed = getattr(getattr(model, "inner", None), "fixed_batch", None)
         if fixed:
-            note += (f"; the model's graph has a fixed batch of {fixed}, so it is run {fixed} row(s) per session "
-                     f"call: {-(-per * n // fixed)} session calls in all")
+            note += (
+                f"; the model's graph has a fixed batch of {fixed}, so it is run {fixed} row(s) per session "
+                f"call: {-(-per * n // fixed)} session calls in all"
+            )
         return Plan(m, n, per, per * n, k, note)
     C = model.num_outputs if model.num_outputs is not None else int(model.forward(x[:1, ...]).shape[1])
     m = _resolve(method, C, budget, NORM_METHODS)

@@ -183,7 +183,5 @@ def get_likelihood(name, sigma: float = 1.0) -> Likelihood:
     try:
         cls = LIKELIHOODS[name]
     except (KeyError, TypeError):
-        raise InvalidArgumentError(
-            f"unknown likelihood {name!r}: use one of {sorted(LIKELIHOODS)}"
-        ) from None
+        raise InvalidArgumentError(f"unknown likelihood {name!r}: use one of {sorted(LIKELIHOODS)}") from None
     return cls(sigma) if cls is Gaussian else cls()

@@ -40,13 +40,11 @@ class Model:
     has_jvp = True
     has_vjp = True
 
-    def __init__(self, *, input_shape=None, num_outputs=None, output="logits",
-                 likelihood="categorical", sigma=1.0):
+    def __init__(self, *, input_shape=None, num_outputs=None, output="logits", likelihood="categorical", sigma=1.0):
         if output not in OUTPUTS:
             raise InvalidArgumentError(f"output must be one of {OUTPUTS}, got {output!r}")
         if likelihood not in LIKELIHOODS:
-            raise InvalidArgumentError(
-                f"likelihood must be one of {sorted(LIKELIHOODS)}, got {likelihood!r}")
+            raise InvalidArgumentError(f"likelihood must be one of {sorted(LIKELIHOODS)}, got {likelihood!r}")
         if not sigma > 0:
             raise InvalidArgumentError(f"sigma must be > 0, got {sigma!r}")
         self.input_shape = None if input_shape is None else tuple(int(s) for s in input_shape)
@@ -86,7 +84,8 @@ class Model:
         bad = set(options) - allowed
         if bad:
             raise InvalidArgumentError(
-                f"unknown option(s) {sorted(bad)} for an already wrapped model; allowed: {sorted(allowed)}")
+                f"unknown option(s) {sorted(bad)} for an already wrapped model; allowed: {sorted(allowed)}"
+            )
         new = copy.copy(self)
         merged = {k: getattr(self, k) for k in allowed}
         merged.update(options)
@@ -94,8 +93,10 @@ class Model:
         return new
 
     def __repr__(self):
-        return (f"{type(self).__name__}(input_shape={self.input_shape}, num_outputs={self.num_outputs}, "
-                f"output={self.output!r}, likelihood={self.likelihood!r})")
+        return (
+            f"{type(self).__name__}(input_shape={self.input_shape}, num_outputs={self.num_outputs}, "
+            f"output={self.output!r}, likelihood={self.likelihood!r})"
+        )
 
 
 class Linearization:
@@ -176,8 +177,11 @@ def wrap(obj, **options) -> Model:
         try:
             plugin = ep.load()
         except Exception as err:  # one broken plugin must not stop the others
-            warnings.warn(f"fimaudit plugin {ep.name!r} failed to load ({type(err).__name__}: {err}); skipped",
-                          RuntimeWarning, stacklevel=2)
+            warnings.warn(
+                f"fimaudit plugin {ep.name!r} failed to load ({type(err).__name__}: {err}); skipped",
+                RuntimeWarning,
+                stacklevel=2,
+            )
             continue
         if plugin.claims(obj):
             return plugin.wrap(obj, **options)
@@ -186,7 +190,8 @@ def wrap(obj, **options) -> Model:
         dist, path = _KNOWN[fw]
         raise MissingAdapterError(
             f"{type(obj).__name__} is a {fw} model but the {dist} plugin is not installed: "
-            f"install it with `pip install -e {path}` from a fimaudit checkout")
+            f"install it with `pip install -e {path}` from a fimaudit checkout"
+        )
     if callable(obj):
         from .blackbox import wrap_callable
 
@@ -194,4 +199,5 @@ def wrap(obj, **options) -> Model:
     raise UnsupportedModelError(
         f"no installed fimaudit adapter claims an object of type {type(obj).__module__}."
         f"{type(obj).__qualname__} (installed adapters: {installed_adapters() or 'none'}); "
-        "subclass fimaudit.Model (forward/jvp/vjp) or install the plugin for its framework")
+        "subclass fimaudit.Model (forward/jvp/vjp) or install the plugin for its framework"
+    )

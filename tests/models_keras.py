@@ -14,7 +14,9 @@ def mlp_twin(torch_seq, dtype="float32"):
     inp = keras.Input((linears[0].weight.shape[1],), dtype=dtype)
     h = inp
     for i, lin in enumerate(linears):
-        layer = keras.layers.Dense(lin.weight.shape[0], activation="tanh" if i < len(linears) - 1 else None, dtype=dtype)
+        layer = keras.layers.Dense(
+            lin.weight.shape[0], activation="tanh" if i < len(linears) - 1 else None, dtype=dtype
+        )
         h = layer(h)
         layer.set_weights([_np(lin.weight).T, _np(lin.bias)])
     return keras.Model(inp, h)

@@ -21,9 +21,15 @@ class Standardize(nn.Module):
 
 def small_cnn(C=10, width=8):
     return nn.Sequential(
-        nn.Conv2d(3, width, 3, padding=1), nn.ReLU(), nn.MaxPool2d(2),
-        nn.Conv2d(width, 2 * width, 3, padding=1), nn.ReLU(), nn.AdaptiveAvgPool2d(2),
-        nn.Flatten(), nn.Linear(8 * width, C))
+        nn.Conv2d(3, width, 3, padding=1),
+        nn.ReLU(),
+        nn.MaxPool2d(2),
+        nn.Conv2d(width, 2 * width, 3, padding=1),
+        nn.ReLU(),
+        nn.AdaptiveAvgPool2d(2),
+        nn.Flatten(),
+        nn.Linear(8 * width, C),
+    )
 
 
 def relu_maxpool_cnn(seed, C=10):
@@ -31,9 +37,19 @@ def relu_maxpool_cnn(seed, C=10):
     few 1e-3 crosses some unit's kink, as in larger CNNs."""
     torch.manual_seed(seed)
     return nn.Sequential(
-        nn.Conv2d(3, 16, 3, padding=1), nn.ReLU(), nn.Conv2d(16, 16, 3, padding=1), nn.ReLU(), nn.MaxPool2d(2),
-        nn.Conv2d(16, 32, 3, padding=1), nn.ReLU(), nn.MaxPool2d(2),
-        nn.Flatten(), nn.Linear(32 * 4 * 4, 64), nn.ReLU(), nn.Linear(64, C)).eval()
+        nn.Conv2d(3, 16, 3, padding=1),
+        nn.ReLU(),
+        nn.Conv2d(16, 16, 3, padding=1),
+        nn.ReLU(),
+        nn.MaxPool2d(2),
+        nn.Conv2d(16, 32, 3, padding=1),
+        nn.ReLU(),
+        nn.MaxPool2d(2),
+        nn.Flatten(),
+        nn.Linear(32 * 4 * 4, 64),
+        nn.ReLU(),
+        nn.Linear(64, C),
+    ).eval()
 
 
 class Block(nn.Module):
@@ -47,8 +63,16 @@ class Block(nn.Module):
 
 
 def small_resnet(C=10, width=8):
-    return nn.Sequential(nn.Conv2d(3, width, 3, padding=1), nn.BatchNorm2d(width), nn.ReLU(),
-                         Block(width), Block(width), nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(width, C))
+    return nn.Sequential(
+        nn.Conv2d(3, width, 3, padding=1),
+        nn.BatchNorm2d(width),
+        nn.ReLU(),
+        Block(width),
+        Block(width),
+        nn.AdaptiveAvgPool2d(1),
+        nn.Flatten(),
+        nn.Linear(width, C),
+    )
 
 
 class SmallViT(nn.Module):
@@ -88,23 +112,44 @@ def mlp_from_numpy(m):
 
 def smooth_cnn(C=10, width=8):
     """Smooth activations and average pooling: finite differences see no kinks."""
-    return nn.Sequential(nn.Conv2d(3, width, 3, padding=1), nn.GELU(), nn.AvgPool2d(2),
-                         nn.Conv2d(width, 2 * width, 3, padding=1), nn.Tanh(), nn.AdaptiveAvgPool2d(2),
-                         nn.Flatten(), nn.Linear(8 * width, C))
+    return nn.Sequential(
+        nn.Conv2d(3, width, 3, padding=1),
+        nn.GELU(),
+        nn.AvgPool2d(2),
+        nn.Conv2d(width, 2 * width, 3, padding=1),
+        nn.Tanh(),
+        nn.AdaptiveAvgPool2d(2),
+        nn.Flatten(),
+        nn.Linear(8 * width, C),
+    )
 
 
 def vgg_style(C=10, width=8):
     return nn.Sequential(
-        nn.Conv2d(3, width, 3, padding=1), nn.ReLU(), nn.Conv2d(width, width, 3, padding=1), nn.ReLU(), nn.MaxPool2d(2),
-        nn.Conv2d(width, 2 * width, 3, padding=1), nn.BatchNorm2d(2 * width), nn.ReLU(), nn.MaxPool2d(2),
-        nn.Flatten(), nn.Linear(2 * width * 8 * 8, 32), nn.ReLU(), nn.Dropout(0.5), nn.Linear(32, C))
+        nn.Conv2d(3, width, 3, padding=1),
+        nn.ReLU(),
+        nn.Conv2d(width, width, 3, padding=1),
+        nn.ReLU(),
+        nn.MaxPool2d(2),
+        nn.Conv2d(width, 2 * width, 3, padding=1),
+        nn.BatchNorm2d(2 * width),
+        nn.ReLU(),
+        nn.MaxPool2d(2),
+        nn.Flatten(),
+        nn.Linear(2 * width * 8 * 8, 32),
+        nn.ReLU(),
+        nn.Dropout(0.5),
+        nn.Linear(32, C),
+    )
 
 
 class DenseBlock(nn.Module):
     def __init__(self, c, growth, layers):
         super().__init__()
-        self.layers = nn.ModuleList(nn.Sequential(nn.BatchNorm2d(c + i * growth), nn.ReLU(),
-                                                  nn.Conv2d(c + i * growth, growth, 3, padding=1)) for i in range(layers))
+        self.layers = nn.ModuleList(
+            nn.Sequential(nn.BatchNorm2d(c + i * growth), nn.ReLU(), nn.Conv2d(c + i * growth, growth, 3, padding=1))
+            for i in range(layers)
+        )
 
     def forward(self, x):
         for layer in self.layers:
@@ -113,15 +158,31 @@ class DenseBlock(nn.Module):
 
 
 def densenet_style(C=10, growth=4):
-    return nn.Sequential(nn.Conv2d(3, 8, 3, padding=1), DenseBlock(8, growth, 3), nn.AvgPool2d(2),
-                         nn.Conv2d(8 + 3 * growth, 8, 1), DenseBlock(8, growth, 2), nn.AdaptiveAvgPool2d(1),
-                         nn.Flatten(), nn.Linear(8 + 2 * growth, C))
+    return nn.Sequential(
+        nn.Conv2d(3, 8, 3, padding=1),
+        DenseBlock(8, growth, 3),
+        nn.AvgPool2d(2),
+        nn.Conv2d(8 + 3 * growth, 8, 1),
+        DenseBlock(8, growth, 2),
+        nn.AdaptiveAvgPool2d(1),
+        nn.Flatten(),
+        nn.Linear(8 + 2 * growth, C),
+    )
 
 
 def resnet_style(C=10, width=8):
-    return nn.Sequential(nn.Conv2d(3, width, 3, padding=1), nn.BatchNorm2d(width), nn.ReLU(), Block(width),
-                         nn.Conv2d(width, 2 * width, 3, stride=2, padding=1), nn.ReLU(), Block(2 * width),
-                         nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(2 * width, C))
+    return nn.Sequential(
+        nn.Conv2d(3, width, 3, padding=1),
+        nn.BatchNorm2d(width),
+        nn.ReLU(),
+        Block(width),
+        nn.Conv2d(width, 2 * width, 3, stride=2, padding=1),
+        nn.ReLU(),
+        Block(2 * width),
+        nn.AdaptiveAvgPool2d(1),
+        nn.Flatten(),
+        nn.Linear(2 * width, C),
+    )
 
 
 def _jacobian_norm(net64, x):

@@ -46,8 +46,10 @@ def test_thread_executor_equals_local_run():
 def test_dask_executor_equals_local_run():
     distributed = pytest.importorskip("distributed")
     local = fa.audit(MODEL, X, batch_size=10, progress=False)
-    with distributed.LocalCluster(n_workers=1, threads_per_worker=2, processes=False, dashboard_address=None) as c, \
-            distributed.Client(c) as client:
+    with (
+        distributed.LocalCluster(n_workers=1, threads_per_worker=2, processes=False, dashboard_address=None) as c,
+        distributed.Client(c) as client,
+    ):
         remote = fa.audit(MODEL, X, batch_size=10, executor=client.get_executor(), progress=False)
     assert [r["lambda_max"] for r in remote.rows] == [r["lambda_max"] for r in local.rows]
 
@@ -115,12 +117,15 @@ def test_save_load_round_trip_and_report(tmp_path):
     assert (tmp_path / "out" / "results.csv").read_text().count("\n") == 51
 
 
-@pytest.mark.parametrize("call,match", [
-    (lambda: fa.audit(MODEL, X, Y[:-1], progress=False), "one label per input"),
-    (lambda: fa.audit(MODEL, np.where(X > 2.5, np.nan, X), progress=False), "NaN"),
-    (lambda: fa.audit(MODEL, X[:, :5], progress=False), "expects"),
-    (lambda: fa.audit(MODEL, X[:0], progress=False), "empty"),
-])
+@pytest.mark.parametrize(
+    "call,match",
+    [
+        (lambda: fa.audit(MODEL, X, Y[:-1], progress=False), "one label per input"),
+        (lambda: fa.audit(MODEL, np.where(X > 2.5, np.nan, X), progress=False), "NaN"),
+        (lambda: fa.audit(MODEL, X[:, :5], progress=False), "expects"),
+        (lambda: fa.audit(MODEL, X[:0], progress=False), "empty"),
+    ],
+)
 def test_bad_input(call, match):
     with pytest.raises(E.InvalidArgumentError, match=match):
         call()
@@ -141,11 +146,27 @@ def test_report_renders_in_chromium(tmp_path):
         pytest.skip("chromium is not installed")
     page = fa.audit(MODEL, X, Y, progress=False).save(tmp_path / "out")
     shot = tmp_path / "shot.png"
-    proc = subprocess.run([chromium, "--headless", "--no-sandbox", "--disable-gpu", "--no-first-run",
-                           "--disable-background-networking", "--disable-component-update", "--disable-sync",
-                           f"--user-data-dir={tmp_path / 'profile'}", f"--screenshot={shot}", "--window-size=1100,1400",
-                           "--enable-logging=stderr", "--v=0", f"file://{page}"],
-                          capture_output=True, text=True, timeout=120)
+    proc = subprocess.run(
+        [
+            chromium,
+            "--headless",
+            "--no-sandbox",
+            "--disable-gpu",
+            "--no-first-run",
+            "--disable-background-networking",
+            "--disable-component-update",
+            "--disable-sync",
+            f"--user-data-dir={tmp_path / 'profile'}",
+            f"--screenshot={shot}",
+            "--window-size=1100,1400",
+            "--enable-logging=stderr",
+            "--v=0",
+            f"file://{page}",
+        ],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
     assert shot.exists() and shot.stat().st_size > 10_000, proc.stderr[-2000:]
     assert "Uncaught" not in proc.stderr and "CONSOLE" not in proc.stderr.upper().replace("CONSOLE_", "")
 
@@ -172,8 +193,9 @@ def test_layer_norm_models_get_a_bound_on_their_input_domain():
     pytest.importorskip("fimaudit_torch")
     pytest.importorskip("onnx")
     torch.manual_seed(0)
-    net = torch.nn.Sequential(torch.nn.Linear(8, 16), torch.nn.LayerNorm(16), torch.nn.GELU(),
-                              torch.nn.Linear(16, 3)).eval()
+    net = torch.nn.Sequential(
+        torch.nn.Linear(8, 16), torch.nn.LayerNorm(16), torch.nn.GELU(), torch.nn.Linear(16, 3)
+    ).eval()
     m = fa.wrap(net, input_shape=(8,))
     x = np.random.default_rng(0).random((5, 8)).astype(np.float32)
     without = fa.audit(m, x, progress=False).summary["bound"]
@@ -189,8 +211,9 @@ def test_ctrl_c_leaves_a_consistent_journal(tmp_path):
     import sqlite3
 
     journal = str(tmp_path / "j.sqlite")
-    proc = subprocess.Popen([sys.executable, "-c", SLOW.format(root=os.getcwd(), journal=journal)],
-                            stderr=subprocess.PIPE, text=True)
+    proc = subprocess.Popen(
+        [sys.executable, "-c", SLOW.format(root=os.getcwd(), journal=journal)], stderr=subprocess.PIPE, text=True
+    )
     deadline = time.time() + 60
     n = 0
     while time.time() < deadline and n < 10:

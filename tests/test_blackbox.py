@@ -170,11 +170,27 @@ def test_malformed_answers_are_refused(name, fn, fix):
 ARGS = [
     ("no input_shape", lambda: fa.wrap(probs_fn), "input_shape"),
     ("budget too small", lambda: fa.fisher_norm(fa.wrap(probs_fn, input_shape=(D,)), X, budget=11), "budget >= 20"),
-    ("exact over budget", lambda: fa.fisher_norm(fa.wrap(probs_fn, input_shape=(D,)), X, method="exact", budget=50), "method='sketch'"),
-    ("lanczos on a black box", lambda: fa.fisher_norm(fa.wrap(probs_fn, input_shape=(D,)), X, method="lanczos"), "'sketch'"),
-    ("hutchpp on a black box", lambda: fa.fisher_trace(fa.wrap(probs_fn, input_shape=(D,)), X, method="hutchpp"), "'hutchinson'"),
+    (
+        "exact over budget",
+        lambda: fa.fisher_norm(fa.wrap(probs_fn, input_shape=(D,)), X, method="exact", budget=50),
+        "method='sketch'",
+    ),
+    (
+        "lanczos on a black box",
+        lambda: fa.fisher_norm(fa.wrap(probs_fn, input_shape=(D,)), X, method="lanczos"),
+        "'sketch'",
+    ),
+    (
+        "hutchpp on a black box",
+        lambda: fa.fisher_trace(fa.wrap(probs_fn, input_shape=(D,)), X, method="hutchpp"),
+        "'hutchinson'",
+    ),
     ("bad scheme", lambda: fa.wrap(probs_fn, input_shape=(D,), scheme="backward"), "central"),
-    ("bad probes", lambda: fa.fisher_norm(fa.wrap(probs_fn, input_shape=(D,)), X, method="sketch", probes="haar"), "'dct'"),
+    (
+        "bad probes",
+        lambda: fa.fisher_norm(fa.wrap(probs_fn, input_shape=(D,)), X, method="sketch", probes="haar"),
+        "'dct'",
+    ),
 ]
 
 

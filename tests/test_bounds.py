@@ -19,15 +19,25 @@ from tests.models_torch import Standardize, densenet_style, resnet_style, vgg_st
 
 
 def dense_norm(f, shape):
-    J = torch.autograd.functional.jacobian(lambda a: f(a.view(1, *shape)).flatten(), torch.zeros(math.prod(shape),
-                                                                                                  dtype=torch.float64))
+    J = torch.autograd.functional.jacobian(
+        lambda a: f(a.view(1, *shape)).flatten(), torch.zeros(math.prod(shape), dtype=torch.float64)
+    )
     return torch.linalg.matrix_norm(J, 2).item()
 
 
-@pytest.mark.parametrize("cin,cout,k,stride,pad,dil,groups,size", [
-    (3, 4, 3, 1, 1, 1, 1, 7), (2, 6, 3, 2, 1, 1, 1, 8), (4, 4, 3, 1, 0, 1, 2, 6), (3, 5, 5, 1, 2, 1, 1, 6),
-    (2, 3, 3, 1, 2, 2, 1, 7), (4, 4, 1, 1, 0, 1, 4, 5), (3, 3, 2, 2, 0, 1, 1, 6), (2, 2, 3, 3, 4, 1, 1, 5),
-])
+@pytest.mark.parametrize(
+    "cin,cout,k,stride,pad,dil,groups,size",
+    [
+        (3, 4, 3, 1, 1, 1, 1, 7),
+        (2, 6, 3, 2, 1, 1, 1, 8),
+        (4, 4, 3, 1, 0, 1, 2, 6),
+        (3, 5, 5, 1, 2, 1, 1, 6),
+        (2, 3, 3, 1, 2, 2, 1, 7),
+        (4, 4, 1, 1, 0, 1, 4, 5),
+        (3, 3, 2, 2, 0, 1, 1, 6),
+        (2, 2, 3, 3, 4, 1, 1, 5),
+    ],
+)
 def test_conv_rule_bounds_the_dense_operator_norm(cin, cout, k, stride, pad, dil, groups, size):
     torch.manual_seed(cin * 7 + k)
     conv = torch.nn.Conv2d(cin, cout, k, stride, pad, dil, groups, bias=False).double()
@@ -48,10 +58,18 @@ def test_reshaped_kernel_norm_is_not_a_bound():
     assert np.linalg.norm(W.reshape(1, -1), 2) < exact <= conv_norm(W, (12, 12)) * (1 + 1e-12)
 
 
-ACTS = [("Relu", torch.relu), ("Tanh", torch.tanh), ("Sigmoid", torch.sigmoid), ("Softplus", torch.nn.functional.softplus),
-        ("LeakyRelu", lambda t: torch.nn.functional.leaky_relu(t, 0.01)), ("Elu", torch.nn.functional.elu),
-        ("Selu", torch.selu), ("Gelu", torch.nn.functional.gelu), ("Erf", torch.erf),
-        ("HardSigmoid", lambda t: torch.clamp(0.2 * t + 0.5, 0, 1))]
+ACTS = [
+    ("Relu", torch.relu),
+    ("Tanh", torch.tanh),
+    ("Sigmoid", torch.sigmoid),
+    ("Softplus", torch.nn.functional.softplus),
+    ("LeakyRelu", lambda t: torch.nn.functional.leaky_relu(t, 0.01)),
+    ("Elu", torch.nn.functional.elu),
+    ("Selu", torch.selu),
+    ("Gelu", torch.nn.functional.gelu),
+    ("Erf", torch.erf),
+    ("HardSigmoid", lambda t: torch.clamp(0.2 * t + 0.5, 0, 1)),
+]
 
 
 @pytest.mark.parametrize("op,f", ACTS, ids=[a[0] for a in ACTS])
@@ -119,8 +137,9 @@ def test_model_bound_holds_at_many_points(make):
                 mod.running_var.uniform_(0.5, 2.0)
     b = fa.lipschitz_bound(fa.wrap(net, input_shape=(3, 32, 32)))
     g = torch.Generator().manual_seed(1)
-    points = [torch.rand(3, 32, 32, generator=g, dtype=torch.float64) for _ in range(6)] + \
-             [3 * torch.randn(3, 32, 32, generator=g, dtype=torch.float64) for _ in range(6)]
+    points = [torch.rand(3, 32, 32, generator=g, dtype=torch.float64) for _ in range(6)] + [
+        3 * torch.randn(3, 32, 32, generator=g, dtype=torch.float64) for _ in range(6)
+    ]
     worst = _max_jacobian_norm(net, points)
     assert b.lipschitz >= worst, (b.lipschitz, worst)
     x = torch.rand(8, 3, 32, 32)
@@ -138,9 +157,13 @@ def test_model_bound_holds_at_many_points(make):
 
 
 def _graph(nodes, inits=()):
-    g = helper.make_graph(nodes, "g", [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["N", 4])],
-                          [helper.make_tensor_value_info("y", TensorProto.FLOAT, ["N", 4])],
-                          [numpy_helper.from_array(np.asarray(v, np.float32), k) for k, v in inits])
+    g = helper.make_graph(
+        nodes,
+        "g",
+        [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["N", 4])],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, ["N", 4])],
+        [numpy_helper.from_array(np.asarray(v, np.float32), k) for k, v in inits],
+    )
     return helper.make_model(g, opset_imports=[helper.make_opsetid("", 17)])
 
 
@@ -156,8 +179,7 @@ def test_unsupported_ops_are_named():
 def test_matmul_and_residual_compose_exactly_on_a_linear_graph():
     rng = np.random.default_rng(0)
     A = rng.standard_normal((4, 4))
-    m = _graph([helper.make_node("MatMul", ["x", "A"], ["h"]), helper.make_node("Add", ["x", "h"], ["y"])],
-               [("A", A)])
+    m = _graph([helper.make_node("MatMul", ["x", "A"], ["h"]), helper.make_node("Add", ["x", "h"], ["y"])], [("A", A)])
     b = fa.lipschitz_bound(m, input_shape=(4,))
     assert b.lipschitz == pytest.approx(1 + np.linalg.norm(A.astype(np.float32), 2), rel=1e-6)
     assert b.lipschitz >= np.linalg.norm(np.eye(4) + A, 2) - 1e-6
@@ -180,11 +202,18 @@ def test_standardisation_folds_into_the_next_linear_layer():
     rng = np.random.default_rng(3)
     s = rng.uniform(0.1, 2.0, 6).astype(np.float32)  # per-feature std
     W = rng.standard_normal((3, 6)).astype(np.float32)
-    nodes = [helper.make_node("Div", ["x", "s"], ["z"]), helper.make_node("Flatten", ["z"], ["f"]),
-             helper.make_node("Gemm", ["f", "W"], ["y"], transB=1)]
-    g = helper.make_graph(nodes, "g", [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["N", 6])],
-                          [helper.make_tensor_value_info("y", TensorProto.FLOAT, ["N", 3])],
-                          [numpy_helper.from_array(s, "s"), numpy_helper.from_array(W, "W")])
+    nodes = [
+        helper.make_node("Div", ["x", "s"], ["z"]),
+        helper.make_node("Flatten", ["z"], ["f"]),
+        helper.make_node("Gemm", ["f", "W"], ["y"], transB=1),
+    ]
+    g = helper.make_graph(
+        nodes,
+        "g",
+        [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["N", 6])],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, ["N", 3])],
+        [numpy_helper.from_array(s, "s"), numpy_helper.from_array(W, "W")],
+    )
     m = helper.make_model(g, opset_imports=[helper.make_opsetid("", 17)])
     exact = np.linalg.norm(W.astype(np.float64) / s.astype(np.float64)[None, :], 2)  # the map is W diag(1/s)
     assert fa.lipschitz_bound(m, input_shape=(6,)).lipschitz == pytest.approx(exact, rel=1e-6)
@@ -192,19 +221,29 @@ def test_standardisation_folds_into_the_next_linear_layer():
     # a second reader of the scaled tensor stops the fold (its own constant is needed there)
     nodes.append(helper.make_node("Add", ["y", "y2"], ["out"]))
     nodes.insert(2, helper.make_node("Gemm", ["z", "W"], ["y2"], transB=1))
-    g2 = helper.make_graph(nodes, "g", [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["N", 6])],
-                           [helper.make_tensor_value_info("out", TensorProto.FLOAT, ["N", 3])],
-                           [numpy_helper.from_array(s, "s"), numpy_helper.from_array(W, "W")])
+    g2 = helper.make_graph(
+        nodes,
+        "g",
+        [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["N", 6])],
+        [helper.make_tensor_value_info("out", TensorProto.FLOAT, ["N", 3])],
+        [numpy_helper.from_array(s, "s"), numpy_helper.from_array(W, "W")],
+    )
     b2 = fa.lipschitz_bound(helper.make_model(g2, opset_imports=[helper.make_opsetid("", 17)]), input_shape=(6,))
-    assert b2.lipschitz == pytest.approx(2 * np.max(1 / s.astype(np.float64)) * np.linalg.norm(W.astype(np.float64), 2),
-                                         rel=1e-6)
+    assert b2.lipschitz == pytest.approx(
+        2 * np.max(1 / s.astype(np.float64)) * np.linalg.norm(W.astype(np.float64), 2), rel=1e-6
+    )
 
 
 def test_torch_standardised_mlp_bound_is_sound_and_folded():
     torch.manual_seed(0)
     std = torch.rand(1, 6, 6) * 1.9 + 0.1
-    net = torch.nn.Sequential(Standardize(torch.rand(1, 6, 6), std), torch.nn.Flatten(), torch.nn.Linear(36, 32),
-                              torch.nn.ReLU(), torch.nn.Linear(32, 10)).eval()
+    net = torch.nn.Sequential(
+        Standardize(torch.rand(1, 6, 6), std),
+        torch.nn.Flatten(),
+        torch.nn.Linear(36, 32),
+        torch.nn.ReLU(),
+        torch.nn.Linear(32, 10),
+    ).eval()
     b = fa.lipschitz_bound(fa.wrap(net, input_shape=(1, 6, 6)))
     W1, W2 = (net[k].weight.detach().double().numpy() for k in (2, 4))
     s = 1 / std.double().numpy().reshape(-1)
@@ -219,8 +258,13 @@ def test_torch_standardised_mlp_bound_is_sound_and_folded():
 def test_channel_standardisation_folds_into_the_conv(per_channel):
     torch.manual_seed(1)
     std = torch.rand(3, 1, 1) * 0.5 + 0.1 if per_channel else torch.rand(3, 8, 8) * 0.5 + 0.1
-    net = torch.nn.Sequential(Standardize(torch.tensor(0.5), std), torch.nn.Conv2d(3, 4, 3, padding=1), torch.nn.ReLU(),
-                              torch.nn.Flatten(), torch.nn.Linear(4 * 64, 10)).eval()
+    net = torch.nn.Sequential(
+        Standardize(torch.tensor(0.5), std),
+        torch.nn.Conv2d(3, 4, 3, padding=1),
+        torch.nn.ReLU(),
+        torch.nn.Flatten(),
+        torch.nn.Linear(4 * 64, 10),
+    ).eval()
     b = fa.lipschitz_bound(fa.wrap(net, input_shape=(3, 8, 8)))
     W = net[1].weight.detach().double().numpy()
     W2 = np.linalg.norm(net[4].weight.detach().double().numpy(), 2)

@@ -29,9 +29,16 @@ def test_min_variance_is_the_minimum_over_the_box(seed):
     lo, hi = c - r, c + r
     got = min_variance(lo, hi)
     for k in range(3):  # a convex QP solved independently, from several starts
-        best = min(minimize(lambda x: np.var(x), x0, bounds=list(zip(lo[k], hi[k])), method="L-BFGS-B",
-                            options=dict(ftol=1e-15, gtol=1e-12)).fun
-                   for x0 in (c[k], lo[k], hi[k]))
+        best = min(
+            minimize(
+                lambda x: np.var(x),
+                x0,
+                bounds=list(zip(lo[k], hi[k])),
+                method="L-BFGS-B",
+                options=dict(ftol=1e-15, gtol=1e-12),
+            ).fun
+            for x0 in (c[k], lo[k], hi[k])
+        )
         assert got[k] <= best + 1e-12
         assert got[k] >= best - 1e-6 * max(1.0, best)
         pts = rng.uniform(lo[k], hi[k], size=(200, m))
@@ -40,8 +47,12 @@ def test_min_variance_is_the_minimum_over_the_box(seed):
 
 def _model(nodes):
     """x (1, 4) → y (1, 4) through ``nodes``."""
-    g = helper.make_graph(nodes, "g", [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 4])],
-                          [helper.make_tensor_value_info("y", TensorProto.FLOAT, [1, 4])])
+    g = helper.make_graph(
+        nodes,
+        "g",
+        [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 4])],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, [1, 4])],
+    )
     return helper.make_model(g, opset_imports=[helper.make_opsetid("", 17)])
 
 
@@ -56,8 +67,12 @@ def test_products_have_their_closed_forms():
         fa.lipschitz_bound(ex)
     assert fa.lipschitz_bound(ex, input_domain=(0.0, 1.0)).lipschitz == pytest.approx(np.e)
     # u ⊙ v with v broadcast along the features: x (1,4) times its own mean (1,1)
-    mean = _model([helper.make_node("ReduceMean", ["x"], ["m"], keepdims=1, axes=[1]),
-                   helper.make_node("Mul", ["x", "m"], ["y"], name="scale")])
+    mean = _model(
+        [
+            helper.make_node("ReduceMean", ["x"], ["m"], keepdims=1, axes=[1]),
+            helper.make_node("Mul", ["x", "m"], ["y"], name="scale"),
+        ]
+    )
     b = fa.lipschitz_bound(mean, input_domain=(0.5, 1.0)).lipschitz
     rng = np.random.default_rng(0)
     worst = 0.0
@@ -125,8 +140,11 @@ def test_vit_bound_holds_inside_the_domain(radius):
     proto = m.to_onnx()  # exported once, bounded twice
     rng = np.random.default_rng(2)
     x0 = rng.uniform(0, 1, size=(3, 32, 32))
-    lo, hi = (np.zeros_like(x0), np.ones_like(x0)) if radius is None else \
-        (np.clip(x0 - radius, 0, 1), np.clip(x0 + radius, 0, 1))
+    lo, hi = (
+        (np.zeros_like(x0), np.ones_like(x0))
+        if radius is None
+        else (np.clip(x0 - radius, 0, 1), np.clip(x0 + radius, 0, 1))
+    )
     b = fa.lipschitz_bound(proto, input_shape=(3, 32, 32), input_domain=(lo, hi))
     assert b.input_domain is not None and np.isfinite(b.lipschitz)
     worst = worst_jacobian_norm_in_box(net, lo, hi, starts=3)

@@ -20,10 +20,13 @@ def _cli(*args):
 def files(tmp_path):
     rng = np.random.default_rng(0)
     W = rng.standard_normal((4, 3)).astype(np.float32)
-    g = helper.make_graph([helper.make_node("Gemm", ["x", "W"], ["logits"])], "g",
-                          [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["N", 4])],
-                          [helper.make_tensor_value_info("logits", TensorProto.FLOAT, ["N", 3])],
-                          [numpy_helper.from_array(W, "W")])
+    g = helper.make_graph(
+        [helper.make_node("Gemm", ["x", "W"], ["logits"])],
+        "g",
+        [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["N", 4])],
+        [helper.make_tensor_value_info("logits", TensorProto.FLOAT, ["N", 3])],
+        [numpy_helper.from_array(W, "W")],
+    )
     onnx.save(helper.make_model(g, opset_imports=[helper.make_opsetid("", 17)]), tmp_path / "m.onnx")
     np.save(tmp_path / "x.npy", rng.standard_normal((10, 4)).astype(np.float32))
     np.save(tmp_path / "y.npy", rng.integers(0, 3, 10))
@@ -32,20 +35,39 @@ def files(tmp_path):
 
 def test_audit_writes_the_report_and_gates(files):
     d, W = files
-    p = _cli("audit", str(d / "m.onnx"), "--data", str(d / "x.npy"), "--labels", str(d / "y.npy"),
-             "--out", str(d / "out"), "--json", "--quiet")
+    p = _cli(
+        "audit",
+        str(d / "m.onnx"),
+        "--data",
+        str(d / "x.npy"),
+        "--labels",
+        str(d / "y.npy"),
+        "--out",
+        str(d / "out"),
+        "--json",
+        "--quiet",
+    )
     assert p.returncode == 0, p.stderr
     summary = json.loads(p.stdout)
     assert summary["completed"] == 10
     data = json.loads((d / "out" / "results.json").read_text())
     x = np.load(d / "x.npy").astype(np.float64)
-    from fimaudit.testing import LinearModel
     import fimaudit as fa
+    from fimaudit.testing import LinearModel
 
     truth = fa.fisher_norm(LinearModel(W.T.astype(np.float64)), x).value
     assert np.allclose([r["lambda_max"] for r in data["rows"]], truth, rtol=2e-3)
-    gate = _cli("audit", str(d / "m.onnx"), "--data", str(d / "x.npy"), "--out", str(d / "out2"), "--quiet",
-                "--fail-above", str(float(np.median(truth))))
+    gate = _cli(
+        "audit",
+        str(d / "m.onnx"),
+        "--data",
+        str(d / "x.npy"),
+        "--out",
+        str(d / "out2"),
+        "--quiet",
+        "--fail-above",
+        str(float(np.median(truth))),
+    )
     assert gate.returncode == 3 and "above" in gate.stderr
     again = _cli("report", str(d / "out"))
     assert again.returncode == 0 and (d / "out" / "report.html").exists()
@@ -53,8 +75,20 @@ def test_audit_writes_the_report_and_gates(files):
 
 def test_audit_passes_the_kink_option_to_the_finite_differences(files):
     d, W = files
-    p = _cli("audit", str(d / "m.onnx"), "--data", str(d / "x.npy"), "--out", str(d / "out"), "--json", "--quiet",
-             "--method", "exact", "--kinks", "extrapolate")
+    p = _cli(
+        "audit",
+        str(d / "m.onnx"),
+        "--data",
+        str(d / "x.npy"),
+        "--out",
+        str(d / "out"),
+        "--json",
+        "--quiet",
+        "--method",
+        "exact",
+        "--kinks",
+        "extrapolate",
+    )
     assert p.returncode == 0, p.stderr
     rows = json.loads((d / "out" / "results.json").read_text())["rows"]
     from fimaudit.blackbox.finite_differences import NOISE_POINTS
@@ -84,9 +118,12 @@ def test_bound_prints_the_certified_constant(files):
 
 def test_bound_on_a_declared_input_domain(tmp_path):
     # x ↦ x ⊙ x is not globally Lipschitz; on [−1, 2]^4 its constant is 2 · max|x| = 4
-    g = helper.make_graph([helper.make_node("Mul", ["x", "x"], ["y"], name="square")], "g",
-                          [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["N", 4])],
-                          [helper.make_tensor_value_info("y", TensorProto.FLOAT, ["N", 4])])
+    g = helper.make_graph(
+        [helper.make_node("Mul", ["x", "x"], ["y"], name="square")],
+        "g",
+        [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["N", 4])],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, ["N", 4])],
+    )
     onnx.save(helper.make_model(g, opset_imports=[helper.make_opsetid("", 17)]), tmp_path / "sq.onnx")
     p = _cli("bound", str(tmp_path / "sq.onnx"), "--input-shape", "4")
     assert p.returncode == 2 and "input_domain" in p.stderr

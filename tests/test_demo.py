@@ -15,8 +15,9 @@ ROOT = pathlib.Path(__file__).resolve().parents[1]
 
 def test_demo_writes_a_correct_report(tmp_path):
     out = tmp_path / "report"
-    proc = subprocess.run([sys.executable, "-m", "fimaudit.cli", "demo", "--out", str(out)],
-                          capture_output=True, text=True, timeout=300)
+    proc = subprocess.run(
+        [sys.executable, "-m", "fimaudit.cli", "demo", "--out", str(out)], capture_output=True, text=True, timeout=300
+    )
     assert proc.returncode == 0, proc.stderr
     assert "most sensitive inputs" in proc.stdout and (out / "report.html").exists()
     data = json.loads((out / "results.json").read_text())
@@ -37,8 +38,10 @@ def test_demo_writes_a_correct_report(tmp_path):
     build = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(build)
     net = build.cnn().double().eval()
-    weights = {t.name: torch.from_numpy(numpy_helper.to_array(t).astype(np.float64))
-               for t in onnx.load(demo_paths()[0]).graph.initializer}
+    weights = {
+        t.name: torch.from_numpy(numpy_helper.to_array(t).astype(np.float64))
+        for t in onnx.load(demo_paths()[0]).graph.initializer
+    }
     net.load_state_dict(weights)
     X = np.load(demo_paths()[1])["X_test"].astype(np.float64)
     idx = [0, 7, 100, 200]
@@ -50,6 +53,10 @@ def test_demo_writes_a_correct_report(tmp_path):
 def test_demo_reports_an_unwritable_folder(tmp_path):
     blocker = tmp_path / "file"
     blocker.write_text("")
-    proc = subprocess.run([sys.executable, "-m", "fimaudit.cli", "demo", "--out", str(blocker / "x")],
-                          capture_output=True, text=True, timeout=300)
+    proc = subprocess.run(
+        [sys.executable, "-m", "fimaudit.cli", "demo", "--out", str(blocker / "x")],
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
     assert proc.returncode == 2 and "cannot write the report" in proc.stderr

@@ -2,7 +2,8 @@
 
 import numpy as np
 import pytest
-from hypothesis import given, strategies as st
+from hypothesis import given
+from hypothesis import strategies as st
 
 import fimaudit as fa
 from fimaudit.testing import dense_fisher
@@ -22,8 +23,7 @@ def _close(a, b, rtol):
     return np.all(np.abs(a - b) <= rtol * scale + 1e-14 * np.max(np.abs(b)))
 
 
-model_and_x = st.one_of(fst.linear_models(), fst.mlp_models()).flatmap(
-    lambda m: st.tuples(st.just(m), fst.inputs(m)))
+model_and_x = st.one_of(fst.linear_models(), fst.mlp_models()).flatmap(lambda m: st.tuples(st.just(m), fst.inputs(m)))
 
 
 @given(model_and_x)
@@ -88,7 +88,7 @@ def test_power_iteration_bracket(mx):
 def test_spectrum_exact_and_lanczos(mx, k):
     model, x = mx
     F, evals, _ = _reference(model, x)
-    rank = (model.num_outputs - (model.likelihood == "categorical"))
+    rank = model.num_outputs - (model.likelihood == "categorical")
     k = min(k, rank, x[0].size)
     s = fa.fisher_spectrum(model, x, k=k, method="exact", return_vectors=True)
     assert _close(s.values, evals[:, :k], 1e-9)

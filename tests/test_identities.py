@@ -2,15 +2,19 @@
 
 import numpy as np
 import pytest
-from hypothesis import given, strategies as st
+from hypothesis import given
+from hypothesis import strategies as st
 
 import fimaudit as fa
 from fimaudit.testing import MLPModel, ScaledInputModel, ShiftedModel, jacobian
 from fimaudit.testing import strategies as fst
 
 
-@given(fst.mlp_models(likelihood="categorical").flatmap(lambda m: st.tuples(st.just(m), fst.inputs(m))),
-       st.floats(-1e3, 1e3), st.integers(0, 2**31))
+@given(
+    fst.mlp_models(likelihood="categorical").flatmap(lambda m: st.tuples(st.just(m), fst.inputs(m))),
+    st.floats(-1e3, 1e3),
+    st.integers(0, 2**31),
+)
 def test_shifting_all_logits_by_a_per_input_affine_term_leaves_F_unchanged(mx, c, seed):
     model, x = mx
     a = np.random.default_rng(seed).standard_normal(x[0].size) * 3.0
@@ -19,8 +23,7 @@ def test_shifting_all_logits_by_a_per_input_affine_term_leaves_F_unchanged(mx, c
     assert np.allclose(shifted, base, rtol=1e-8, atol=1e-14 * max(1.0, base.max()))
 
 
-@given(fst.mlp_models().flatmap(lambda m: st.tuples(st.just(m), fst.inputs(m))),
-       st.floats(0.01, 100.0))
+@given(fst.mlp_models().flatmap(lambda m: st.tuples(st.just(m), fst.inputs(m))), st.floats(0.01, 100.0))
 def test_scaling_the_input_scales_lambda_by_inverse_square(mx, a):
     model, x = mx
     base = fa.fisher_norm(model, x).value

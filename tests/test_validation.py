@@ -27,11 +27,11 @@ def test_quick_study_runs_and_is_consistent(tmp_path):
         wb = np.array(p["lambda_whitebox"], dtype=float)
         bb = np.array(p["lambda_blackbox"], dtype=float)
         assert np.allclose(bb, wb, rtol=0.05)
-        for norm, accs in row["robust_accuracy"].items():
+        for _norm, accs in row["robust_accuracy"].items():
             vals = [accs[e] for e in sorted(accs, key=float)]
             assert all(a >= b - 1e-12 for a, b in zip(vals, vals[1:])) and vals[0] <= row["clean_accuracy"] + 1e-12
         if row["bound"]["lipschitz"] is not None:
             assert row["certified_radius_violations"] == 0
-    for ds, table in result["per_input"].items():
+    for _ds, table in result["per_input"].items():
         c = table["lambda_whitebox"]["spearman"]
         assert c["n"] >= 3 and c["low"] <= c["value"] <= c["high"]

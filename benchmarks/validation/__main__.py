@@ -22,10 +22,12 @@ import torch
 from . import attacks, data, figure, metrics, stats, train, zoo
 
 SETTINGS = {  # per dataset: inputs scored, ε grids, bisection ceiling, CLEVER inputs, epochs
-    "digits": dict(inputs=200, l2=[0.25, 0.5, 1.0, 1.5], linf=[0.03, 0.06, 0.1, 0.15], high=4.0,
-                   clever_inputs=20, epochs=60),
-    "breast_cancer": dict(inputs=143, l2=[0.05, 0.1, 0.2, 0.4], linf=[0.01, 0.02, 0.05, 0.1], high=3.0,
-                          clever_inputs=60, epochs=100),
+    "digits": dict(
+        inputs=200, l2=[0.25, 0.5, 1.0, 1.5], linf=[0.03, 0.06, 0.1, 0.15], high=4.0, clever_inputs=20, epochs=60
+    ),
+    "breast_cancer": dict(
+        inputs=143, l2=[0.05, 0.1, 0.2, 0.4], linf=[0.01, 0.02, 0.05, 0.1], high=3.0, clever_inputs=60, epochs=100
+    ),
 }
 CLEVER = dict(nb_batches=100, batch_size=100)  # ART clever_u; radius = the bisection ceiling
 SENSITIVITY = ["lambda_whitebox", "lambda_blackbox", "trace", "gradient_norm", "seed_estimator"]
@@ -43,13 +45,20 @@ def run_model(name, ds, arch, width, opts, quick):
         opts["epochs"] = min(opts["epochs"], 2)
     t0 = time.perf_counter()
     train.train(net, Xtr, ytr, **opts)
-    row = {"name": name, "dataset": ds, "arch": arch, "width": width, "train": opts,
-           "train_seconds": time.perf_counter() - t0}
+    row = {
+        "name": name,
+        "dataset": ds,
+        "arch": arch,
+        "width": width,
+        "train": opts,
+        "train_seconds": time.perf_counter() - t0,
+    }
     xt, yt = torch.from_numpy(Xte), torch.from_numpy(yte)
     with torch.no_grad():
         row["clean_accuracy"] = float((net(xt).argmax(1) == yt).float().mean())
-    row["robust_accuracy"] = {norm: {str(e): attacks.robust_accuracy(net, xt, yt, e, norm) for e in s[norm]}
-                              for norm in ("l2", "linf")}
+    row["robust_accuracy"] = {
+        norm: {str(e): attacks.robust_accuracy(net, xt, yt, e, norm) for e in s[norm]} for norm in ("l2", "linf")
+    }
     n = 12 if quick else s["inputs"]
     x, y = Xte[:n], yte[:n]
     scores, cost, bound = metrics.fimaudit_scores(net, x, shape)
@@ -70,10 +79,16 @@ def run_model(name, ds, arch, width, opts, quick):
     dist = attacks.minimal_distance(net, torch.from_numpy(x), torch.from_numpy(y), s["high"]).numpy()
     cost["minimal_distance_attack"] = ((time.perf_counter() - t) / n, float(attacks.MINIMAL_DISTANCE_PASSES))
     with torch.no_grad():
-        correct = (net(torch.from_numpy(x)).argmax(1).numpy() == y)
-    row.update(bound=bound, cost={k: {"seconds_per_input": v[0], "model_calls_per_input": v[1]} for k, v in cost.items()},
-               per_input={"correct": correct.tolist(), "minimal_l2_distance": _list(dist),
-                          **{k: _list(v) for k, v in scores.items()}})
+        correct = net(torch.from_numpy(x)).argmax(1).numpy() == y
+    row.update(
+        bound=bound,
+        cost={k: {"seconds_per_input": v[0], "model_calls_per_input": v[1]} for k, v in cost.items()},
+        per_input={
+            "correct": correct.tolist(),
+            "minimal_l2_distance": _list(dist),
+            **{k: _list(v) for k, v in scores.items()},
+        },
+    )
     if "certified_radius" in scores:
         ok = correct & np.isfinite(dist)
         row["certified_radius_violations"] = int(np.sum(scores["certified_radius"][ok] > dist[ok] * (1 + 1e-6)))
@@ -106,10 +121,12 @@ def per_input_correlations(rows, boots):
         res = {}
         for key in SENSITIVITY + RADII:
             a, d = pool[key], pool["minimal_l2_distance"]
-            res[key] = {"spearman": stats.correlation(a, d, "spearman", boots),
-                        "kendall": stats.correlation(a, d, "kendall", boots),
-                        "spearman_on_clever_inputs": stats.correlation(a[clever_rows], d[clever_rows], "spearman", boots),
-                        "within_model_spearman": _within(rs, key)}
+            res[key] = {
+                "spearman": stats.correlation(a, d, "spearman", boots),
+                "kendall": stats.correlation(a, d, "kendall", boots),
+                "spearman_on_clever_inputs": stats.correlation(a[clever_rows], d[clever_rows], "spearman", boots),
+                "within_model_spearman": _within(rs, key),
+            }
         out[ds] = res
     return out
 
@@ -121,12 +138,19 @@ def _within(rs, key):
         if key not in p:
             continue
         keep = np.array(p["correct"])
-        c = stats.correlation(_arr(p[key])[keep], _arr(p["minimal_l2_distance"])[keep], boots=0)["value"] \
-            if keep.sum() >= 3 else None
+        c = (
+            stats.correlation(_arr(p[key])[keep], _arr(p["minimal_l2_distance"])[keep], boots=0)["value"]
+            if keep.sum() >= 3
+            else None
+        )
         if c is not None:
             vals.append(c)
-    return {"median": float(np.median(vals)) if vals else None, "min": float(np.min(vals)) if vals else None,
-            "max": float(np.max(vals)) if vals else None, "models": len(vals)}
+    return {
+        "median": float(np.median(vals)) if vals else None,
+        "min": float(np.min(vals)) if vals else None,
+        "max": float(np.max(vals)) if vals else None,
+        "models": len(vals),
+    }
 
 
 def per_model_correlations(rows, boots):
@@ -136,8 +160,10 @@ def per_model_correlations(rows, boots):
         rs = [r for r in rows if r["dataset"] == ds]
         if len(rs) < 3:
             continue
-        summary = {key: np.array([np.nanmedian(_arr(r["per_input"].get(key, [None]))) for r in rs])
-                   for key in SENSITIVITY + ["clever"]}
+        summary = {
+            key: np.array([np.nanmedian(_arr(r["per_input"].get(key, [None]))) for r in rs])
+            for key in SENSITIVITY + ["clever"]
+        }
         summary["mean_lambda_whitebox"] = np.array([np.nanmean(_arr(r["per_input"]["lambda_whitebox"])) for r in rs])
         summary["graph_bound_L"] = np.array([r["bound"]["lipschitz"] or np.nan for r in rs])
         res = {}
@@ -163,13 +189,23 @@ def main(argv=None):
     for spec in family:
         rows.append(run_model(*spec, quick=args.quick))
         r = rows[-1]
-        print(f"{r['name']:34s} clean {r['clean_accuracy']:.3f}  median λ_max "
-              f"{np.nanmedian(_arr(r['per_input']['lambda_whitebox'])):.3g}  L "
-              f"{r['bound']['lipschitz'] or float('nan'):.3g}  [{time.perf_counter() - t0:.0f} s]", flush=True)
+        print(
+            f"{r['name']:34s} clean {r['clean_accuracy']:.3f}  median λ_max "
+            f"{np.nanmedian(_arr(r['per_input']['lambda_whitebox'])):.3g}  L "
+            f"{r['bound']['lipschitz'] or float('nan'):.3g}  [{time.perf_counter() - t0:.0f} s]",
+            flush=True,
+        )
     boots = 50 if args.quick else args.boots
-    result = {"settings": SETTINGS, "clever": CLEVER, "quick": args.quick, "torch": torch.__version__,
-              "threads": torch.get_num_threads(), "models": rows,
-              "per_input": per_input_correlations(rows, boots), "per_model": per_model_correlations(rows, boots)}
+    result = {
+        "settings": SETTINGS,
+        "clever": CLEVER,
+        "quick": args.quick,
+        "torch": torch.__version__,
+        "threads": torch.get_num_threads(),
+        "models": rows,
+        "per_input": per_input_correlations(rows, boots),
+        "per_model": per_model_correlations(rows, boots),
+    }
     result["seconds"] = time.perf_counter() - t0
     os.makedirs(args.out, exist_ok=True)
     with open(os.path.join(args.out, "validation.json"), "w") as f:
@@ -190,17 +226,30 @@ def draw(result, path):
             p = r["per_input"]
             keep = np.array(p["correct"])
             groups.append((r["name"], np.log10(_arr(p["lambda_whitebox"])[keep]), _arr(p["minimal_l2_distance"])[keep]))
-        panels.append(lambda ox, oy, g=groups, ds=ds: figure.scatter(
-            ox, oy, g, f"{ds}: per input (colour = model)", "log10 λ_max(F(x))", "minimal ℓ2 adversarial distance"))
+        panels.append(
+            lambda ox, oy, g=groups, ds=ds: figure.scatter(
+                ox, oy, g, f"{ds}: per input (colour = model)", "log10 λ_max(F(x))", "minimal ℓ2 adversarial distance"
+            )
+        )
         mid = str(SETTINGS[ds]["l2"][1])
-        pts = [(r["name"], [np.log10(np.nanmedian(_arr(r["per_input"]["lambda_whitebox"])))],
-                [r["robust_accuracy"]["l2"][mid]]) for r in rs]
-        panels.append(lambda ox, oy, g=pts, ds=ds, mid=mid: figure.scatter(
-            ox, oy, g, f"{ds}: per model", "log10 median λ_max", f"PGD ℓ2 robust accuracy, ε = {mid}"))
+        pts = [
+            (
+                r["name"],
+                [np.log10(np.nanmedian(_arr(r["per_input"]["lambda_whitebox"])))],
+                [r["robust_accuracy"]["l2"][mid]],
+            )
+            for r in rs
+        ]
+        panels.append(
+            lambda ox, oy, g=pts, ds=ds, mid=mid: figure.scatter(
+                ox, oy, g, f"{ds}: per model", "log10 median λ_max", f"PGD ℓ2 robust accuracy, ε = {mid}"
+            )
+        )
     for ds, res in result["per_input"].items():
         rows = [(k, v["spearman"]["value"], v["spearman"]["low"], v["spearman"]["high"]) for k, v in res.items()]
-        panels.append(lambda ox, oy, rows=rows, ds=ds: figure.bars(
-            ox, oy, rows, f"{ds}: score vs minimal distance, pooled"))
+        panels.append(
+            lambda ox, oy, rows=rows, ds=ds: figure.bars(ox, oy, rows, f"{ds}: score vs minimal distance, pooled")
+        )
     figure.write(path, panels)
 
 
@@ -211,10 +260,14 @@ def _ci(c):
 def report(result):
     for ds, res in result["per_input"].items():
         rs = [r for r in result["models"] if r["dataset"] == ds]
-        print(f"\n{ds}: per input, score vs minimal ℓ2 adversarial distance (pooled over {len(rs)} models, "
-              f"correct inputs; 95% bootstrap CI)")
-        print("| score | Spearman ρ | Kendall τ | ρ on CLEVER's inputs | within-model ρ, median [min, max] | "
-              "s / input | model calls / input |")
+        print(
+            f"\n{ds}: per input, score vs minimal ℓ2 adversarial distance (pooled over {len(rs)} models, "
+            f"correct inputs; 95% bootstrap CI)"
+        )
+        print(
+            "| score | Spearman ρ | Kendall τ | ρ on CLEVER's inputs | within-model ρ, median [min, max] | "
+            "s / input | model calls / input |"
+        )
         print("|---|---|---|---|---|---|---|")
         for k, v in res.items():
             costs = [r["cost"][k] for r in rs if k in r["cost"]]
@@ -222,8 +275,10 @@ def report(result):
             within = "n/a" if w["median"] is None else f"{w['median']:+.2f} [{w['min']:+.2f}, {w['max']:+.2f}]"
             sec = f"{np.median([c['seconds_per_input'] for c in costs]):.2g}" if costs else "(per model)"
             calls = f"{np.median([c['model_calls_per_input'] for c in costs]):.0f}" if costs else ""
-            print(f"| {k} | {_ci(v['spearman'])} (n={v['spearman']['n']}) | {_ci(v['kendall'])} | "
-                  f"{_ci(v['spearman_on_clever_inputs'])} | {within} | {sec} | {calls} |")
+            print(
+                f"| {k} | {_ci(v['spearman'])} (n={v['spearman']['n']}) | {_ci(v['kendall'])} | "
+                f"{_ci(v['spearman_on_clever_inputs'])} | {within} | {sec} | {calls} |"
+            )
     for ds, res in result["per_model"].items():
         keys = list(next(iter(res.values())).keys())
         print(f"\n{ds}: per model, Spearman ρ of the score vs PGD robust accuracy (95% bootstrap CI over models)")

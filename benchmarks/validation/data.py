@@ -27,6 +27,7 @@ def load(name, seed=0):
         X, shape = (d.data - lo) / (hi - lo), (30,)
     else:
         raise ValueError(f"unknown dataset {name!r}; use 'digits' or 'breast_cancer'")
-    Xtr, Xte, ytr, yte = train_test_split(X.astype(np.float32), d.target.astype(np.int64), test_size=0.25,
-                                          random_state=seed, stratify=d.target)
+    Xtr, Xte, ytr, yte = train_test_split(
+        X.astype(np.float32), d.target.astype(np.int64), test_size=0.25, random_state=seed, stratify=d.target
+    )
     return Xtr, ytr, Xte, yte, shape

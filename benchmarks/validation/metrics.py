@@ -28,9 +28,11 @@ def _timed(fn):
 
 def service(net):
     """The model as a vendor would serve it: float32 numpy in, probabilities out."""
+
     def fn(batch):
         with torch.no_grad():
             return torch.softmax(net(torch.from_numpy(np.asarray(batch, dtype=np.float32))), dim=1).numpy()
+
     return fn
 
 
@@ -74,8 +76,13 @@ def clever(net, x, input_shape, C, radius, nb_batches, batch_size, seed=0):
     from art.estimators.classification import PyTorchClassifier
     from art.metrics import clever_u
 
-    clf = PyTorchClassifier(model=net, loss=torch.nn.CrossEntropyLoss(), input_shape=input_shape, nb_classes=C,
-                            clip_values=(0.0, 1.0))
+    clf = PyTorchClassifier(
+        model=net, loss=torch.nn.CrossEntropyLoss(), input_shape=input_shape, nb_classes=C, clip_values=(0.0, 1.0)
+    )
     np.random.seed(seed)
-    return np.array([clever_u(clf, xi, nb_batches=nb_batches, batch_size=batch_size, radius=radius, norm=2,
-                              verbose=False) for xi in x])
+    return np.array(
+        [
+            clever_u(clf, xi, nb_batches=nb_batches, batch_size=batch_size, radius=radius, norm=2, verbose=False)
+            for xi in x
+        ]
+    )

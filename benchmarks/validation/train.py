@@ -16,8 +16,9 @@ from torch.nn.utils import parametrizations, parametrize
 from .attacks import pgd
 
 
-def train(net, X, y, epochs=60, weight_decay=0.0, jacobian=0.0, spectral=False, adversarial=None,
-          lr=2e-3, batch=64, seed=0):
+def train(
+    net, X, y, epochs=60, weight_decay=0.0, jacobian=0.0, spectral=False, adversarial=None, lr=2e-3, batch=64, seed=0
+):
     torch.manual_seed(seed)
     if spectral:
         for m in list(net.modules()):
@@ -29,12 +30,13 @@ def train(net, X, y, epochs=60, weight_decay=0.0, jacobian=0.0, spectral=False, 
     for _ in range(epochs):
         order = torch.randperm(X.shape[0], generator=g)
         for lo in range(0, X.shape[0], batch):
-            xb, yb = X[order[lo:lo + batch]], y[order[lo:lo + batch]]
+            xb, yb = X[order[lo : lo + batch]], y[order[lo : lo + batch]]
             if adversarial is not None:
                 net.eval()
                 norm, eps = adversarial
-                xb = pgd(net, xb, yb, eps, norm, steps=5, loss="ce",
-                         seed=int(torch.randint(1 << 30, (1,), generator=g)))[2]
+                xb = pgd(
+                    net, xb, yb, eps, norm, steps=5, loss="ce", seed=int(torch.randint(1 << 30, (1,), generator=g))
+                )[2]
                 net.train()
             xb = xb.clone().requires_grad_(jacobian > 0)
             z = net(xb)
@@ -52,4 +54,3 @@ def train(net, X, y, epochs=60, weight_decay=0.0, jacobian=0.0, spectral=False, 
             if isinstance(m, nn.Linear):
                 parametrize.remove_parametrizations(m, "weight")
     return net.eval()
-

@@ -15,7 +15,9 @@ class Standardize(nn.Module):
     def __init__(self, mean, std):
         super().__init__()
         self.register_buffer("mean", torch.as_tensor(mean, dtype=torch.float32))
-        self.register_buffer("std", torch.as_tensor(std, dtype=torch.float32).clamp_min(0.1))  # constant pixels: no ×1000 blow-up
+        self.register_buffer(
+            "std", torch.as_tensor(std, dtype=torch.float32).clamp_min(0.1)
+        )  # constant pixels: no ×1000 blow-up
 
     def forward(self, x):
         return (x - self.mean) / self.std
@@ -81,19 +83,53 @@ def build(arch, input_shape, C, mean, std, width=64):
     d = math.prod(input_shape)
     layers = [Standardize(mean, std)]
     if arch == "mlp":
-        layers += [nn.Flatten(), nn.Linear(d, width), nn.ReLU(), nn.Linear(width, width), nn.ReLU(), nn.Linear(width, C)]
+        layers += [
+            nn.Flatten(),
+            nn.Linear(d, width),
+            nn.ReLU(),
+            nn.Linear(width, width),
+            nn.ReLU(),
+            nn.Linear(width, C),
+        ]
     elif arch == "cnn":
-        layers += [nn.Conv2d(input_shape[0], 16, 3, padding=1), nn.ReLU(), nn.Conv2d(16, 32, 3, stride=2, padding=1),
-                   nn.ReLU(), nn.Flatten(), nn.Linear(32 * (input_shape[1] // 2) * (input_shape[2] // 2), width),
-                   nn.ReLU(), nn.Linear(width, C)]
+        layers += [
+            nn.Conv2d(input_shape[0], 16, 3, padding=1),
+            nn.ReLU(),
+            nn.Conv2d(16, 32, 3, stride=2, padding=1),
+            nn.ReLU(),
+            nn.Flatten(),
+            nn.Linear(32 * (input_shape[1] // 2) * (input_shape[2] // 2), width),
+            nn.ReLU(),
+            nn.Linear(width, C),
+        ]
     elif arch == "resnet":
-        block = lambda: Residual(nn.Sequential(nn.Conv2d(16, 16, 3, padding=1), nn.ReLU(),  # noqa: E731
-                                               nn.Conv2d(16, 16, 3, padding=1)))
-        layers += [nn.Conv2d(input_shape[0], 16, 3, padding=1), nn.ReLU(), block(), nn.ReLU(), block(), nn.ReLU(),
-                   nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(16, C)]
+
+        def block():
+            return Residual(nn.Sequential(nn.Conv2d(16, 16, 3, padding=1), nn.ReLU(), nn.Conv2d(16, 16, 3, padding=1)))
+
+        layers += [
+            nn.Conv2d(input_shape[0], 16, 3, padding=1),
+            nn.ReLU(),
+            block(),
+            nn.ReLU(),
+            block(),
+            nn.ReLU(),
+            nn.AdaptiveAvgPool2d(1),
+            nn.Flatten(),
+            nn.Linear(16, C),
+        ]
     elif arch == "resmlp":
         block = lambda: Residual(nn.Sequential(nn.Linear(width, width), nn.ReLU(), nn.Linear(width, width)))  # noqa: E731
-        layers += [nn.Flatten(), nn.Linear(d, width), nn.ReLU(), block(), nn.ReLU(), block(), nn.ReLU(), nn.Linear(width, C)]
+        layers += [
+            nn.Flatten(),
+            nn.Linear(d, width),
+            nn.ReLU(),
+            block(),
+            nn.ReLU(),
+            block(),
+            nn.ReLU(),
+            nn.Linear(width, C),
+        ]
     elif arch == "attention":
         h = 32
         layers += [Tokens(input_shape, h), Attention(h), MeanTokens(), nn.LayerNorm(h), nn.Linear(h, C)]

@@ -33,7 +33,8 @@ class Journal:
             if diff:
                 raise InvalidArgumentError(
                     f"the journal {self.path!r} belongs to a different run (differs in {', '.join(diff)}); "
-                    "results are never mixed: use a new journal file, or the original model, data and settings")
+                    "results are never mixed: use a new journal file, or the original model, data and settings"
+                )
 
     def done(self):
         return {idx: json.loads(row) for idx, row in self.db.execute("SELECT idx, row FROM rows")}

@@ -35,8 +35,14 @@ class Audit:
         return np.array([r["lambda_max"] if r["lambda_max"] is not None else np.nan for r in self.rows])
 
     def to_dict(self):
-        return dict(schema=SCHEMA, settings=self.settings, input_shape=list(self.input_shape),
-                    summary=self.summary, top=self.top, rows=self.rows)
+        return dict(
+            schema=SCHEMA,
+            settings=self.settings,
+            input_shape=list(self.input_shape),
+            summary=self.summary,
+            top=self.top,
+            rows=self.rows,
+        )
 
     def save(self, out):
         """Write results.json, results.csv and report.html into the folder ``out``."""
@@ -52,8 +58,13 @@ class Audit:
             data = json.load(f)
         if data.get("schema") != SCHEMA:
             raise InvalidArgumentError(f"{folder}/results.json has schema {data.get('schema')!r}, expected {SCHEMA!r}")
-        return cls(rows=data["rows"], summary=data["summary"], settings=data["settings"], top=data["top"],
-                   input_shape=tuple(data["input_shape"]))
+        return cls(
+            rows=data["rows"],
+            summary=data["summary"],
+            settings=data["settings"],
+            top=data["top"],
+            input_shape=tuple(data["input_shape"]),
+        )
 
 
 def _digest(a):
@@ -88,18 +99,43 @@ def _chunk(m, X, y, lo, hi, method, budget, seed):
         vals, low, up = (to_numpy(a).astype(np.float64) for a in (r.value, r.lower, r.upper))
     except FimauditError as err:  # keep going: these rows say why they have no number
         msg = f"error: {type(err).__name__}: {err}"
-        return [dict(index=i, label=None if y is None else int(y[i]), prediction=None, confidence=None, margin=None,
-                     lambda_max=None, lower=None, upper=None, trace=None, queries=None, seconds=None, status=msg)
-                for i in range(lo, hi)]
+        return [
+            dict(
+                index=i,
+                label=None if y is None else int(y[i]),
+                prediction=None,
+                confidence=None,
+                margin=None,
+                lambda_max=None,
+                lower=None,
+                upper=None,
+                trace=None,
+                queries=None,
+                seconds=None,
+                status=msg,
+            )
+            for i in range(lo, hi)
+        ]
     seconds = (time.perf_counter() - t0) / (hi - lo)
     rows = []
     for j, i in enumerate(range(lo, hi)):
         order = np.argsort(logit[j])
-        rows.append(dict(index=i, label=None if y is None else int(y[i]), prediction=int(order[-1]),
-                         confidence=float(p[j, order[-1]]), margin=float(logit[j, order[-1]] - logit[j, order[-2]]),
-                         lambda_max=float(vals[j]), lower=float(low[j]), upper=float(up[j]),
-                         trace=None if trace is None else float(trace[j]), queries=int(r.queries[j]),
-                         seconds=seconds, status=status[j]))
+        rows.append(
+            dict(
+                index=i,
+                label=None if y is None else int(y[i]),
+                prediction=int(order[-1]),
+                confidence=float(p[j, order[-1]]),
+                margin=float(logit[j, order[-1]] - logit[j, order[-2]]),
+                lambda_max=float(vals[j]),
+                lower=float(low[j]),
+                upper=float(up[j]),
+                trace=None if trace is None else float(trace[j]),
+                queries=int(r.queries[j]),
+                seconds=seconds,
+                status=status[j],
+            )
+        )
     return rows
 
 
@@ -113,12 +149,31 @@ def _bound(m, enabled, input_domain=None):
         b = lipschitz_bound(m, input_domain=input_domain)
     except (FimauditError, ImportError) as err:
         return dict(available=False, reason=f"{type(err).__name__}: {err}")
-    return dict(available=True, lipschitz=b.lipschitz, fisher_bound=b.fisher_bound, layers=b.layers,
-                softmax_skipped=b.softmax_skipped)
+    return dict(
+        available=True,
+        lipschitz=b.lipschitz,
+        fisher_bound=b.fisher_bound,
+        layers=b.layers,
+        softmax_skipped=b.softmax_skipped,
+    )
 
 
-def audit(model, X, y=None, *, method="auto", budget=None, bound=True, journal=None, executor=None, progress=True,
-          seed=0, batch_size=64, top=5, input_domain=None) -> Audit:
+def audit(
+    model,
+    X,
+    y=None,
+    *,
+    method="auto",
+    budget=None,
+    bound=True,
+    journal=None,
+    executor=None,
+    progress=True,
+    seed=0,
+    batch_size=64,
+    top=5,
+    input_domain=None,
+) -> Audit:
     """Audit every input of X (n, *input_shape). See :class:`Audit` for what comes back.
 
     ``journal``: a SQLite path; finished chunks are committed as they complete and a rerun
@@ -134,7 +189,9 @@ def audit(model, X, y=None, *, method="auto", budget=None, bound=True, journal=N
     if X.ndim < 1 or X.shape[0] == 0:
         raise InvalidArgumentError("X is empty: pass at least one input")
     if m.input_shape is not None and tuple(X.shape[1:]) != m.input_shape:
-        raise InvalidArgumentError(f"X has shape {X.shape}; the model expects (n, {', '.join(map(str, m.input_shape))})")
+        raise InvalidArgumentError(
+            f"X has shape {X.shape}; the model expects (n, {', '.join(map(str, m.input_shape))})"
+        )
     if not np.all(np.isfinite(X)):
         bad = np.flatnonzero(~np.all(np.isfinite(X.reshape(len(X), -1)), axis=1))
         raise InvalidArgumentError(f"X has NaN or infinite values in rows {bad[:10].tolist()}; clean or drop them")
@@ -145,8 +202,16 @@ def audit(model, X, y=None, *, method="auto", budget=None, bound=True, journal=N
     # the model is identified by its contract and its outputs on the first inputs
     probe = np.round(to_numpy(m.forward(X[:2])).astype(np.float64), 4)
     identity = f"{m.input_shape}|{m.num_outputs}|{m.output}|{m.likelihood}|{_digest(probe)}"
-    settings = dict(method=method, budget=budget, seed=seed, batch_size=batch_size, model=identity,
-                    data=_digest(X), labels=None if y is None else _digest(y), n=len(X))
+    settings = dict(
+        method=method,
+        budget=budget,
+        seed=seed,
+        batch_size=batch_size,
+        model=identity,
+        data=_digest(X),
+        labels=None if y is None else _digest(y),
+        n=len(X),
+    )
     jr = Journal(journal, settings) if journal is not None else None
     done = jr.done() if jr else {}
     chunks = [(lo, min(len(X), lo + batch_size)) for lo in range(0, len(X), batch_size)]
@@ -161,7 +226,12 @@ def audit(model, X, y=None, *, method="auto", budget=None, bound=True, journal=N
         if jr:
             jr.commit(new)
         if progress:
-            print("\r" + _bar(len(rows), len(X), first, time.perf_counter() - started), end="", file=sys.stderr, flush=True)
+            print(
+                "\r" + _bar(len(rows), len(X), first, time.perf_counter() - started),
+                end="",
+                file=sys.stderr,
+                flush=True,
+            )
 
     try:
         if executor is None:
@@ -190,12 +260,20 @@ def audit(model, X, y=None, *, method="auto", budget=None, bound=True, journal=N
     top_rows = []
     if ranked:
         idx = [r["index"] for r in ranked]
-        d = fisher_norm(m, X[idx], method=method, budget=budget, seed=seed, return_direction=True,
-                        on_nonconvergence="flag").direction
+        d = fisher_norm(
+            m, X[idx], method=method, budget=budget, seed=seed, return_direction=True, on_nonconvergence="flag"
+        ).direction
         d = to_numpy(d) if d is not None else None
         for j, r in enumerate(ranked):
-            top_rows.append(dict(index=r["index"], lambda_max=r["lambda_max"], label=r["label"],
-                                 prediction=r["prediction"], confidence=r["confidence"],
-                                 input=X[r["index"]].astype(float).ravel().tolist(),
-                                 direction=None if d is None else d[j].astype(float).ravel().tolist()))
+            top_rows.append(
+                dict(
+                    index=r["index"],
+                    lambda_max=r["lambda_max"],
+                    label=r["label"],
+                    prediction=r["prediction"],
+                    confidence=r["confidence"],
+                    input=X[r["index"]].astype(float).ravel().tolist(),
+                    direction=None if d is None else d[j].astype(float).ravel().tolist(),
+                )
+            )
     return Audit(rows=ordered, summary=summary, settings=settings, top=top_rows, input_shape=tuple(X.shape[1:]))

@@ -18,11 +18,13 @@ def summarize(rows, seed=0, resamples=2000, level=0.95):
     rng = np.random.default_rng(seed)
     boots = lam[rng.integers(0, lam.size, (resamples, lam.size))].mean(axis=1)
     a = (1 - level) / 2
-    out["lambda_max_mean"] = dict(value=float(lam.mean()), low=float(np.quantile(boots, a)),
-                                  high=float(np.quantile(boots, 1 - a)), level=level)
+    out["lambda_max_mean"] = dict(
+        value=float(lam.mean()), low=float(np.quantile(boots, a)), high=float(np.quantile(boots, 1 - a)), level=level
+    )
     margin = np.array([r["margin"] for r in ok])
     if lam.size > 2 and np.ptp(lam) > 0 and np.ptp(margin) > 0:
         from scipy import stats  # imported on use: scipy.stats costs seconds at start-up
+
         out["spearman_lambda_vs_margin"] = float(stats.spearmanr(lam, margin).statistic)
     labels = [r["label"] for r in ok if r["label"] is not None]
     if labels:

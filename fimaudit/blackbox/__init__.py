@@ -5,9 +5,15 @@ from .finite_differences import FD_OPTIONS, FiniteDifferenceModel
 from .noise import ecnoise
 from .probes import dct_basis, random_orthonormal
 
-__all__ = ["CallableModel", "FiniteDifferenceModel", "ecnoise", "dct_basis", "random_orthonormal", "wrap_callable",
-           "black_box"]
-
+__all__ = [
+    "CallableModel",
+    "FiniteDifferenceModel",
+    "ecnoise",
+    "dct_basis",
+    "random_orthonormal",
+    "wrap_callable",
+    "black_box",
+]
 
 
 def black_box(factory, obj, **options):

@@ -1,6 +1,6 @@
-"""A content-addressed query cache in SQLite for black-box models (callables, HTTP APIs): every answered row is committed as soon as
-its batch returns, so a run killed at any point and started again pays for no query
-twice. Keys are SHA-256 digests of the endpoint, the row's dtype, shape and bytes."""
+"""A content-addressed query cache in SQLite for black-box models (callables, HTTP APIs):
+every answered row is committed as soon as its batch returns, so a run killed at any point and
+started again pays for no query twice. Keys are SHA-256 digests of the endpoint, the row's dtype, shape and bytes."""
 
 from __future__ import annotations
 
@@ -30,7 +30,7 @@ class QueryCache:
         out = {}
         with self._lock:
             for lo in range(0, len(keys), 500):
-                chunk = keys[lo:lo + 500]
+                chunk = keys[lo : lo + 500]
                 q = f"SELECT key, outputs FROM answers WHERE key IN ({','.join('?' * len(chunk))})"
                 out.update({k: json.loads(v) for k, v in self._db.execute(q, chunk)})
         return out
@@ -38,8 +38,7 @@ class QueryCache:
     def put_many(self, items):
         with self._lock:
             self._db.execute("BEGIN")
-            self._db.executemany("INSERT OR REPLACE INTO answers VALUES (?, ?)",
-                                 [(k, json.dumps(v)) for k, v in items])
+            self._db.executemany("INSERT OR REPLACE INTO answers VALUES (?, ?)", [(k, json.dumps(v)) for k, v in items])
             self._db.execute("COMMIT")
 
     def __len__(self):

@@ -31,13 +31,27 @@ class CallableModel(Model):
     has_jvp = False
     has_vjp = False
 
-    def __init__(self, fn, *, input_shape=None, output="probs", num_outputs=None, batch_size=None,
-                 accepts="any", prob_tol=1e-3, likelihood="categorical", sigma=1.0, cache=None):
+    def __init__(
+        self,
+        fn,
+        *,
+        input_shape=None,
+        output="probs",
+        num_outputs=None,
+        batch_size=None,
+        accepts="any",
+        prob_tol=1e-3,
+        likelihood="categorical",
+        sigma=1.0,
+        cache=None,
+    ):
         if input_shape is None:
             raise InvalidArgumentError(
-                "wrapping a callable needs input_shape=(...) (one input's shape, without the batch axis)")
-        super().__init__(input_shape=input_shape, num_outputs=num_outputs, output=output,
-                         likelihood=likelihood, sigma=sigma)
+                "wrapping a callable needs input_shape=(...) (one input's shape, without the batch axis)"
+            )
+        super().__init__(
+            input_shape=input_shape, num_outputs=num_outputs, output=output, likelihood=likelihood, sigma=sigma
+        )
         if accepts not in ("any", "numpy"):
             raise InvalidArgumentError(f"accepts must be 'any' or 'numpy', got {accepts!r}")
         if batch_size is not None and not (isinstance(batch_size, int) and batch_size > 0):
@@ -53,14 +67,18 @@ class CallableModel(Model):
 
             self.cache = QueryCache(cache)
             code = getattr(fn, "__code__", None)
-            digest = "" if code is None else hashlib.sha256(code.co_code + repr(code.co_consts).encode()).hexdigest()[:12]
-            self._cache_name = f"callable:{getattr(fn, '__module__', '')}.{getattr(fn, '__qualname__', type(fn).__name__)}:{digest}"
+            digest = (
+                "" if code is None else hashlib.sha256(code.co_code + repr(code.co_consts).encode()).hexdigest()[:12]
+            )
+            self._cache_name = (
+                f"callable:{getattr(fn, '__module__', '')}.{getattr(fn, '__qualname__', type(fn).__name__)}:{digest}"
+            )
 
     def forward(self, x):
         xp = namespace(x)
         n = int(x.shape[0])
         step = self.batch_size or max(n, 1)
-        parts = [self._call(xp, x[lo:lo + step, ...]) for lo in range(0, n, step)]
+        parts = [self._call(xp, x[lo : lo + step, ...]) for lo in range(0, n, step)]
         return parts[0] if len(parts) == 1 else xp.concat(parts, axis=0)
 
     def _call(self, xp, chunk):
@@ -86,7 +104,9 @@ class CallableModel(Model):
             fresh = [(keys[i], list(map(float, row))) for i, row in zip(miss, out)]
             self.cache.put_many(fresh)
             answers.update(fresh)
-        return xp.asarray(np.asarray([answers[k] for k in keys]), dtype=chunk.dtype, device=getattr(chunk, "device", None))
+        return xp.asarray(
+            np.asarray([answers[k] for k in keys]), dtype=chunk.dtype, device=getattr(chunk, "device", None)
+        )
 
     def _checked(self, xp, chunk, raw):
         m = int(chunk.shape[0])
@@ -97,14 +117,17 @@ class CallableModel(Model):
                 out = xp.asarray(np.asarray(to_numpy(raw), dtype=np.float64), dtype=chunk.dtype)
             except Exception as err:
                 raise InvalidModelOutputError(
-                    f"the model answered a batch of {m} with {type(raw).__name__}, not an array of outputs: {err}") from None
+                    f"the model answered a batch of {m} with {type(raw).__name__}, not an array of outputs: {err}"
+                ) from None
         if out.ndim != 2 or int(out.shape[0]) != m:
             raise InvalidModelOutputError(
                 f"the model answered a batch of {m} inputs with an array of shape {tuple(out.shape)}; "
-                f"expected ({m}, C): one row of outputs per input, in order")
+                f"expected ({m}, C): one row of outputs per input, in order"
+            )
         if self.num_outputs is not None and int(out.shape[1]) != self.num_outputs:
             raise InvalidModelOutputError(
-                f"the model returned {out.shape[1]} outputs per input; expected num_outputs={self.num_outputs}")
+                f"the model returned {out.shape[1]} outputs per input; expected num_outputs={self.num_outputs}"
+            )
         if self.num_outputs is None:
             self.num_outputs = int(out.shape[1])
         if self.output == "probs":
@@ -115,19 +138,23 @@ class CallableModel(Model):
         host = to_numpy(p).astype(np.float64)
         bad_nan = np.flatnonzero(~np.all(np.isfinite(host), axis=1))
         if bad_nan.size:
-            raise InvalidModelOutputError(f"the model returned NaN or infinite probabilities in rows {_show(bad_nan)} of a batch")
+            raise InvalidModelOutputError(
+                f"the model returned NaN or infinite probabilities in rows {_show(bad_nan)} of a batch"
+            )
         bad_neg = np.flatnonzero(np.any(host < -self.prob_tol, axis=1))
         if bad_neg.size:
             raise InvalidModelOutputError(
                 f"the model returned negative probabilities in rows {_show(bad_neg)} (min {host.min():.3g}); "
-                "if it returns logits or log-probabilities, wrap it with output='logits'")
+                "if it returns logits or log-probabilities, wrap it with output='logits'"
+            )
         if self.likelihood == "categorical":
             sums = host.sum(axis=1)
             bad = np.flatnonzero(np.abs(sums - 1.0) > self.prob_tol)
             if bad.size:
                 raise InvalidModelOutputError(
                     f"probabilities in rows {_show(bad)} sum to {sums[bad[0]]:.6g}, not 1 (tolerance {self.prob_tol}); "
-                    "for independent per-class probabilities use likelihood='bernoulli', for scores output='logits'")
+                    "for independent per-class probabilities use likelihood='bernoulli', for scores output='logits'"
+                )
         elif np.any(host > 1.0 + self.prob_tol):
             raise InvalidModelOutputError("the model returned probabilities above 1")
 

@@ -60,7 +60,8 @@ def probe_count(model, d, budget, method, spent=None):
         if budget is not None and o + per_col * d > budget:
             raise InvalidArgumentError(
                 f"black-box exact needs {o + per_col * d} model calls per input ({o} set-up + {per_col}·d, d={d}); "
-                f"budget={budget}: raise the budget or use method='sketch'")
+                f"budget={budget}: raise the budget or use method='sketch'"
+            )
         return "exact", d
     if budget is None:
         return "sketch", min(d, DEFAULT_PROBES)
@@ -68,7 +69,8 @@ def probe_count(model, d, budget, method, spent=None):
     if k < 2:
         raise InvalidArgumentError(
             f"budget={budget} leaves fewer than 2 probes ({o} calls set up the finite differences, "
-            f"{per} per probe): use budget >= {o + 2 * per}")
+            f"{per} per probe): use budget >= {o + 2 * per}"
+        )
     return "sketch", min(k, d)
 
 
@@ -145,13 +147,25 @@ def norm(xp, op, method, budget, probes, seed, return_direction, memory_limit, o
         name = "sketch" if random else ("sketch-" + (probes if isinstance(probes, str) else "basis"))
         top = None
     err = fd_error(xp, op, value, k, top)
-    part = dict(value=value, lower=lower, upper=upper, residual=stderr, converged=np.ones(op.n, bool),
-                steps=None, direction=direction, trace=trace)
+    part = dict(
+        value=value,
+        lower=lower,
+        upper=upper,
+        residual=stderr,
+        converged=np.ones(op.n, bool),
+        steps=None,
+        direction=direction,
+        trace=trace,
+    )
     if err is not None:
         part["lower"] = xp.maximum(lower - err, xp.zeros_like(lower))
         part["upper"] = upper + err
-        part.update(fd_step=np.asarray(op.lin.h), fd_noise=np.asarray(op.lin.noise),
-                    fd_error=to_numpy(err), nondeterministic=np.asarray(op.lin.nondeterministic))
+        part.update(
+            fd_step=np.asarray(op.lin.h),
+            fd_noise=np.asarray(op.lin.noise),
+            fd_error=to_numpy(err),
+            nondeterministic=np.asarray(op.lin.nondeterministic),
+        )
         _warn_noise(to_numpy(err), to_numpy(value), op.lin, offset)
     return name, part
 
@@ -160,16 +174,24 @@ def _warn_noise(err, value, lin, offset):
     bad = np.flatnonzero(err > NOISE_WARN * np.maximum(value, np.finfo(np.float64).tiny))
     if bad.size:
         tau = float(np.max(getattr(lin, "truncation", np.zeros(1))[bad]))
-        cause = (f"the derivative changes by {tau:.1%} when the step is halved (kinks or curvature at step "
-                 f"{np.min(lin.h[bad]):.2g})" if 6 * tau > NOISE_WARN else
-                 f"measured output noise {np.max(lin.noise[bad]):.2g} nats at step {np.min(lin.h[bad]):.2g}")
+        cause = (
+            f"the derivative changes by {tau:.1%} when the step is halved (kinks or curvature at step "
+            f"{np.min(lin.h[bad]):.2g})"
+            if 6 * tau > NOISE_WARN
+            else f"measured output noise {np.max(lin.noise[bad]):.2g} nats at step {np.min(lin.h[bad]):.2g}"
+        )
         warnings.warn(
             f"finite-difference error may exceed 10% of λ_max for inputs {(bad + offset)[:10].tolist()}: {cause} "
             "(see .fd_error); the brackets are widened accordingly. Rounded or quantised probabilities and "
             "TF32/bf16 serving cause noise; pass step= or scheme='richardson' to trade noise against truncation"
-            + ("; for a ReLU/max-pool network, kinks='extrapolate' removes the kinks' bias from method='exact'"
-               if 6 * tau > NOISE_WARN and not lin.model.extrapolate else ""),
-            NoiseDominatesWarning, stacklevel=4)
+            + (
+                "; for a ReLU/max-pool network, kinks='extrapolate' removes the kinks' bias from method='exact'"
+                if 6 * tau > NOISE_WARN and not lin.model.extrapolate
+                else ""
+            ),
+            NoiseDominatesWarning,
+            stacklevel=4,
+        )
 
 
 def trace(xp, op, method, k, seed, memory_limit):
@@ -195,4 +217,5 @@ def trace(xp, op, method, k, seed, memory_limit):
         return "sketch", value, stderr
     raise InvalidArgumentError(
         f"trace method {method!r} needs vector-Jacobian products, which a black-box model does not have; "
-        "use 'exact', 'hutchinson' or 'sketch'")
+        "use 'exact', 'hutchinson' or 'sketch'"
+    )

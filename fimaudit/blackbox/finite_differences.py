@@ -95,10 +95,24 @@ class FiniteDifferenceModel(Model):
     has_jvp = True
     has_vjp = False
 
-    def __init__(self, inner, *, scheme="central", step="auto", noise="auto",
-                 on_nondeterminism="widen", max_rows=1 << 16, kinks="repair"):
-        super().__init__(input_shape=inner.input_shape, num_outputs=inner.num_outputs,
-                         output=inner.output, likelihood=inner.likelihood, sigma=inner.sigma)
+    def __init__(
+        self,
+        inner,
+        *,
+        scheme="central",
+        step="auto",
+        noise="auto",
+        on_nondeterminism="widen",
+        max_rows=1 << 16,
+        kinks="repair",
+    ):
+        super().__init__(
+            input_shape=inner.input_shape,
+            num_outputs=inner.num_outputs,
+            output=inner.output,
+            likelihood=inner.likelihood,
+            sigma=inner.sigma,
+        )
         if scheme not in SCHEMES:
             raise InvalidArgumentError(f"scheme must be one of {list(SCHEMES)}, got {scheme!r}")
         if not (step == "auto" or (isinstance(step, (int, float)) and step > 0)):
@@ -110,8 +124,10 @@ class FiniteDifferenceModel(Model):
         if kinks not in ("repair", "extrapolate", "ignore"):
             raise InvalidArgumentError(f"kinks must be 'repair', 'extrapolate' or 'ignore', got {kinks!r}")
         if kinks == "extrapolate" and scheme != "central":
-            raise InvalidArgumentError(f"kinks='extrapolate' works on central differences, got scheme={scheme!r}: "
-                                       "use scheme='central' or kinks='ignore'")
+            raise InvalidArgumentError(
+                f"kinks='extrapolate' works on central differences, got scheme={scheme!r}: "
+                "use scheme='central' or kinks='ignore'"
+            )
         self.inner = inner
         self.kinks = kinks
         self.scheme, self.step, self.noise = scheme, step, noise
@@ -189,7 +205,7 @@ class FiniteDifferenceLinearization(Linearization):
             # ‖J‖_F ≈ |J p|·√d: λ's noise error scales with it, not with one column's size
             norm_J = slope * np.sqrt(float(np.prod(x.shape[1:])))
             r = np.maximum(self.noise, eps) / np.maximum(norm_J * self.scale, np.finfo(np.float64).tiny)
-            self.h = self.scale * np.clip(r, eps ** 1.5, 1.0) ** power  # floor: module docstring
+            self.h = self.scale * np.clip(r, eps**1.5, 1.0) ** power  # floor: module docstring
         else:
             self.h = np.full(n, float(model.step))
         self.truncation = np.zeros(n)
@@ -224,13 +240,13 @@ class FiniteDifferenceLinearization(Linearization):
         # the table's m + 1 points, then two further out for the slope; δ small, so that the
         # table seldom straddles a kink (whose differences pass for noise)
         offsets = [i - m // 2 for i in range(m + 1)] + [SLOPE_REACH, -SLOPE_REACH]
-        delta = self.scale * max(eps ** 0.5, 1e-7) * NOISE_SPACING
+        delta = self.scale * max(eps**0.5, 1e-7) * NOISE_SPACING
         base = self._log(self.logits)
         for attempt in range(4):  # δ up to 10⁵ times √eps·scale for coarsely rounded outputs
             d = xp.asarray(delta, dtype=x.dtype, device=device(x))
             pts = xp.concat([x + (float(o) * xp.reshape(d, (n,) + (1,) * (x.ndim - 1))) * p for o in offsets], axis=0)
             out = self._log(self.model.inner.forward(pts)).reshape(m + 3, n, -1).transpose(1, 0, 2)
-            table, ends = out[:, :m + 1, :], out[:, m + 1:, :]
+            table, ends = out[:, : m + 1, :], out[:, m + 1 :, :]
             if attempt:
                 self.cost_forward += m + 3
             sigma, zeros = ecnoise(table)
@@ -255,7 +271,8 @@ class FiniteDifferenceLinearization(Linearization):
                 raise NondeterministicModelError(
                     f"the model answered the same query differently for inputs {rows[:10].tolist()} "
                     f"(difference up to {repeat.max():.3g} nats): pass on_nondeterminism='widen' to audit it with "
-                    "widened brackets, or make the service deterministic")
+                    "widened brackets, or make the service deterministic"
+                )
             noise = np.maximum(noise, repeat / np.sqrt(2.0))
         return noise
 
@@ -317,8 +334,12 @@ class FiniteDifferenceLinearization(Linearization):
             idx = xp.asarray(rows, device=device(D))
             live, base = live[idx, ...], base[idx, ...]
         if self.model.output == "probs":
-            D = D / xp.maximum(base, xp.asarray(xp.finfo(base.dtype).smallest_normal, dtype=base.dtype,
-                                                device=device(base)))[:, None, :]
+            D = (
+                D
+                / xp.maximum(
+                    base, xp.asarray(xp.finfo(base.dtype).smallest_normal, dtype=base.dtype, device=device(base))
+                )[:, None, :]
+            )
         return xp.where(live[:, None, :], D, xp.zeros_like(D))
 
     def _repair_kinks(self, D, fp, fm, Vhat, h):
@@ -380,7 +401,7 @@ class FiniteDifferenceLinearization(Linearization):
         rows = max(1, self.model.max_rows // max(1, n * self.cost_jvp))
         parts = []
         for lo in range(0, k, rows):
-            Vc = V[:, lo:lo + rows, ...]
+            Vc = V[:, lo : lo + rows, ...]
             kc = int(Vc.shape[1])
             nu = xp.linalg.vector_norm(xp.reshape(Vc, (n, kc, d)), axis=-1)  # (n, kc)
             safe = xp.where(nu > 0, nu, xp.ones_like(nu))

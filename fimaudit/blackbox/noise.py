@@ -36,11 +36,16 @@ def ecnoise(table):
     diffs = [table]
     for _ in range(min(ORDERS, m1 - 1)):
         diffs.append(np.diff(diffs[-1], axis=1))
-    est = np.stack([np.sqrt(math.factorial(k) ** 2 / math.factorial(2 * k) * np.mean(diffs[k] ** 2, axis=1))
-                    for k in range(1, len(diffs))], axis=1)  # (n, K, C), est[:, k-1] is σ_k
+    est = np.stack(
+        [
+            np.sqrt(math.factorial(k) ** 2 / math.factorial(2 * k) * np.mean(diffs[k] ** 2, axis=1))
+            for k in range(1, len(diffs))
+        ],
+        axis=1,
+    )  # (n, K, C), est[:, k-1] is σ_k
     K = est.shape[1]
     for k in range(1, K - 1):  # orders 2 .. K-1, needing k+1 and k+2 to compare
-        block = est[:, k:k + 3, :]
+        block = est[:, k : k + 3, :]
         lo, hi = block.min(axis=1), block.max(axis=1)
         d = diffs[k + 1]
         sign_change = (d.max(axis=1) > 0) & (d.min(axis=1) < 0)

@@ -48,7 +48,7 @@ def dct_basis(input_shape, k):
         return _dct_1d(shape[0], range(k))
     H, W = shape[-2], shape[-1]
     channels = math.prod(shape[:-2]) if len(shape) > 2 else 1
-    order = sorted(((u + v, u, v, c) for u in range(H) for v in range(W) for c in range(channels)))[:k]
+    order = sorted((u + v, u, v, c) for u in range(H) for v in range(W) for c in range(channels))[:k]
     BH, BW = _dct_1d(H, range(H)), _dct_1d(W, range(W))
     out = np.zeros((k, channels, H, W))
     for i, (_, u, v, c) in enumerate(order):
@@ -60,7 +60,9 @@ def user_basis(basis, d):
     """(k, d) numpy array with orthonormal rows spanning the given rows."""
     B = np.asarray(to_numpy(basis), dtype=np.float64).reshape(-1, d) if np.size(to_numpy(basis)) % d == 0 else None
     if B is None or B.shape[0] == 0:
-        raise InvalidArgumentError(f"probes must be an array of k basis vectors of size d={d}, shape (k, d) or (k, *input_shape)")
+        raise InvalidArgumentError(
+            f"probes must be an array of k basis vectors of size d={d}, shape (k, d) or (k, *input_shape)"
+        )
     Q, R = np.linalg.qr(B.T)
     if np.min(np.abs(np.diag(R))) <= 1e-10 * np.max(np.abs(np.diag(R))):
         raise InvalidArgumentError("the given probe vectors are linearly dependent; pass a basis")

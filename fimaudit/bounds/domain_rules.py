@@ -41,7 +41,8 @@ TIGHTER_ON_DOMAIN = {"Softmax"}
 def need_domain(node, why):
     return UnsupportedOnnxOpError(
         f"{node.op_type} node {node.name!r} {why}: not globally Lipschitz. Declare the inputs' range with "
-        "input_domain=(low, high) (scalars or arrays of the input's shape) to bound it on that box")
+        "input_domain=(low, high) (scalars or arrays of the input's shape) to bound it on that box"
+    )
 
 
 def _absmax(iv):
@@ -75,7 +76,8 @@ def product(node, graph, box, L):
     wa = np.broadcast_to(_absmax(ib), shape)  # what multiplies a change of a
     wb = np.broadcast_to(_absmax(ia), shape)
     return (broadcast_factor(wa, ia[0].shape) * La if La else 0.0) + (
-        broadcast_factor(wb, ib[0].shape) * Lb if Lb else 0.0)
+        broadcast_factor(wb, ib[0].shape) * Lb if Lb else 0.0
+    )
 
 
 def _matrices(iv, transpose, one_d):
@@ -94,8 +96,10 @@ def matmul(node, graph, box, L, domain=None):
     nA = _batch_norms(*_matrices(ia, gemm and attr(node, "transA", 0), "row"))
     nB = _batch_norms(*_matrices(ib, gemm and attr(node, "transB", 0), "column"))
     if domain is not None:  # each batch matrix lies within L ρ (Frobenius) of its value at the centre
-        nA, nB = (_ball_cap(domain, name, n, gemm and attr(node, which, 0), side)
-                  for name, n, which, side in ((a, nA, "transA", "row"), (b, nB, "transB", "column")))
+        nA, nB = (
+            _ball_cap(domain, name, n, gemm and attr(node, which, 0), side)
+            for name, n, which, side in ((a, nA, "transA", "row"), (b, nB, "transB", "column"))
+        )
     batch = np.broadcast_shapes(nA.shape, nB.shape)
     scale = abs(attr(node, "alpha", 1.0)) if gemm else 1.0
     out = 0.0
@@ -120,8 +124,9 @@ def _batch_norms(C, R):
     """Per batch matrix, a bound on ‖M‖₂ over |M − C| ≤ R: the smaller of ‖C‖₂ + ‖R‖₂ and
     ‖|C| + R‖₂ (the spectral norm is monotone on non-negative matrices)."""
     fc, fr = C.reshape(-1, *C.shape[-2:]), R.reshape(-1, *R.shape[-2:])
-    return np.array([min(spectral_norm(c) + spectral_norm(r), spectral_norm(np.abs(c) + r))
-                     for c, r in zip(fc, fr)]).reshape(C.shape[:-2])
+    return np.array(
+        [min(spectral_norm(c) + spectral_norm(r), spectral_norm(np.abs(c) + r)) for c, r in zip(fc, fr)]
+    ).reshape(C.shape[:-2])
 
 
 def elementwise(node, graph, var, box, domain=None):
@@ -129,8 +134,12 @@ def elementwise(node, graph, var, box, domain=None):
     LayerNorm, the :class:`~fimaudit.bounds.intervals.Domain` for a better variance floor)."""
     op = node.op_type
     if box is None:
-        raise need_domain(node, "has a slope that grows without bound" if op != "LayerNormalization"
-                          else "divides by the input's standard deviation")
+        raise need_domain(
+            node,
+            "has a slope that grows without bound"
+            if op != "LayerNormalization"
+            else "divides by the input's standard deviation",
+        )
     lo, hi = box[var]
     if op == "Softmax":
         p_hi = softmax_interval((lo, hi), attr(node, "axis", -1))[1]
@@ -146,7 +155,8 @@ def elementwise(node, graph, var, box, domain=None):
     if op in ("Log", "Sqrt") and np.any(lo <= 0):
         raise UnsupportedOnnxOpError(
             f"{op} node {node.name!r}: its input reaches {float(np.min(lo)):.3g} ≤ 0 on the declared domain, where "
-            "the slope is unbounded; narrow input_domain")
+            "the slope is unbounded; narrow input_domain"
+        )
     if op == "Log":
         return float(1.0 / np.min(lo))
     if op == "Sqrt":

@@ -37,9 +37,39 @@ import numpy as np
 from ..errors import UnsupportedOnnxOpError
 from .rules import attr
 
-MONOTONE = {"Relu", "LeakyRelu", "Elu", "Selu", "Sigmoid", "Tanh", "Softplus", "HardSigmoid", "Clip", "Erf", "Exp",
-            "Log", "Sqrt", "Identity", "Dropout", "Reshape", "Flatten", "Transpose", "Squeeze", "Unsqueeze", "Cast",
-            "Slice", "Split", "Gather", "Concat", "Pad", "MaxPool", "Expand", "Tile", "ReduceMax", "ReduceMin"}
+MONOTONE = {
+    "Relu",
+    "LeakyRelu",
+    "Elu",
+    "Selu",
+    "Sigmoid",
+    "Tanh",
+    "Softplus",
+    "HardSigmoid",
+    "Clip",
+    "Erf",
+    "Exp",
+    "Log",
+    "Sqrt",
+    "Identity",
+    "Dropout",
+    "Reshape",
+    "Flatten",
+    "Transpose",
+    "Squeeze",
+    "Unsqueeze",
+    "Cast",
+    "Slice",
+    "Split",
+    "Gather",
+    "Concat",
+    "Pad",
+    "MaxPool",
+    "Expand",
+    "Tile",
+    "ReduceMax",
+    "ReduceMin",
+}
 LINEAR = {"Conv", "ConvTranspose", "Gemm", "MatMul", "AveragePool", "GlobalAveragePool", "ReduceMean", "ReduceSum"}
 GELU_FLOOR = -0.17005  # below the minimum of both GELU forms
 
@@ -62,7 +92,8 @@ class Domain:
         except ValueError:
             raise InvalidArgumentError(
                 f"input_domain bounds must be scalars or arrays of the input's shape {shape[1:]}, got shapes "
-                f"{np.shape(low)} and {np.shape(high)}") from None
+                f"{np.shape(low)} and {np.shape(high)}"
+            ) from None
         if not (np.all(np.isfinite(lo)) and np.all(np.isfinite(hi))) or np.any(lo > hi):
             raise InvalidArgumentError("input_domain=(low, high) needs finite bounds with low ≤ high everywhere")
         self.graph = graph
@@ -114,13 +145,17 @@ def _run(node, graph, feeds):
 
     from .lipschitz import _single
 
-    feeds = {k: (np.asarray(v, dtype=np.float64) if np.issubdtype(np.asarray(v).dtype, np.floating) else v)
-             for k, v in feeds.items() if k}  # the whole propagation runs in float64
+    feeds = {
+        k: (np.asarray(v, dtype=np.float64) if np.issubdtype(np.asarray(v).dtype, np.floating) else v)
+        for k, v in feeds.items()
+        if k
+    }  # the whole propagation runs in float64
     return ReferenceEvaluator(_single(node, list(feeds.items()), graph.model)).run(None, feeds)
 
 
 def _both(node, graph, box):
     """A monotone node on the lower and on the upper ends (constants fed as they are)."""
+
     def feeds(end):
         return {i: (box[i][end] if i in box else graph.const(i)) for i in node.input if i}
 
@@ -196,7 +231,8 @@ def reciprocal(iv, node):
     if np.any((lo <= 0) & (hi >= 0)):
         raise UnsupportedOnnxOpError(
             f"{node.op_type} node {node.name!r} divides by an interval that contains 0 on the declared input domain: "
-            "no finite bound; narrow input_domain")
+            "no finite bound; narrow input_domain"
+        )
     return 1.0 / hi, 1.0 / lo
 
 
@@ -207,7 +243,8 @@ def _pow(iv, e, node):
     if np.all(lo > 0):  # x^e is monotone on the positive axis
         return lo**e, hi**e
     raise UnsupportedOnnxOpError(
-        f"Pow node {node.name!r} with exponent {e} on an interval that reaches 0 or below: no interval rule")
+        f"Pow node {node.name!r} with exponent {e} on an interval that reaches 0 or below: no interval rule"
+    )
 
 
 def softmax_interval(iv, axis):
@@ -245,7 +282,7 @@ def min_variance(lo, hi):
 def layer_norm_rows(node, iv):
     """(lo, hi) reshaped to (rows, m), m the size of the normalised trailing axes."""
     lo, hi = iv
-    m = math.prod(lo.shape[attr(node, "axis", -1) % lo.ndim:])
+    m = math.prod(lo.shape[attr(node, "axis", -1) % lo.ndim :])
     return lo.reshape(-1, m), hi.reshape(-1, m)
 
 

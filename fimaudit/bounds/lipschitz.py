@@ -86,8 +86,11 @@ class Graph:
             if s is None:
                 continue
             chain, t = [n], n.output[0]
-            while len(consumers.get(t, [])) == 1 and t != self.output and consumers[t][0].op_type in ("Reshape",
-                                                                                                   "Flatten"):
+            while (
+                len(consumers.get(t, [])) == 1
+                and t != self.output
+                and consumers[t][0].op_type in ("Reshape", "Flatten")
+            ):
                 chain.append(consumers[t][0])
                 t = chain[-1].output[0]
             nxt = consumers.get(t, [])
@@ -100,8 +103,13 @@ class Graph:
                 continue
             lin = nxt[0]
             shape = self._shapes.get(t)
-            if not shape or len(shape) < 2 or any(d != 1 for d in shape[:-1]) or not self.is_const(lin.input[1]) \
-                    or (lin.op_type == "Gemm" and attr(lin, "transA", 0)):
+            if (
+                not shape
+                or len(shape) < 2
+                or any(d != 1 for d in shape[:-1])
+                or not self.is_const(lin.input[1])
+                or (lin.op_type == "Gemm" and attr(lin, "transA", 0))
+            ):
                 continue
             try:
                 full = np.broadcast_to(s, self._shapes[n.output[0]]).reshape(-1)
@@ -174,8 +182,10 @@ def _single(node, feeds, model):
     import onnx
     from onnx import helper
 
-    ins = [helper.make_tensor_value_info(k, helper.np_dtype_to_tensor_dtype(np.asarray(v).dtype), np.shape(v))
-           for k, v in feeds]
+    ins = [
+        helper.make_tensor_value_info(k, helper.np_dtype_to_tensor_dtype(np.asarray(v).dtype), np.shape(v))
+        for k, v in feeds
+    ]
     outs = [helper.make_tensor_value_info(o, onnx.TensorProto.UNDEFINED, None) for o in node.output]
     g = helper.make_graph([node], "fold", ins, outs)
     return helper.make_model(g, opset_imports=model.opset_import, ir_version=model.ir_version)
@@ -226,11 +236,11 @@ def _proto(model):
             return load_model(obj.proto)
     raise InvalidArgumentError(
         f"cannot get an ONNX graph from {type(model).__name__}: pass an ONNX path or ModelProto, or a wrapped model "
-        "whose adapter has to_onnx()")
+        "whose adapter has to_onnx()"
+    )
 
 
-def lipschitz_bound(model, input_shape=None, likelihood="categorical", sigma=1.0,
-                    input_domain=None) -> LipschitzBound:
+def lipschitz_bound(model, input_shape=None, likelihood="categorical", sigma=1.0, input_domain=None) -> LipschitzBound:
     """A certified upper bound on the ℓ2 Lipschitz constant of the logits of ``model``
     (an ONNX path, bytes, ModelProto, or a wrapped model with ``to_onnx()``).
 
@@ -243,7 +253,8 @@ def lipschitz_bound(model, input_shape=None, likelihood="categorical", sigma=1.0
     if input_domain is not None:
         if not (isinstance(input_domain, (tuple, list)) and len(input_domain) == 2):
             raise InvalidArgumentError(
-                f"input_domain must be a pair (low, high) of scalars or arrays, got {type(input_domain).__name__}")
+                f"input_domain must be a pair (low, high) of scalars or arrays, got {type(input_domain).__name__}"
+            )
         domain = Domain(g, *input_domain)
         box = domain.box
     L = {g.input: 1.0}
@@ -267,12 +278,14 @@ def lipschitz_bound(model, input_shape=None, likelihood="categorical", sigma=1.0
             local, out = None, matmul(node, g, box, L, domain)
         elif len(var) == 1:
             tighter = op in TIGHTER_ON_DOMAIN and box is not None
-            local = (elementwise(node, g, var[0], box, domain) if op in NEEDS_DOMAIN or tighter
-                     else unary(node, g, var[0]))
+            local = (
+                elementwise(node, g, var[0], box, domain) if op in NEEDS_DOMAIN or tighter else unary(node, g, var[0])
+            )
             out = local * L[var[0]]
         else:
             raise UnsupportedOnnxOpError(
-                f"{op} node {node.name!r} combines {len(var)} activations: no certified rule (not Lipschitz)")
+                f"{op} node {node.name!r} combines {len(var)} activations: no certified rule (not Lipschitz)"
+            )
         for o in node.output:
             if o:
                 L[o] = out

@@ -47,5 +47,6 @@ def _load_external(model, folder):
             if os.path.commonpath([real, target]) != real:
                 raise InvalidModelFileError(
                     f"tensor {t.name!r} reads external data from {loc!r}, outside the model's folder {folder}: "
-                    "refused; keep external data files beside the model")
+                    "refused; keep external data files beside the model"
+                )
     load_external_data_for_model(model, folder)

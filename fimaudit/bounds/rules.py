@@ -35,10 +35,28 @@ import numpy as np
 
 from ..errors import UnsupportedOnnxOpError
 
-ACTIVATIONS = {"Relu": 1.0, "Tanh": 1.0, "Clip": 1.0, "Softplus": 1.0, "Sigmoid": 0.25, "Abs": 1.0, "Neg": 1.0,
-               "Erf": 2 / math.sqrt(math.pi), "Gelu": 1.128905, "Identity": 1.0, "Dropout": 1.0, "Reshape": 1.0,
-               "Flatten": 1.0, "Transpose": 1.0, "Squeeze": 1.0, "Unsqueeze": 1.0, "Cast": 1.0, "Slice": 1.0,
-               "Split": 1.0, "Softmax": 0.5}
+ACTIVATIONS = {
+    "Relu": 1.0,
+    "Tanh": 1.0,
+    "Clip": 1.0,
+    "Softplus": 1.0,
+    "Sigmoid": 0.25,
+    "Abs": 1.0,
+    "Neg": 1.0,
+    "Erf": 2 / math.sqrt(math.pi),
+    "Gelu": 1.128905,
+    "Identity": 1.0,
+    "Dropout": 1.0,
+    "Reshape": 1.0,
+    "Flatten": 1.0,
+    "Transpose": 1.0,
+    "Squeeze": 1.0,
+    "Unsqueeze": 1.0,
+    "Cast": 1.0,
+    "Slice": 1.0,
+    "Split": 1.0,
+    "Softmax": 0.5,
+}
 
 
 def attr(node, name, default=None):
@@ -73,7 +91,7 @@ def conv_norm(W, spatial, dilations=None, group=1):
     cout = W.shape[0] // group
     best = 0.0
     for g in range(group):
-        Fg = F[g * cout:(g + 1) * cout]  # (cout, cin_g, *grid)
+        Fg = F[g * cout : (g + 1) * cout]  # (cout, cin_g, *grid)
         mats = np.moveaxis(Fg.reshape(Fg.shape[0], Fg.shape[1], -1), 2, 0)  # (freqs, cout, cin_g)
         best = max(best, float(np.max(np.linalg.norm(mats, ord=2, axis=(-2, -1)))))
     return best
@@ -115,8 +133,9 @@ def unary(node, graph, var):
     if op in ("Gemm", "MatMul"):
         other = [i for i in node.input[:2] if i != var]
         if len(other) != 1 or not graph.is_const(other[0]):
-            raise UnsupportedOnnxOpError(f"{op} node {node.name!r}: its other operand is neither constant nor an "
-                                         "activation")
+            raise UnsupportedOnnxOpError(
+                f"{op} node {node.name!r}: its other operand is neither constant nor an activation"
+            )
         B = graph.const(other[0])
         scale = abs(attr(node, "alpha", 1.0)) if op == "Gemm" else 1.0
         return scale * spectral_norm(B)

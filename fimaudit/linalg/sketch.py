@@ -20,7 +20,6 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-
 from .dense import top_eigh
 
 
@@ -62,6 +61,7 @@ def gram_sketch(xp, S, d: int, random: bool, groups=None, level: float = 0.95) -
     value = g * est - (g - 1) * mean
     stderr = xp.sqrt((g - 1) / g * xp.sum((L - mean[:, None]) ** 2, axis=1))
     from scipy import stats  # imported on use: scipy.stats costs seconds at start-up
+
     t = float(stats.t.ppf(0.5 + level / 2, g - 1))
     value = xp.maximum(value, lower)
     # on the log scale: the sketch's λ_max is skewed (a sketch that misses the top

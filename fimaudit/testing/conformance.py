@@ -45,10 +45,11 @@ def check_adapter(model, x, *, rtol=None, seed=0, k=3):
 
     assert tuple(z.shape[:1]) == (n,) and z.ndim == 2, f"forward returned shape {tuple(z.shape)}, expected ({n}, C)"
     C = int(z.shape[1])
-    rows = xp.concat([m.forward(x[i:i + 1, ...]) for i in range(n)], axis=0)
+    rows = xp.concat([m.forward(x[i : i + 1, ...]) for i in range(n)], axis=0)
     report["batch_consistency"] = _rel(to_numpy(rows), to_numpy(z))
-    assert report["batch_consistency"] <= 10 * eps ** 0.5 * 1e-2 + 100 * eps, (
-        f"batch consistency: forward on the batch differs from row by row by {report['batch_consistency']:.3g}")
+    assert report["batch_consistency"] <= 10 * eps**0.5 * 1e-2 + 100 * eps, (
+        f"batch consistency: forward on the batch differs from row by row by {report['batch_consistency']:.3g}"
+    )
     again = m.forward(x)
     assert np.array_equal(to_numpy(again), to_numpy(z)), "determinism: two forward passes differ"
 
@@ -84,7 +85,8 @@ def check_adapter(model, x, *, rtol=None, seed=0, k=3):
     rounding = 3 * eps * float(np.max(np.abs(to_numpy(z)))) / (h * max(float(np.max(np.abs(jv))), 1e-300))
     fd_tol = (2e-2 if eps > 1e-10 else 1e-6) + rounding
     assert report["central_difference"] <= fd_tol, (
-        f"jvp vs central differences (h={h:.2g}): relative difference {report['central_difference']:.3g}")
+        f"jvp vs central differences (h={h:.2g}): relative difference {report['central_difference']:.3g}"
+    )
 
     V = normal(xp, x, (n, k, *x.shape[1:]), seed + 2)
     U = normal(xp, z, (n, k, C), seed + 3)
@@ -94,5 +96,6 @@ def check_adapter(model, x, *, rtol=None, seed=0, k=3):
     report["jvp_many"] = _rel(to_numpy(JV), single_j)
     report["vjp_many"] = _rel(to_numpy(JtU), single_t)
     assert report["jvp_many"] <= rtol and report["vjp_many"] <= rtol, (
-        f"jvp_many/vjp_many disagree with single products: {report['jvp_many']:.3g}, {report['vjp_many']:.3g}")
+        f"jvp_many/vjp_many disagree with single products: {report['jvp_many']:.3g}, {report['vjp_many']:.3g}"
+    )
     return report

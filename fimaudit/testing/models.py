@@ -19,8 +19,7 @@ import numpy as np
 
 from ..models import Model
 
-__all__ = ["LinearModel", "MLPModel", "ShiftedModel", "ScaledInputModel", "dense_metric",
-           "dense_fisher", "jacobian"]
+__all__ = ["LinearModel", "MLPModel", "ShiftedModel", "ScaledInputModel", "dense_metric", "dense_fisher", "jacobian"]
 
 
 class LinearModel(Model):
@@ -103,8 +102,13 @@ class ShiftedModel(Model):
     """
 
     def __init__(self, inner, a, c=0.0):
-        super().__init__(input_shape=inner.input_shape, num_outputs=inner.num_outputs,
-                         output=inner.output, likelihood=inner.likelihood, sigma=inner.sigma)
+        super().__init__(
+            input_shape=inner.input_shape,
+            num_outputs=inner.num_outputs,
+            output=inner.output,
+            likelihood=inner.likelihood,
+            sigma=inner.sigma,
+        )
         self.inner, self.a, self.c = inner, np.asarray(a).reshape(-1), float(c)
 
     def _shift(self, v):
@@ -125,8 +129,13 @@ class ScaledInputModel(Model):
     """``z(x / a)``: evaluated at a·x it equals the inner model at x, with F divided by a²."""
 
     def __init__(self, inner, a):
-        super().__init__(input_shape=inner.input_shape, num_outputs=inner.num_outputs,
-                         output=inner.output, likelihood=inner.likelihood, sigma=inner.sigma)
+        super().__init__(
+            input_shape=inner.input_shape,
+            num_outputs=inner.num_outputs,
+            output=inner.output,
+            likelihood=inner.likelihood,
+            sigma=inner.sigma,
+        )
         self.inner, self.a = inner, float(a)
 
     def forward(self, x):

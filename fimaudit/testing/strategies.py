@@ -50,8 +50,7 @@ def mlp_models(draw, max_inputs=10, max_hidden=12, max_outputs=8, max_layers=2, 
     sizes = [draw(st.integers(1, max_inputs))]
     sizes += [draw(st.integers(2, max_hidden)) for _ in range(layers)]
     sizes.append(draw(st.integers(2, max_outputs)))
-    return MLPModel.random(sizes, seed=draw(st.integers(0, 2**32 - 1)),
-                           scale=draw(st.floats(0.3, 3.0)), likelihood=lik)
+    return MLPModel.random(sizes, seed=draw(st.integers(0, 2**32 - 1)), scale=draw(st.floats(0.3, 3.0)), likelihood=lik)
 
 
 @st.composite

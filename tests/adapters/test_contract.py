@@ -23,14 +23,17 @@ def _nets():
 
 
 NETS = _nets()
-X = {"cnn": np.random.default_rng(0).random((3, 3, 16, 16)).astype(np.float32),
-     "mlp": np.random.default_rng(1).standard_normal((3, 12)).astype(np.float32)}
+X = {
+    "cnn": np.random.default_rng(0).random((3, 3, 16, 16)).astype(np.float32),
+    "mlp": np.random.default_rng(1).standard_normal((3, 12)).astype(np.float32),
+}
 
 
 def _probs(net):
     def service(batch):
         with torch.no_grad():
             return torch.softmax(net(torch.as_tensor(np.asarray(batch, np.float32))), 1).double().numpy()
+
     return service
 
 
@@ -64,7 +67,7 @@ def adapters(name):
 @pytest.mark.parametrize("name", list(SHAPES))
 def test_every_adapter_passes_the_conformance_checks(name):
     x = X[name]
-    for label, model, white in adapters(name):
+    for label, model, _white in adapters(name):
         xx = x.astype(np.float64) if label == "numpy" else x
         report = check_adapter(model, xx)
         assert "batch_consistency" in report, label

@@ -67,10 +67,13 @@ def test_client_errors_fail_fast():
     assert info.value.status == 400 and vendor.requests == 1  # no retry storm
 
 
-@pytest.mark.parametrize("fault,error,match", [
-    ("malformed", E.InvalidModelOutputError, "malformed response"),
-    ("short", E.InvalidModelOutputError, "batch of"),
-])
+@pytest.mark.parametrize(
+    "fault,error,match",
+    [
+        ("malformed", E.InvalidModelOutputError, "malformed response"),
+        ("short", E.InvalidModelOutputError, "batch of"),
+    ],
+)
 def test_bad_answers_are_refused(fault, error, match):
     with FakeVendor(predict, [fault]) as vendor:
         with pytest.raises(error, match=match):
@@ -110,7 +113,8 @@ def test_a_killed_run_resumes_without_repeating_queries(tmp_path):
             "from tests.adapters.test_http import X, D, C\n"
             f"m = fa.wrap({vendor.url!r}, input_shape=(D,), num_outputs=C, max_batch=2, concurrency=1, "
             f"cache={str(cache)!r}, rate_limit=100)\n"
-            "fa.fisher_norm(m, X, method='exact')\n")
+            "fa.fisher_norm(m, X, method='exact')\n"
+        )
         proc = subprocess.Popen([sys.executable, "-c", code])
         deadline = time.time() + 60
         while vendor.rows < 10 and time.time() < deadline:

@@ -27,8 +27,13 @@ def graph(batch="N", features=4, softmax=True, inputs=1, broken=False):
     if softmax:
         nodes.append(helper.make_node("Softmax", ["logits"], ["probs"], axis=-1))
         out = "probs"
-    g = helper.make_graph(nodes, "g", ins, [helper.make_tensor_value_info(out, TensorProto.FLOAT, [batch, 3])],
-                          [numpy_helper.from_array(W, "W"), numpy_helper.from_array(B, "B")])
+    g = helper.make_graph(
+        nodes,
+        "g",
+        ins,
+        [helper.make_tensor_value_info(out, TensorProto.FLOAT, [batch, 3])],
+        [numpy_helper.from_array(W, "W"), numpy_helper.from_array(B, "B")],
+    )
     return helper.make_model(g, opset_imports=[helper.make_opsetid("", 17)])
 
 
@@ -121,8 +126,8 @@ def test_onnx_models_pickle_for_process_executors():
 
 
 def test_audit_in_worker_processes_equals_local():
-    from concurrent.futures import ProcessPoolExecutor
     import multiprocessing
+    from concurrent.futures import ProcessPoolExecutor
 
     m = fa.wrap(graph())
     xs = np.random.default_rng(3).standard_normal((12, 4)).astype(np.float32)

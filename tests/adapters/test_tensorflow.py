@@ -22,7 +22,9 @@ def test_float64_keras_model_matches_hand_written_jacobians():
     m = fa.wrap(mlp_twin(mlp_from_numpy(REF), dtype="float64"))
     check_adapter(m, X)
     for method in ["exact", "lanczos"]:
-        assert np.allclose(fa.fisher_norm(m, X, method=method, tol=1e-10).value, fa.fisher_norm(REF, X).value, rtol=1e-9)
+        assert np.allclose(
+            fa.fisher_norm(m, X, method=method, tol=1e-10).value, fa.fisher_norm(REF, X).value, rtol=1e-9
+        )
     assert np.allclose(fa.fisher_trace(m, X).value, fa.fisher_trace(REF, X).value, rtol=1e-10)
     assert np.allclose(fa.fisher_spectrum(m, X, k=3).values, fa.fisher_spectrum(REF, X, k=3).values, rtol=1e-9)
 

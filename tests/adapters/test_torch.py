@@ -11,7 +11,7 @@ fimaudit_torch = pytest.importorskip("fimaudit_torch")
 import fimaudit as fa  # noqa: E402
 from fimaudit import errors as E  # noqa: E402
 from fimaudit.testing import MLPModel, check_adapter  # noqa: E402
-from tests.models_torch import small_cnn, small_resnet, small_vit, mlp_from_numpy  # noqa: E402
+from tests.models_torch import mlp_from_numpy, small_cnn, small_resnet, small_vit  # noqa: E402
 
 
 def dense_reference(net, x):
@@ -22,7 +22,7 @@ def dense_reference(net, x):
         z = net(x)
     for i in range(x.shape[0]):
         J = torch.autograd.functional.jacobian(lambda a: net(a[None])[0], x[i]).reshape(z.shape[1], -1)
-        M = fa.testing.dense_metric(z[i:i + 1].numpy())[0]
+        M = fa.testing.dense_metric(z[i : i + 1].numpy())[0]
         F = J.numpy().T @ M @ J.numpy() if J.shape[1] <= 400 else None
         if F is not None:
             out.append(np.linalg.eigvalsh(F)[-1])

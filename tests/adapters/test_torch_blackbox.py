@@ -14,13 +14,15 @@ def _service(net):
     def service(batch):  # what a vendor would run: float32 in, float32 probabilities out
         with torch.no_grad():
             return torch.softmax(net(torch.from_numpy(batch)), dim=1).numpy()
+
     return service
 
 
 # smooth activations: within the 2e-3; ReLU/max-pool kinks put a floor near 5e-3 here
 # (and above 1e-2 with another torch build's float32 kernels, seen on an H200 with torch 2.11)
-@pytest.mark.parametrize("make,rtol", [(smooth_cnn, 2e-3), (small_cnn, 3e-2), (small_resnet, 3e-2)],
-                         ids=["smooth-cnn", "relu-cnn", "resnet"])
+@pytest.mark.parametrize(
+    "make,rtol", [(smooth_cnn, 2e-3), (small_cnn, 3e-2), (small_resnet, 3e-2)], ids=["smooth-cnn", "relu-cnn", "resnet"]
+)
 def test_float32_black_box_exact_against_autodiff(make, rtol):
     for seed in range(3):
         torch.manual_seed(seed)

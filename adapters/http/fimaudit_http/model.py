@@ -28,9 +28,8 @@ import httpx
 import numpy as np
 
 from fimaudit.blackbox import CallableModel
-from fimaudit.errors import InvalidArgumentError, InvalidModelOutputError, QueryBudgetExceeded, ServiceError
-
 from fimaudit.blackbox.cache import QueryCache, row_keys
+from fimaudit.errors import InvalidArgumentError, InvalidModelOutputError, QueryBudgetExceeded, ServiceError
 
 RETRY_STATUS = {429, 500, 502, 503, 504}
 
@@ -44,18 +43,38 @@ def default_decode(payload):
 
 
 class HTTPModel(CallableModel):
-    def __init__(self, url, input_shape=None, num_outputs=None, *, encode=default_encode, decode=default_decode,
-                 output="probs", max_batch=64, concurrency=4, rate_limit=None, timeout=30.0, retries=5,
-                 backoff=0.5, max_backoff=30.0, headers=None, cache=None, log=None, budget=None,
-                 dtype=None, **options):
+    def __init__(
+        self,
+        url,
+        input_shape=None,
+        num_outputs=None,
+        *,
+        encode=default_encode,
+        decode=default_decode,
+        output="probs",
+        max_batch=64,
+        concurrency=4,
+        rate_limit=None,
+        timeout=30.0,
+        retries=5,
+        backoff=0.5,
+        max_backoff=30.0,
+        headers=None,
+        cache=None,
+        log=None,
+        budget=None,
+        dtype=None,
+        **options,
+    ):
         if not isinstance(max_batch, int) or max_batch < 1:
             raise InvalidArgumentError(f"max_batch must be a positive integer, got {max_batch!r}")
         if not isinstance(concurrency, int) or concurrency < 1:
             raise InvalidArgumentError(f"concurrency must be a positive integer, got {concurrency!r}")
         if rate_limit is not None and not rate_limit > 0:
             raise InvalidArgumentError(f"rate_limit must be > 0 requests per second, got {rate_limit!r}")
-        super().__init__(self._query, input_shape=input_shape, num_outputs=num_outputs, output=output,
-                         accepts="numpy", **options)
+        super().__init__(
+            self._query, input_shape=input_shape, num_outputs=num_outputs, output=output, accepts="numpy", **options
+        )
         self.url = url
         self.encode, self.decode = encode, decode
         self.max_batch, self.concurrency, self.rate_limit = max_batch, concurrency, rate_limit
@@ -78,7 +97,7 @@ class HTTPModel(CallableModel):
         keys = row_keys(self.url, batch)
         answers = self.query_cache.get_many(keys) if self.query_cache is not None else {}
         missing = [i for i, k in enumerate(keys) if k not in answers]
-        chunks = [missing[lo:lo + self.max_batch] for lo in range(0, len(missing), self.max_batch)]
+        chunks = [missing[lo : lo + self.max_batch] for lo in range(0, len(missing), self.max_batch)]
         allowed = chunks
         if self.budget is not None:
             room = self.budget - self.sent
@@ -91,12 +110,14 @@ class HTTPModel(CallableModel):
         fetched = _run(self._fetch_all(batch, keys, allowed))
         answers.update(fetched)
         if len(allowed) < len(chunks):
-            left = sum(len(c) for c in chunks[len(allowed):])
+            left = sum(len(c) for c in chunks[len(allowed) :])
             raise QueryBudgetExceeded(
                 f"the query budget of {self.budget} rows is spent ({self.sent} sent); {left} rows of this batch "
-                "were not sent. Answered rows are kept" + (f" in the cache {self.query_cache.path}" if self.query_cache else "")
+                "were not sent. Answered rows are kept"
+                + (f" in the cache {self.query_cache.path}" if self.query_cache else "")
                 + ": raise budget= and run again to pay only for the rest",
-                partial={"answered": len(answers), "missing": left})
+                partial={"answered": len(answers), "missing": left},
+            )
         return np.asarray([answers[k] for k in keys], dtype=np.float64)
 
     async def _fetch_all(self, batch, keys, chunks):
@@ -107,6 +128,7 @@ class HTTPModel(CallableModel):
         pace = _Pace(self.rate_limit)
         out = {}
         async with httpx.AsyncClient(limits=limits, timeout=self.timeout) as client:
+
             async def one(idx):
                 async with gate:
                     rows = await self._request(client, pace, batch[idx])
@@ -138,9 +160,11 @@ class HTTPModel(CallableModel):
                     last = f"HTTP {status}"
                 elif 400 <= status < 500:
                     self._log(digest, len(rows), status, time.monotonic() - t0, attempt)
-                    raise ServiceError(f"{self.url} answered HTTP {status} ({resp.text[:200]!r}); a client error "
-                                       "is not retried: check the request format (encode=) and credentials",
-                                       status=status)
+                    raise ServiceError(
+                        f"{self.url} answered HTTP {status} ({resp.text[:200]!r}); a client error "
+                        "is not retried: check the request format (encode=) and credentials",
+                        status=status,
+                    )
                 elif status >= 300:
                     last = f"HTTP {status}"
                 else:
@@ -158,8 +182,10 @@ class HTTPModel(CallableModel):
         self._log(digest, len(rows), status, time.monotonic() - t0, self.retries)
         if last == "unparsable JSON body":
             raise InvalidModelOutputError(f"{self.url} answered with a body that is not JSON, {self.retries + 1} times")
-        raise ServiceError(f"{self.url} failed {self.retries + 1} times (last: {last}); raise retries= or timeout=, "
-                           "or try later", status=status)
+        raise ServiceError(
+            f"{self.url} failed {self.retries + 1} times (last: {last}); raise retries= or timeout=, or try later",
+            status=status,
+        )
 
     def _decoded(self, data, m):
         try:
@@ -167,19 +193,24 @@ class HTTPModel(CallableModel):
         except (KeyError, IndexError, TypeError) as err:
             raise InvalidModelOutputError(
                 f"malformed response from {self.url}: decode() failed with {type(err).__name__}: {err}; "
-                "pass decode= to read the outputs from its JSON") from None
+                "pass decode= to read the outputs from its JSON"
+            ) from None
         arr = np.asarray(rows, dtype=np.float64) if _rectangular(rows) else None
         if arr is None or arr.ndim != 2 or arr.shape[0] != m:
             shape = None if arr is None else arr.shape
             raise InvalidModelOutputError(
-                f"{self.url} answered a batch of {m} inputs with outputs of shape {shape}; expected ({m}, C)")
+                f"{self.url} answered a batch of {m} inputs with outputs of shape {shape}; expected ({m}, C)"
+            )
         return arr
 
     def _log(self, digest, rows, status, latency, retries):
         if self.log_path is None:
             return
-        line = json.dumps(dict(time=time.time(), request=digest, rows=rows, status=status,
-                               latency_s=round(latency, 4), retries=retries))
+        line = json.dumps(
+            dict(
+                time=time.time(), request=digest, rows=rows, status=status, latency_s=round(latency, 4), retries=retries
+            )
+        )
         with self._log_lock, open(self.log_path, "a") as f:
             f.write(line + "\n")
 

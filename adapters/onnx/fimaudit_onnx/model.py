@@ -22,8 +22,11 @@ from fimaudit.blackbox import CallableModel
 from fimaudit.bounds.load import load_model
 from fimaudit.errors import InvalidArgumentError, InvalidModelFileError
 
-_DTYPES = {onnx.TensorProto.FLOAT: np.float32, onnx.TensorProto.DOUBLE: np.float64,
-           onnx.TensorProto.FLOAT16: np.float16}
+_DTYPES = {
+    onnx.TensorProto.FLOAT: np.float32,
+    onnx.TensorProto.DOUBLE: np.float64,
+    onnx.TensorProto.FLOAT16: np.float16,
+}
 
 
 def _softmax_logits(model, output_name):
@@ -57,15 +60,27 @@ class OnnxModel(CallableModel):
     graphs with several), ``output`` ("auto": logits, taken before a final Softmax when
     there is one; or "probs"/"logits"), ``providers`` (onnxruntime execution providers)."""
 
-    def __init__(self, source, *, input_shape=None, input_name=None, output_name=None, output="auto",
-                 providers=None, likelihood="categorical", sigma=1.0, prob_tol=1e-3):
+    def __init__(
+        self,
+        source,
+        *,
+        input_shape=None,
+        input_name=None,
+        output_name=None,
+        output="auto",
+        providers=None,
+        likelihood="categorical",
+        sigma=1.0,
+        prob_tol=1e-3,
+    ):
         self.proto = load_model(source)
         graph = self.proto.graph
         inits = {t.name for t in graph.initializer}
         inputs = [i for i in graph.input if i.name not in inits]
         if input_name is None and len(inputs) != 1:
             raise InvalidArgumentError(
-                f"the ONNX graph has {len(inputs)} inputs {[i.name for i in inputs]}; pass input_name= to pick one")
+                f"the ONNX graph has {len(inputs)} inputs {[i.name for i in inputs]}; pass input_name= to pick one"
+            )
         inp = inputs[0] if input_name is None else next((i for i in inputs if i.name == input_name), None)
         if inp is None:
             raise InvalidArgumentError(f"no graph input named {input_name!r}; inputs: {[i.name for i in inputs]}")
@@ -75,9 +90,12 @@ class OnnxModel(CallableModel):
         if input_shape is None:
             if any(d is None for d in graph_shape):
                 raise InvalidModelFileError(
-                    f"input {inp.name!r} has symbolic non-batch dimensions {graph_shape}: pass input_shape=(...)")
+                    f"input {inp.name!r} has symbolic non-batch dimensions {graph_shape}: pass input_shape=(...)"
+                )
             input_shape = graph_shape
-        elif any(g is not None and g != s for g, s in zip(graph_shape, input_shape)) or len(graph_shape) != len(input_shape):
+        elif any(g is not None and g != s for g, s in zip(graph_shape, input_shape)) or len(graph_shape) != len(
+            input_shape
+        ):
             raise InvalidArgumentError(f"input_shape={tuple(input_shape)} does not match the graph's {graph_shape}")
         outputs = [o.name for o in graph.output]
         if output_name is None and len(outputs) != 1:
@@ -89,8 +107,7 @@ class OnnxModel(CallableModel):
         if output == "auto":
             logits = _softmax_logits(self.proto, out_name)
             if logits is not None:
-                self.proto.graph.output.append(onnx.helper.make_tensor_value_info(
-                    logits, onnx.TensorProto.FLOAT, None))
+                self.proto.graph.output.append(onnx.helper.make_tensor_value_info(logits, onnx.TensorProto.FLOAT, None))
                 out_name, self.softmax_skipped = logits, True
             output = "logits"
         self.input_name, self.output_name = inp.name, out_name
@@ -98,10 +115,22 @@ class OnnxModel(CallableModel):
         self.fixed_batch = batch if batch else None
         self.session = _session(self.proto, providers or ["CPUExecutionProvider"])
         if providers and providers[0] not in self.session.get_providers():
-            warnings.warn(f"onnxruntime fell back from {providers[0]} to {self.session.get_providers()}: "
-                          "the model runs on the CPU", RuntimeWarning, stacklevel=2)
-        super().__init__(self._run, input_shape=input_shape, output=output, accepts="numpy",
-                         batch_size=self.fixed_batch, likelihood=likelihood, sigma=sigma, prob_tol=prob_tol)
+            warnings.warn(
+                f"onnxruntime fell back from {providers[0]} to {self.session.get_providers()}: "
+                "the model runs on the CPU",
+                RuntimeWarning,
+                stacklevel=2,
+            )
+        super().__init__(
+            self._run,
+            input_shape=input_shape,
+            output=output,
+            accepts="numpy",
+            batch_size=self.fixed_batch,
+            likelihood=likelihood,
+            sigma=sigma,
+            prob_tol=prob_tol,
+        )
 
     def _run(self, batch):
         batch = np.ascontiguousarray(batch, dtype=self.input_dtype)

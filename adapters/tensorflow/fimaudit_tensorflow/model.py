@@ -35,11 +35,13 @@ class TFModel(Model):
             if len(inputs) > 1:
                 raise InvalidArgumentError(
                     f"the Keras model has {len(inputs)} inputs; fimaudit audits one input tensor: wrap a "
-                    "keras.Model that takes one input (fix the others inside it)")
+                    "keras.Model that takes one input (fix the others inside it)"
+                )
             outputs = getattr(model, "outputs", None) or []
             if len(outputs) > 1 and output_index is None:
                 raise InvalidArgumentError(
-                    f"the Keras model has {len(outputs)} outputs; pass output_index= to pick the logits")
+                    f"the Keras model has {len(outputs)} outputs; pass output_index= to pick the logits"
+                )
             if input_shape is None and inputs:
                 shape = tuple(inputs[0].shape[1:])
                 if all(s is not None for s in shape):
@@ -60,7 +62,8 @@ class TFModel(Model):
                 items = list(y.values()) if isinstance(y, dict) else list(y)
                 if output_index is None:
                     raise InvalidArgumentError(
-                        f"the model returns {len(items)} outputs; pass output_index= to pick the logits")
+                        f"the model returns {len(items)} outputs; pass output_index= to pick the logits"
+                    )
                 y = items[output_index]
             return tf.reshape(tf.cast(y, self.tf_dtype), [tf.shape(y)[0], -1])
 

@@ -21,7 +21,9 @@ import warnings
 
 import numpy as np
 import torch
-from torch.func import functional_call, jvp as _jvp, vjp as _vjp, vmap
+from torch.func import functional_call, vmap
+from torch.func import jvp as _jvp
+from torch.func import vjp as _vjp
 
 from fimaudit.errors import InvalidArgumentError, NondeterministicModelError, TrainingModeWarning
 from fimaudit.models import Linearization, Model
@@ -44,8 +46,18 @@ class TorchModel(Model):
     matmuls change λ_max by about 1% on a GPU), ``check_determinism`` (repeat the first
     forward pass; default True)."""
 
-    def __init__(self, module, *, dtype=None, device=None, chunk_size=None, vectorize="auto",
-                 allow_tf32=False, check_determinism=True, **options):
+    def __init__(
+        self,
+        module,
+        *,
+        dtype=None,
+        device=None,
+        chunk_size=None,
+        vectorize="auto",
+        allow_tf32=False,
+        check_determinism=True,
+        **options,
+    ):
         if not isinstance(module, torch.nn.Module):
             raise InvalidArgumentError(f"TorchModel needs a torch.nn.Module, got {type(module).__name__}")
         super().__init__(**options)
@@ -54,12 +66,17 @@ class TorchModel(Model):
         if self.training:
             warnings.warn(
                 f"{type(module).__name__} is in training mode: dropout and batch statistics make F depend on "
-                "the batch; call module.eval() before auditing", TrainingModeWarning, stacklevel=3)
+                "the batch; call module.eval() before auditing",
+                TrainingModeWarning,
+                stacklevel=3,
+            )
         params = {k: v.detach() for k, v in module.named_parameters()}
         buffers = {k: v.detach() for k, v in module.named_buffers()}
         if dtype is not None or device is not None:
             params = {k: v.to(device=device, dtype=dtype if v.is_floating_point() else None) for k, v in params.items()}
-            buffers = {k: v.to(device=device, dtype=dtype if v.is_floating_point() else None) for k, v in buffers.items()}
+            buffers = {
+                k: v.to(device=device, dtype=dtype if v.is_floating_point() else None) for k, v in buffers.items()
+            }
         self._params, self._buffers = params, buffers
         ref = next(iter(params.values()), None)
         self.dtype = dtype or (ref.dtype if ref is not None else torch.get_default_dtype())
@@ -141,7 +158,8 @@ class TorchModel(Model):
             raise InvalidArgumentError(
                 f"{type(self.module).__name__} returned {type(out).__name__} "
                 f"{tuple(getattr(out, 'shape', ()))}; fimaudit needs one (n, C) tensor of outputs "
-                "per batch: wrap the module so that forward returns it")
+                "per batch: wrap the module so that forward returns it"
+            )
         if self._check or self.training:
             with torch.no_grad():
                 again = self._call(t)
@@ -152,7 +170,8 @@ class TorchModel(Model):
                 raise NondeterministicModelError(
                     f"two forward passes of {type(self.module).__name__} on the same batch differ "
                     f"(max diff {float((out.detach() - again).abs().max()):.3g}): dropout or another random "
-                    "layer is active; call module.eval()")
+                    "layer is active; call module.eval()"
+                )
             self._check = False
         return out
 
@@ -176,15 +195,28 @@ class TorchModel(Model):
         try:
             with warnings.catch_warnings():
                 warnings.simplefilter("ignore")
-                prog = torch.onnx.export(module, (example,), dynamo=True, external_data=False, verbose=False,
-                                         dynamic_shapes=({0: torch.export.Dim("batch", min=1)},))
+                prog = torch.onnx.export(
+                    module,
+                    (example,),
+                    dynamo=True,
+                    external_data=False,
+                    verbose=False,
+                    dynamic_shapes=({0: torch.export.Dim("batch", min=1)},),
+                )
             proto = prog.model_proto
         except Exception:
             buf = io.BytesIO()
             with warnings.catch_warnings():
                 warnings.simplefilter("ignore")
-                torch.onnx.export(module, (example,), buf, dynamo=False, input_names=["x"], output_names=["logits"],
-                                  dynamic_axes={"x": {0: "batch"}, "logits": {0: "batch"}})
+                torch.onnx.export(
+                    module,
+                    (example,),
+                    buf,
+                    dynamo=False,
+                    input_names=["x"],
+                    output_names=["logits"],
+                    dynamic_axes={"x": {0: "batch"}, "logits": {0: "batch"}},
+                )
             proto = onnx.load_from_string(buf.getvalue())
         import onnxruntime as ort
 
@@ -195,7 +227,8 @@ class TorchModel(Model):
         if not np.allclose(got, want, rtol=1e-4, atol=1e-5 * max(1.0, float(np.abs(want).max()))):
             raise InvalidModelFileError(
                 f"the exported ONNX graph differs from the module by {float(np.abs(got - want).max()):.3g}; "
-                "it cannot stand in for the module")
+                "it cannot stand in for the module"
+            )
         return proto
 
     def jvp(self, x, v):
