@@ -139,12 +139,12 @@ def installed_adapters():
 
 # Framework → the plugin that handles it; used only to name the fix in errors.
 _KNOWN = {
-    "torch": ("fimaudit-torch", "adapters/torch"),
-    "keras": ("fimaudit-tensorflow", "adapters/tensorflow"),
-    "tensorflow": ("fimaudit-tensorflow", "adapters/tensorflow"),
-    "tf_keras": ("fimaudit-tensorflow", "adapters/tensorflow"),
-    "onnx": ("fimaudit-onnx", "adapters/onnx"),
-    "onnxruntime": ("fimaudit-onnx", "adapters/onnx"),
+    "torch": ("fimaudit-torch", "torch"),  # framework → (plugin distribution, fimaudit extra)
+    "keras": ("fimaudit-tensorflow", "tensorflow"),
+    "tensorflow": ("fimaudit-tensorflow", "tensorflow"),
+    "tf_keras": ("fimaudit-tensorflow", "tensorflow"),
+    "onnx": ("fimaudit-onnx", "onnx"),
+    "onnxruntime": ("fimaudit-onnx", "onnx"),
 }
 
 
@@ -187,10 +187,10 @@ def wrap(obj, **options) -> Model:
             return plugin.wrap(obj, **options)
     fw = _framework_of(obj)
     if fw is not None:
-        dist, path = _KNOWN[fw]
+        dist, extra = _KNOWN[fw]
         raise MissingAdapterError(
             f"{type(obj).__name__} is a {fw} model but the {dist} plugin is not installed: "
-            f"install it with `pip install -e {path}` from a fimaudit checkout"
+            f'install it with `pip install "fimaudit[{extra}]"`'
         )
     if callable(obj):
         from .blackbox import wrap_callable

@@ -202,4 +202,4 @@ def test_missing_plugin_names_what_to_install(monkeypatch):
     with pytest.raises(E.MissingAdapterError) as info:
         fa.wrap(torch.nn.Linear(3, 2))
     assert isinstance(info.value, ImportError) and isinstance(info.value, TypeError)
-    assert "pip install -e adapters/torch" in str(info.value)
+    assert 'pip install "fimaudit[torch]"' in str(info.value)
