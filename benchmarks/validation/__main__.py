@@ -7,7 +7,7 @@ every model and test input computes fimaudit's scores and the baselines (``metri
 attack side (``attacks``): PGD robust accuracy at four ε per norm (ℓ2, ℓ∞) on the whole test
 split, and the minimal ℓ2 adversarial distance per input (PGD + bisection). Writes
 ``validation.json`` (every per-input number, costs, correlations with bootstrap intervals) and
-``validation.svg`` and prints the tables the README quotes.
+``validation.svg`` and prints the tables the documentation shows.
 """
 
 import argparse

@@ -282,8 +282,8 @@ class TorchLinearization(Linearization):
         return _vjp(lambda u: pull(u)[0], u0)[1](v)[0]
 
     def _many(self, fn, A, needs_pullback):
-        """fn over axis 1 of A: a plain loop for up to 32 vectors (measured faster than vmap
-        on 2 CPU cores and on an H200 at C = 10: README), chunked vmap beyond, and a loop
+        """fn over axis 1 of A: a plain loop for up to 32 vectors (where vmap's set-up costs
+        more than it saves), chunked vmap beyond, and a loop
         whenever the model cannot be vmapped."""
         m = self.model
         if needs_pullback or m.jvp_mode != "forward":
