@@ -27,6 +27,7 @@ __all__ = [
     "ServiceError",
     "InvalidModelFileError",
     "UnsupportedOnnxOpError",
+    "JournalError",
 ]
 
 
@@ -126,3 +127,8 @@ class InvalidModelFileError(FimauditError, ValueError):
 
 class UnsupportedOnnxOpError(FimauditError, NotImplementedError):
     """No certified Lipschitz rule for an ONNX node; names the op type and the node."""
+
+
+class JournalError(InvalidArgumentError):
+    """An audit journal cannot be used: it is corrupt, unreadable or read-only, locked by
+    another run, or belongs to a different run. The message names the file and the fix."""

@@ -4,7 +4,6 @@ resumable through a journal and spread over any ``concurrent.futures.Executor``.
 
 from __future__ import annotations
 
-import hashlib
 import json
 import sys
 import time
@@ -16,6 +15,7 @@ from .._array import to_numpy
 from ..errors import FimauditError, InvalidArgumentError
 from ..fisher import fisher_norm, fisher_trace
 from ..models import wrap
+from .identity import data_digest, model_identity
 from .journal import Journal
 from .summary import summarize
 
@@ -65,10 +65,6 @@ class Audit:
             top=data["top"],
             input_shape=tuple(data["input_shape"]),
         )
-
-
-def _digest(a):
-    return hashlib.sha256(np.ascontiguousarray(a).tobytes()).hexdigest()[:16]
 
 
 def _softmax(z):
@@ -199,17 +195,14 @@ def audit(
         y = np.asarray(y)
         if y.shape != (len(X),):
             raise InvalidArgumentError(f"labels have shape {y.shape}; expected ({len(X)},), one label per input")
-    # the model is identified by its contract and its outputs on the first inputs
-    probe = np.round(to_numpy(m.forward(X[:2])).astype(np.float64), 4)
-    identity = f"{m.input_shape}|{m.num_outputs}|{m.output}|{m.likelihood}|{_digest(probe)}"
-    settings = dict(
+    settings = dict(  # the journal's fingerprint: every data and label byte, the model's identity
         method=method,
         budget=budget,
         seed=seed,
         batch_size=batch_size,
-        model=identity,
-        data=_digest(X),
-        labels=None if y is None else _digest(y),
+        model=model_identity(m, probe=lambda: X[:2]),
+        data=data_digest(X),
+        labels=None if y is None else data_digest(y),
         n=len(X),
     )
     jr = Journal(journal, settings) if journal is not None else None

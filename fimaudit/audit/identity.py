@@ -1,0 +1,169 @@
+"""What identifies an audit's inputs: the model and the data, as SHA-256 digests.
+
+:func:`data_digest` hashes every byte of an array (streamed a block of rows at a time)
+together with its dtype and shape. :func:`model_identity` names a wrapped model by the
+first of these that it offers, walking from the outer wrapper to the inner model:
+
+1. an explicit ``identity`` string attribute (the way to name a model whose code or
+   remote service cannot be read);
+2. an ONNX graph: the bytes of ``proto.SerializeToString()``;
+3. a torch module (``module``): its ``repr`` (the architecture), the compute dtype and
+   every ``state_dict()`` tensor's name, dtype, shape and bytes;
+4. a TensorFlow/Keras model (``tf_model``): its class, config and every variable's bytes;
+5. an HTTP service: its ``url`` (a service that changes its model behind one URL is not
+   detected: give it an ``identity``);
+6. a callable (``fn``): its qualified name and code, with the arrays, floats and strings
+   among its defaults, closure cells or attributes;
+7. any other model: the arrays, floats and strings among its public attributes and those
+   of the models it wraps (``inner``); integers are left out, since adapters count calls
+   in them. A model with none of these is named by its class and its outputs on the
+   first inputs only.
+
+Every identity also holds the model's contract (input shape, output kind, likelihood,
+σ) and the finite-difference options (scheme, step, noise, kinks) of a black box, since
+they change the numbers.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import types
+
+import numpy as np
+
+__all__ = ["data_digest", "model_identity"]
+
+_FD_OPTIONS = ("scheme", "step", "noise", "kinks", "on_nondeterminism")
+_CONTRACT = ("input_shape", "output", "likelihood", "sigma")
+_NOT_STATE = {*_FD_OPTIONS, *_CONTRACT, "inner", "num_outputs"}
+
+
+def data_digest(a, rows_per_block=4096):
+    """SHA-256 of an array's dtype, shape and every byte, hashed a block of rows at a time."""
+    a = np.asarray(a)
+    h = hashlib.sha256(f"{a.dtype.str}|{a.shape}|".encode())
+    if a.ndim == 0:
+        h.update(np.ascontiguousarray(a).tobytes())
+    for lo in range(0, a.shape[0] if a.ndim else 0, rows_per_block):
+        h.update(memoryview(np.ascontiguousarray(a[lo : lo + rows_per_block])).cast("B"))
+    return h.hexdigest()
+
+
+def _update_state(h, value, depth=0):
+    """Hash the arrays, floats and strings in value (lists, tuples and dicts are walked)."""
+    if depth > 4:
+        return
+    if isinstance(value, np.ndarray):
+        h.update(f"array|{value.dtype.str}|{value.shape}|".encode())
+        h.update(memoryview(np.ascontiguousarray(value)).cast("B") if value.size else b"")
+    elif isinstance(value, (float, complex, str, np.floating)):
+        h.update(f"{type(value).__name__}|{value!r}|".encode())
+    elif isinstance(value, (list, tuple)):
+        for v in value:
+            _update_state(h, v, depth + 1)
+    elif isinstance(value, dict):
+        for k in sorted(value, key=str):
+            if isinstance(k, str) and k.startswith("_"):
+                continue
+            h.update(f"key|{k}|".encode())
+            _update_state(h, value[k], depth + 1)
+
+
+def _torch_digest(h, module, dtype):
+    import torch  # the module is a torch module, so torch is already imported
+
+    h.update(f"torch|{module!r}|{dtype}|".encode())
+    for name, t in module.state_dict().items():
+        t = t.detach().cpu().contiguous().reshape(-1)
+        h.update(f"{name}|{t.dtype}|{tuple(t.shape)}|".encode())
+        h.update(t.view(torch.uint8).numpy().tobytes())
+
+
+def _tf_digest(h, model):
+    h.update(f"tf|{type(model).__module__}.{type(model).__qualname__}|".encode())
+    config = getattr(model, "get_config", None)
+    if config is not None:
+        try:
+            h.update(json.dumps(config(), sort_keys=True, default=str).encode())
+        except Exception:  # noqa: BLE001 -- a config that does not serialise names nothing
+            pass
+    for v in getattr(model, "variables", ()):
+        h.update(f"{getattr(v, 'path', getattr(v, 'name', ''))}|".encode())
+        h.update(np.ascontiguousarray(np.asarray(v)).tobytes())
+
+
+def _fn_digest(h, fn):
+    h.update(f"fn|{getattr(fn, '__module__', '')}.{getattr(fn, '__qualname__', type(fn).__qualname__)}|".encode())
+    code = getattr(fn, "__code__", None)
+    if code is not None:
+        h.update(code.co_code + repr(code.co_consts).encode())
+        _update_state(h, list(getattr(fn, "__defaults__", None) or ()))
+        for cell in getattr(fn, "__closure__", None) or ():
+            try:
+                _update_state(h, cell.cell_contents)
+            except ValueError:  # an empty cell
+                pass
+    elif not isinstance(fn, types.BuiltinFunctionType):
+        _update_state(h, getattr(fn, "__dict__", {}))
+
+
+def _source(h, layer):
+    """Hash the first identity source the layer offers; False when it offers none."""
+    explicit = getattr(layer, "identity", None)
+    if isinstance(explicit, str) and explicit:
+        h.update(f"identity|{explicit}|".encode())
+        return True
+    proto = getattr(layer, "proto", None)
+    if proto is not None and hasattr(proto, "SerializeToString"):
+        h.update(b"onnx|" + hashlib.sha256(proto.SerializeToString()).digest())
+        return True
+    module = getattr(layer, "module", None)
+    if module is not None and hasattr(module, "state_dict"):
+        _torch_digest(h, module, getattr(layer, "dtype", None))
+        return True
+    tf_model = getattr(layer, "tf_model", None)
+    if tf_model is not None:
+        _tf_digest(h, tf_model)
+        return True
+    url = getattr(layer, "url", None)
+    if isinstance(url, str):
+        h.update(f"url|{url}|".encode())
+        return True
+    fn = getattr(layer, "fn", None)
+    if callable(fn) and getattr(fn, "__self__", None) is not layer:
+        _fn_digest(h, fn)
+        return True
+    return False
+
+
+def model_identity(model, probe=None):
+    """A SHA-256 hex digest naming the wrapped ``model`` (rule in the module docstring).
+
+    ``probe``: a callable returning a few inputs, used only when the model offers no
+    identity source (its outputs on them are then hashed, rounded to 4 decimals).
+    """
+    h = hashlib.sha256()
+    layer, found, seen = model, False, set()
+    while layer is not None and id(layer) not in seen:
+        seen.add(id(layer))
+        h.update(f"contract|{[repr(getattr(layer, k, None)) for k in _CONTRACT]}|".encode())
+        if hasattr(layer, "kinks"):  # a finite-difference wrapper
+            h.update(f"fd|{[repr(getattr(layer, k, None)) for k in _FD_OPTIONS]}|".encode())
+        if _source(h, layer):
+            found = True
+            break
+        attrs = vars(layer) if hasattr(layer, "__dict__") else {}
+        state = {k: v for k, v in attrs.items() if not k.startswith("_") and k not in _NOT_STATE}
+        before = h.copy().digest()
+        _update_state(h, state)
+        found = found or h.digest() != before
+        layer = getattr(layer, "inner", None)
+    if not found:
+        h.update(f"class|{type(model).__module__}.{type(model).__qualname__}|".encode())
+        if probe is not None:
+            from .._array import to_numpy
+
+            out = np.round(to_numpy(model.forward(probe())).astype(np.float64), 4)
+            h.update(memoryview(np.ascontiguousarray(out)).cast("B"))
+    return h.hexdigest()
