@@ -90,8 +90,8 @@ def test_retries_exhausted_name_the_last_failure():
 def test_budget_and_cache_pay_for_no_row_twice(tmp_path):
     cache = tmp_path / "cache.sqlite"
     with FakeVendor(predict) as vendor:
-        m = http_model(vendor.url, cache=cache, budget=40)
-        with pytest.raises(E.QueryBudgetExceeded, match="raise budget") as info:
+        m = http_model(vendor.url, cache=cache, max_rows_sent=40)
+        with pytest.raises(E.QueryBudgetExceeded, match="raise max_rows_sent") as info:
             fa.fisher_norm(m, X, method="exact")
         assert 0 < vendor.rows <= 40 and info.value.partial["missing"] > 0
         r = fa.fisher_norm(http_model(vendor.url, cache=cache), X, method="exact")

@@ -4,15 +4,21 @@ finite differences).
 Each batch of at most ``max_batch`` rows is one POST of ``encode(batch)`` (default
 ``{"inputs": batch.tolist()}``) whose JSON answer ``decode(json)`` (default
 ``json["outputs"]``) holds one row of outputs per input. Requests run concurrently
-(``concurrency``) on a pooled ``httpx.AsyncClient``, at most ``rate_limit`` per second.
-429, 5xx, timeouts, dropped connections and unparsable (truncated) bodies are retried
-with exponential backoff and jitter, honouring ``Retry-After``; any other 4xx fails at
-once. Answered rows go to the SQLite ``cache`` before anything else happens, so no answer
-that reached this process is paid for twice (a run killed mid-request can lose at most the
-requests in flight: ``concurrency × max_batch`` rows); ``budget`` caps the rows actually sent over the network
-(``QueryBudgetExceeded`` otherwise, with everything answered so far kept in the cache).
-``log`` appends one JSON line per request: time, request hash, rows, status, latency,
-retries — never headers or keys.
+(``concurrency``) on a pooled ``httpx.AsyncClient``, at most ``rate_limit`` per second, each
+attempt under one deadline (:mod:`~fimaudit_http.request`) and a size cap on its answer
+(:mod:`~fimaudit_http.body`). 429, 5xx, timeouts, dropped connections and unparsable
+(truncated) bodies are retried with exponential backoff and jitter, or after the
+``Retry-After`` the service asks for (:mod:`~fimaudit_http.retry`) when that is at most
+``max_retry_wait``; a longer ask, an answer over ``max_response_bytes`` and any other 4xx fail
+at once. A 413, or a second 504 in a row, for a batch of several rows sends its two halves
+instead. Answered rows go to the SQLite ``cache`` as each request returns, so no answer that
+reached this process is paid for twice (a run killed mid-request can lose at most the
+requests in flight: ``concurrency × max_batch`` rows). ``max_rows_sent`` caps the rows sent
+over the model's life, every send charged before it is made (:mod:`~fimaudit_http.ledger`);
+``QueryBudgetExceeded`` otherwise, with everything answered so far kept in the cache. After
+the first failure no new request starts; those in flight finish and are kept. ``log``
+appends one JSON line per request: time, request hash, rows, status, latency, retries —
+never headers or keys; every message is redacted (:mod:`~fimaudit_http.redact`).
 """
 
 from __future__ import annotations
@@ -20,7 +26,6 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import json
-import random
 import threading
 import time
 
@@ -30,6 +35,14 @@ import numpy as np
 from fimaudit.blackbox import CallableModel
 from fimaudit.blackbox.cache import QueryCache, row_keys
 from fimaudit.errors import InvalidArgumentError, InvalidModelOutputError, QueryBudgetExceeded, ServiceError
+
+from .body import ACCEPT_ENCODING, BodyTooLarge, excerpt
+from .ledger import RowLedger
+from .params import check_headers, check_url, count, rows_cap, seconds
+from .redact import Redactor
+from .request import exchange
+from .retry import backoff_wait, retry_after
+from .rounds import Pace, Round, run_coroutine
 
 RETRY_STATUS = {429, 500, 502, 503, 504}
 
@@ -59,6 +72,9 @@ class HTTPModel(CallableModel):
         retries=5,
         backoff=0.5,
         max_backoff=30.0,
+        max_retry_wait=60.0,
+        max_response_bytes=64 << 20,
+        max_rows_sent=None,
         headers=None,
         cache=None,
         log=None,
@@ -66,153 +82,193 @@ class HTTPModel(CallableModel):
         dtype=None,
         **options,
     ):
-        if not isinstance(max_batch, int) or max_batch < 1:
-            raise InvalidArgumentError(f"max_batch must be a positive integer, got {max_batch!r}")
-        if not isinstance(concurrency, int) or concurrency < 1:
-            raise InvalidArgumentError(f"concurrency must be a positive integer, got {concurrency!r}")
-        if rate_limit is not None and not rate_limit > 0:
-            raise InvalidArgumentError(f"rate_limit must be > 0 requests per second, got {rate_limit!r}")
+        self.url = check_url(url)
+        self._headers = check_headers(headers)  # never logged, never cached
+        self._redact = Redactor(url, self._headers)
+        self.max_batch = count("max_batch", max_batch, least=1)
+        self.concurrency = count("concurrency", concurrency, least=1)
+        self.rate_limit = None if rate_limit is None else seconds("rate_limit", rate_limit, positive=True)
+        self.timeout = seconds("timeout", timeout, positive=True)
+        self.retries = count("retries", retries)
+        self.backoff, self.max_backoff = seconds("backoff", backoff), seconds("max_backoff", max_backoff)
+        self.max_retry_wait = seconds("max_retry_wait", max_retry_wait)
+        self.max_response_bytes = count("max_response_bytes", max_response_bytes, least=1)
+        self.max_rows_sent = count("max_rows_sent", rows_cap(max_rows_sent, budget), none=True)
+        if not (callable(encode) and callable(decode)):
+            raise InvalidArgumentError("encode= and decode= must be callables (batch -> JSON, JSON -> rows)")
         super().__init__(
             self._query, input_shape=input_shape, num_outputs=num_outputs, output=output, accepts="numpy", **options
         )
-        self.url = url
         self.encode, self.decode = encode, decode
-        self.max_batch, self.concurrency, self.rate_limit = max_batch, concurrency, rate_limit
-        self.timeout, self.retries, self.backoff, self.max_backoff = timeout, int(retries), backoff, max_backoff
-        self._headers = dict(headers or {})  # never logged, never cached
+        self._send_headers = dict(self._headers)
+        for name, value in (("Content-Type", "application/json"), ("Accept-Encoding", ACCEPT_ENCODING)):
+            if not any(k.lower() == name.lower() for k in self._headers):
+                self._send_headers[name] = value  # Accept-Encoding: the codings body.py decodes
         self.query_cache = QueryCache(cache) if cache is not None else None
         self.log_path = log
-        self.budget = budget
+        self.ledger = RowLedger(self.max_rows_sent)
         self.dtype = None if dtype is None else np.dtype(dtype)  # what rows are sent as
-        self.sent = 0  # rows sent over the network (cache hits are free)
-        self.requests = 0
+        self.requests = 0  # answers received (any status)
         self._log_lock = threading.Lock()
 
+    @property
+    def sent(self):
+        """Rows sent over the network so far, every resend included (cache hits are free)."""
+        return self.ledger.sent
+
     def __repr__(self):
-        return f"HTTPModel({self.url!r}, input_shape={self.input_shape}, output={self.output!r})"
+        return f"HTTPModel({self._redact.url!r}, input_shape={self.input_shape}, output={self.output!r})"
 
     # --- the callable fimaudit sees -------------------------------------------------
     def _query(self, batch):
+        try:
+            return self._answers(batch)
+        except Exception as err:
+            self._redact.scrub(err)  # every message leaving the plugin is redacted here
+            raise
+
+    def _answers(self, batch):
         batch = np.ascontiguousarray(batch, dtype=self.dtype or batch.dtype)
         keys = row_keys(self.url, batch)
         answers = self.query_cache.get_many(keys) if self.query_cache is not None else {}
         missing = [i for i, k in enumerate(keys) if k not in answers]
         chunks = [missing[lo : lo + self.max_batch] for lo in range(0, len(missing), self.max_batch)]
-        allowed = chunks
-        if self.budget is not None:
-            room = self.budget - self.sent
-            allowed = []
-            for c in chunks:
-                if len(c) > room:
-                    break
-                allowed.append(c)
-                room -= len(c)
-        fetched = _run(self._fetch_all(batch, keys, allowed))
-        answers.update(fetched)
-        if len(allowed) < len(chunks):
-            left = sum(len(c) for c in chunks[len(allowed) :])
-            raise QueryBudgetExceeded(
-                f"the query budget of {self.budget} rows is spent ({self.sent} sent); {left} rows of this batch "
-                "were not sent. Answered rows are kept"
-                + (f" in the cache {self.query_cache.path}" if self.query_cache else "")
-                + ": raise budget= and run again to pay only for the rest",
-                partial={"answered": len(answers), "missing": left},
-            )
+        if chunks:
+            rnd = Round(batch, keys, answers, self.query_cache)
+            run_coroutine(self._fetch_all(rnd, chunks))
+            if rnd.failure is not None:
+                raise rnd.failure
+            if rnd.refused:
+                left = len(keys) - len(answers)
+                raise QueryBudgetExceeded(
+                    f"max_rows_sent={self.max_rows_sent} rows is spent ({self.sent} sent, resent rows included); "
+                    f"{left} rows of this batch have no answer. Answered rows are kept"
+                    + (f" in the cache {self.query_cache.path}" if self.query_cache else "")
+                    + ": raise max_rows_sent= and run again to pay only for the rest",
+                    partial={"answered": len(answers), "missing": left},
+                )
         return np.asarray([answers[k] for k in keys], dtype=np.float64)
 
-    async def _fetch_all(self, batch, keys, chunks):
-        if not chunks:
-            return {}
+    async def _fetch_all(self, rnd, chunks):
         limits = httpx.Limits(max_connections=self.concurrency, max_keepalive_connections=self.concurrency)
         gate = asyncio.Semaphore(self.concurrency)
-        pace = _Pace(self.rate_limit)
-        out = {}
+        rnd.pace = Pace(self.rate_limit)
         async with httpx.AsyncClient(limits=limits, timeout=self.timeout) as client:
+            rnd.client = client
 
             async def one(idx):
                 async with gate:
-                    rows = await self._request(client, pace, batch[idx])
-                items = [(keys[i], list(map(float, r))) for i, r in zip(idx, rows)]
-                if self.query_cache is not None:
-                    self.query_cache.put_many(items)  # committed before anything else can fail
-                out.update(items)
+                    await rnd.guard(self._send(rnd, idx))
 
             await asyncio.gather(*(one(c) for c in chunks))
-        return out
 
-    async def _request(self, client, pace, rows):
-        payload = self.encode(rows)
-        digest = hashlib.sha256(json.dumps(payload, sort_keys=True).encode()).hexdigest()[:16]
-        status, last = None, ""
-        t0 = time.monotonic()
+    async def _send(self, rnd, idx):
+        """Send rows ``idx`` of the round until answered, split, refused or failed."""
+        n = len(idx)
+        content = _json_body(self.encode(rnd.batch[idx]))  # once for every try
+        digest = hashlib.sha256(content).hexdigest()[:16] if self.log_path is not None else None
+        t0, status, last, gateway = time.monotonic(), None, "", 0
         for attempt in range(self.retries + 1):
-            await pace.wait()
-            delay = None
+            rnd.admit(self.ledger, n)  # charged before it is sent; halts after an earlier failure
+            await rnd.pace.wait()
             try:
-                resp = await client.post(self.url, json=payload, headers=self._headers)
-                status = resp.status_code
-                self.requests += 1
-            except (httpx.TimeoutException, httpx.TransportError) as err:
-                status, last = None, f"{type(err).__name__}"
-            else:
-                if status in RETRY_STATUS:
-                    delay = _retry_after(resp.headers.get("Retry-After"))
-                    last = f"HTTP {status}"
-                elif 400 <= status < 500:
-                    self._log(digest, len(rows), status, time.monotonic() - t0, attempt)
+                ans = await exchange(
+                    rnd.client, self.url, content, self._send_headers, self.timeout, self.max_response_bytes
+                )
+            except BodyTooLarge:
+                self._log(digest, n, None, t0, attempt)
+                raise ServiceError(
+                    f"{self._redact.url} answered with more than max_response_bytes={self.max_response_bytes} "
+                    "bytes (after decompression); reading stopped there. Raise max_response_bytes= if its answers "
+                    "are that large",
+                ) from None
+            status, delay = ans.status, None
+            self.requests += status is not None
+            gateway = gateway + 1 if status == 504 else 0
+            if ans.failure is not None:
+                last = ans.failure
+            elif 200 <= status < 300:
+                try:
+                    data = json.loads(ans.body)
+                except ValueError:
+                    last = "unparsable JSON body"  # truncated: worth another try
+                else:
+                    self._log(digest, n, status, t0, attempt)
+                    return rnd.deliver(idx, self._decoded(data, n))
+            elif n > 1 and (status == 413 or gateway >= 2):  # the batch is too large for the service
+                self._log(digest, n, status, t0, attempt)
+                await self._send(rnd, idx[: n // 2])
+                return await self._send(rnd, idx[n // 2 :])
+            elif status in RETRY_STATUS:
+                last = f"HTTP {status}{self._shown(ans)}"
+                value = ans.headers.get("retry-after")
+                delay = retry_after(value, ans.headers.get("date"))
+                if delay is not None and delay > self.max_retry_wait and attempt < self.retries:
+                    self._log(digest, n, status, t0, attempt)
                     raise ServiceError(
-                        f"{self.url} answered HTTP {status} ({resp.text[:200]!r}); a client error "
-                        "is not retried: check the request format (encode=) and credentials",
+                        f"{self._redact.url} answered HTTP {status} asking to retry after {delay:.6g} s "
+                        f"(Retry-After: {value!r}), longer than max_retry_wait={self.max_retry_wait:g} s: pass a "
+                        "larger max_retry_wait= to wait that long, or try later",
                         status=status,
                     )
-                elif status >= 300:
-                    last = f"HTTP {status}"
-                else:
-                    try:
-                        data = resp.json()
-                    except ValueError:
-                        last = "unparsable JSON body"  # truncated: worth another try
-                    else:
-                        self.sent += len(rows)
-                        self._log(digest, len(rows), status, time.monotonic() - t0, attempt)
-                        return self._decoded(data, len(rows))
+            elif 400 <= status < 500:
+                self._log(digest, n, status, t0, attempt)
+                raise ServiceError(
+                    f"{self._redact.url} answered HTTP {status}{self._shown(ans)}; a client error is not retried: "
+                    "check the request format (encode=), its size (max_batch=) and credentials",
+                    status=status,
+                )
+            else:
+                last = f"HTTP {status}{self._shown(ans)}"
             if attempt < self.retries:
-                wait = delay if delay is not None else min(self.max_backoff, self.backoff * 2**attempt)
-                await asyncio.sleep(wait * (1 + 0.1 * random.random()))
-        self._log(digest, len(rows), status, time.monotonic() - t0, self.retries)
+                if delay is None:
+                    delay = backoff_wait(attempt, self.backoff, self.max_backoff)
+                await asyncio.sleep(min(delay, self.max_retry_wait))
+        self._log(digest, n, status, t0, self.retries)
         if last == "unparsable JSON body":
-            raise InvalidModelOutputError(f"{self.url} answered with a body that is not JSON, {self.retries + 1} times")
+            raise InvalidModelOutputError(
+                f"{self._redact.url} answered with a body that is not JSON, {self.retries + 1} times"
+            )
         raise ServiceError(
-            f"{self.url} failed {self.retries + 1} times (last: {last}); raise retries= or timeout=, or try later",
+            f"{self._redact.url} failed {self.retries + 1} times (last: {last}); raise retries= or timeout=, "
+            "or try later",
             status=status,
         )
+
+    def _shown(self, ans):
+        """The redacted head and tail of an answer's body, for a message."""
+        text = ans.body.decode("utf-8", "replace")
+        text = self._redact.cut(text) + " …[cut]" if ans.cut else self._redact(text)
+        return f" ({excerpt(text)!r})" if text else ""
 
     def _decoded(self, data, m):
         try:
             rows = self.decode(data)
         except (KeyError, IndexError, TypeError) as err:
             raise InvalidModelOutputError(
-                f"malformed response from {self.url}: decode() failed with {type(err).__name__}: {err}; "
+                f"malformed response from {self._redact.url}: decode() failed with {type(err).__name__}: {err}; "
                 "pass decode= to read the outputs from its JSON"
             ) from None
         arr = np.asarray(rows, dtype=np.float64) if _rectangular(rows) else None
         if arr is None or arr.ndim != 2 or arr.shape[0] != m:
             shape = None if arr is None else arr.shape
             raise InvalidModelOutputError(
-                f"{self.url} answered a batch of {m} inputs with outputs of shape {shape}; expected ({m}, C)"
+                f"{self._redact.url} answered a batch of {m} inputs with outputs of shape {shape}; expected ({m}, C)"
             )
         return arr
 
-    def _log(self, digest, rows, status, latency, retries):
+    def _log(self, digest, rows, status, t0, retries):
         if self.log_path is None:
             return
-        line = json.dumps(
-            dict(
-                time=time.time(), request=digest, rows=rows, status=status, latency_s=round(latency, 4), retries=retries
-            )
-        )
+        latency = round(time.monotonic() - t0, 4)
+        entry = dict(time=time.time(), request=digest, rows=rows, status=status, latency_s=latency, retries=retries)
         with self._log_lock, open(self.log_path, "a") as f:
-            f.write(line + "\n")
+            f.write(self._redact(json.dumps(entry)) + "\n")
+
+
+def _json_body(payload):
+    """The request body, as httpx's ``json=`` writes it (UTF-8, compact, no NaN)."""
+    return json.dumps(payload, ensure_ascii=False, separators=(",", ":"), allow_nan=False).encode("utf-8")
 
 
 def _rectangular(rows):
@@ -221,52 +277,3 @@ def _rectangular(rows):
         return True
     except (ValueError, TypeError):
         return False
-
-
-def _retry_after(value):
-    if value is None:
-        return None
-    try:
-        return max(0.0, float(value))
-    except ValueError:
-        return None  # an HTTP date: fall back to exponential backoff
-
-
-class _Pace:
-    """At most ``rate`` request starts per second."""
-
-    def __init__(self, rate):
-        self.gap = 0.0 if rate is None else 1.0 / rate
-        self.next = 0.0
-        self.lock = asyncio.Lock()
-
-    async def wait(self):
-        if not self.gap:
-            return
-        async with self.lock:
-            now = time.monotonic()
-            if self.next > now:
-                await asyncio.sleep(self.next - now)
-            self.next = max(now, self.next) + self.gap
-
-
-def _run(coro):
-    """Run a coroutine to completion, also from inside a running event loop (Jupyter)."""
-    try:
-        asyncio.get_running_loop()
-    except RuntimeError:
-        return asyncio.run(coro)
-    box = {}
-
-    def target():
-        try:
-            box["value"] = asyncio.run(coro)
-        except BaseException as err:  # re-raised in the caller's thread
-            box["error"] = err
-
-    t = threading.Thread(target=target)
-    t.start()
-    t.join()
-    if "error" in box:
-        raise box["error"]
-    return box["value"]

@@ -1,0 +1,121 @@
+"""Reading an answer's body with a cap on its size after decompression.
+
+The body is read as a stream of raw (still content-encoded) chunks and decompressed here in
+pieces of at most ``PIECE`` bytes (``zlib``'s ``max_length``), counting as it goes, so the
+memory held for one answer never exceeds the cap plus one piece, whatever the compression
+ratio (a gzip bomb stops at the cap). Content codings: identity, gzip / x-gzip and deflate
+(zlib-wrapped, or raw as some servers send it), RFC 9110 §8.4.1. :func:`excerpt` keeps the
+head and the tail of a long text (servers often echo the request first and put the cause at
+the end).
+"""
+
+from __future__ import annotations
+
+import zlib
+
+__all__ = ["ACCEPT_ENCODING", "BodyTooLarge", "CorruptBody", "excerpt", "read_body"]
+
+PIECE = 1 << 16
+ACCEPT_ENCODING = "gzip, deflate"
+
+
+class BodyTooLarge(Exception):
+    """More than ``cap`` bytes (after decompression)."""
+
+    def __init__(self, cap):
+        super().__init__(cap)
+        self.cap = cap
+
+
+class CorruptBody(Exception):
+    """A compressed body that does not decompress, or a content coding not supported."""
+
+
+async def read_body(response, cap, *, cut=False):
+    """The decoded body of an ``httpx`` streaming response, at most ``cap`` bytes. Over the
+    cap: raise :class:`BodyTooLarge`, or with ``cut=True`` stop reading and return what was
+    read. Returns ``(body, was_cut)``."""
+    coding = response.headers.get("content-encoding", "identity").strip().lower() or "identity"
+    decoder = _decoder(coding)
+    declared = response.headers.get("content-length", "")
+    if coding == "identity" and declared.isdigit() and int(declared) > cap and not cut:
+        raise BodyTooLarge(cap)
+    parts, total = [], 0
+
+    def take(piece):
+        nonlocal total
+        if total + len(piece) > cap:
+            if not cut:
+                raise BodyTooLarge(cap)
+            parts.append(piece[: cap - total])
+            total = cap
+            return False
+        parts.append(piece)
+        total += len(piece)
+        return True
+
+    async for raw in response.aiter_raw():
+        for piece in decoder.feed(raw):
+            if not take(piece):
+                return b"".join(parts), True
+    for piece in decoder.finish():
+        if not take(piece):
+            return b"".join(parts), True
+    return b"".join(parts), False
+
+
+def excerpt(text, head=300, tail=700):
+    """``text`` if short, else its first ``head`` and last ``tail`` characters around a note
+    of how many were left out."""
+    if len(text) <= head + tail:
+        return text
+    return f"{text[:head]} …[{len(text) - head - tail} characters left out]… {text[-tail:]}"
+
+
+def _decoder(coding):
+    if coding == "identity":
+        return _Identity()
+    if coding in ("gzip", "x-gzip"):
+        return _Inflate(zlib.MAX_WBITS | 16)
+    if coding == "deflate":
+        return _Inflate(zlib.MAX_WBITS, fallback=-zlib.MAX_WBITS)
+    raise CorruptBody(f"content coding {coding!r} is not supported (this client asks for {ACCEPT_ENCODING})")
+
+
+class _Identity:
+    def feed(self, data):
+        for lo in range(0, len(data), PIECE):
+            yield data[lo : lo + PIECE]
+
+    def finish(self):
+        return ()
+
+
+class _Inflate:
+    """zlib decompression in pieces of at most PIECE bytes."""
+
+    def __init__(self, wbits, fallback=None):
+        self.d = zlib.decompressobj(wbits)
+        self.fallback = fallback
+        self.started = False
+
+    def feed(self, data):
+        while not self.d.eof:
+            try:
+                out = self.d.decompress(data, PIECE)
+            except zlib.error as err:
+                if self.fallback is None or self.started:
+                    raise CorruptBody(f"the compressed body is corrupt ({err})") from None
+                self.d, self.fallback = zlib.decompressobj(self.fallback), None  # raw deflate
+                continue
+            self.started = self.started or bool(out)
+            data = self.d.unconsumed_tail
+            if out:
+                yield out
+            if not data and len(out) < PIECE:  # input used up and nothing pending
+                return
+
+    def finish(self):
+        yield from self.feed(b"")
+        if not self.d.eof:
+            raise CorruptBody("the compressed body ends before its compressed stream does (truncated)")
