@@ -256,6 +256,28 @@ def test_compressed_answers_within_the_cap_are_read(serve, coding):
     assert np.allclose(out, truth(X), rtol=1e-12, atol=0)
 
 
+def test_a_content_coding_not_asked_for_fails_at_once(serve):
+    server = serve(lambda req: req.send(200, b"\x1b\x00\x00", {"Content-Encoding": "br"}))
+    with pytest.raises(E.ServiceError, match="content coding 'br'"):
+        within(5, lambda: model(server.url, retries=3).forward(X))
+    assert server.requests == 1
+
+
+@pytest.mark.parametrize(
+    "body,decode",
+    [
+        ("[" * 100_000 + "]" * 100_000, None),  # deeper than the JSON parser's recursion
+        ("[1, 2]", lambda payload: payload.get("outputs")),  # decode= fails in its own way
+    ],
+)
+def test_hostile_json_is_refused_at_once(serve, body, decode):
+    server = serve(lambda req: req.send(200, body))
+    kw = {} if decode is None else {"decode": decode}
+    with pytest.raises(E.InvalidModelOutputError):
+        within(5, lambda: model(server.url, retries=3, **kw).forward(X))
+    assert server.requests == 1
+
+
 # --- the row cap charges every send -----------------------------------------------------
 def test_resent_rows_are_charged_and_the_cap_holds(serve):
     # every request fails once and is answered when sent again
@@ -429,7 +451,7 @@ BAD = [
     ({"headers": {"X-Key": "s3cret-välue"}}, "non-ASCII"),
     ({"max_batch": 0}, "max_batch"),
     ({"concurrency": 0}, "concurrency"),
-    ({"rate_limit": 0}, "rate_limit"),
+    ({"rate_limit": 0}, "rate_limit must be a finite number of requests per second > 0"),
     ({"encode": None}, "callables"),
 ]
 

@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import zlib
 
-__all__ = ["ACCEPT_ENCODING", "BodyTooLarge", "CorruptBody", "excerpt", "read_body"]
+__all__ = ["ACCEPT_ENCODING", "BodyTooLarge", "CorruptBody", "UnsupportedCoding", "excerpt", "read_body"]
 
 PIECE = 1 << 16
 ACCEPT_ENCODING = "gzip, deflate"
@@ -28,7 +28,11 @@ class BodyTooLarge(Exception):
 
 
 class CorruptBody(Exception):
-    """A compressed body that does not decompress, or a content coding not supported."""
+    """A compressed body that does not decompress (or ends too soon)."""
+
+
+class UnsupportedCoding(Exception):
+    """A content coding this client did not ask for and cannot decode."""
 
 
 async def read_body(response, cap, *, cut=False):
@@ -79,7 +83,9 @@ def _decoder(coding):
         return _Inflate(zlib.MAX_WBITS | 16)
     if coding == "deflate":
         return _Inflate(zlib.MAX_WBITS, fallback=-zlib.MAX_WBITS)
-    raise CorruptBody(f"content coding {coding!r} is not supported (this client asks for {ACCEPT_ENCODING})")
+    raise UnsupportedCoding(
+        f"content coding {coding!r}, which this client cannot decode (it asks for {ACCEPT_ENCODING})"
+    )
 
 
 class _Identity:

@@ -36,8 +36,9 @@ from fimaudit.blackbox import CallableModel
 from fimaudit.blackbox.cache import QueryCache, row_keys
 from fimaudit.errors import InvalidArgumentError, InvalidModelOutputError, QueryBudgetExceeded, ServiceError
 
-from .body import ACCEPT_ENCODING, BodyTooLarge, excerpt
+from .body import ACCEPT_ENCODING, BodyTooLarge, UnsupportedCoding, excerpt
 from .ledger import RowLedger
+from .outputs import json_body, read_outputs
 from .params import check_headers, check_url, count, rows_cap, seconds
 from .redact import Redactor
 from .request import exchange
@@ -87,7 +88,9 @@ class HTTPModel(CallableModel):
         self._redact = Redactor(url, self._headers)
         self.max_batch = count("max_batch", max_batch, least=1)
         self.concurrency = count("concurrency", concurrency, least=1)
-        self.rate_limit = None if rate_limit is None else seconds("rate_limit", rate_limit, positive=True)
+        self.rate_limit = (
+            None if rate_limit is None else seconds("rate_limit", rate_limit, positive=True, unit="requests per second")
+        )
         self.timeout = seconds("timeout", timeout, positive=True)
         self.retries = count("retries", retries)
         self.backoff, self.max_backoff = seconds("backoff", backoff), seconds("max_backoff", max_backoff)
@@ -165,7 +168,7 @@ class HTTPModel(CallableModel):
     async def _send(self, rnd, idx):
         """Send rows ``idx`` of the round until answered, split, refused or failed."""
         n = len(idx)
-        content = _json_body(self.encode(rnd.batch[idx]))  # once for every try
+        content = json_body(self.encode(rnd.batch[idx]))  # once for every try
         digest = hashlib.sha256(content).hexdigest()[:16] if self.log_path is not None else None
         t0, status, last, gateway = time.monotonic(), None, "", 0
         for attempt in range(self.retries + 1):
@@ -182,6 +185,11 @@ class HTTPModel(CallableModel):
                     "bytes (after decompression); reading stopped there. Raise max_response_bytes= if its answers "
                     "are that large",
                 ) from None
+            except UnsupportedCoding as err:
+                self._log(digest, n, None, t0, attempt)
+                raise ServiceError(
+                    f"{self._redact.url} answered in {err}: do not set Accept-Encoding in headers="
+                ) from None
             status, delay = ans.status, None
             self.requests += status is not None
             gateway = gateway + 1 if status == 504 else 0
@@ -192,9 +200,11 @@ class HTTPModel(CallableModel):
                     data = json.loads(ans.body)
                 except ValueError:
                     last = "unparsable JSON body"  # truncated: worth another try
+                except RecursionError:
+                    raise InvalidModelOutputError(f"{self._redact.url} answered with JSON nested too deeply") from None
                 else:
                     self._log(digest, n, status, t0, attempt)
-                    return rnd.deliver(idx, self._decoded(data, n))
+                    return rnd.deliver(idx, read_outputs(self.decode, data, n, self._redact.url))
             elif n > 1 and (status == 413 or gateway >= 2):  # the batch is too large for the service
                 self._log(digest, n, status, t0, attempt)
                 await self._send(rnd, idx[: n // 2])
@@ -241,22 +251,6 @@ class HTTPModel(CallableModel):
         text = self._redact.cut(text) + " …[cut]" if ans.cut else self._redact(text)
         return f" ({excerpt(text)!r})" if text else ""
 
-    def _decoded(self, data, m):
-        try:
-            rows = self.decode(data)
-        except (KeyError, IndexError, TypeError) as err:
-            raise InvalidModelOutputError(
-                f"malformed response from {self._redact.url}: decode() failed with {type(err).__name__}: {err}; "
-                "pass decode= to read the outputs from its JSON"
-            ) from None
-        arr = np.asarray(rows, dtype=np.float64) if _rectangular(rows) else None
-        if arr is None or arr.ndim != 2 or arr.shape[0] != m:
-            shape = None if arr is None else arr.shape
-            raise InvalidModelOutputError(
-                f"{self._redact.url} answered a batch of {m} inputs with outputs of shape {shape}; expected ({m}, C)"
-            )
-        return arr
-
     def _log(self, digest, rows, status, t0, retries):
         if self.log_path is None:
             return
@@ -264,16 +258,3 @@ class HTTPModel(CallableModel):
         entry = dict(time=time.time(), request=digest, rows=rows, status=status, latency_s=latency, retries=retries)
         with self._log_lock, open(self.log_path, "a") as f:
             f.write(self._redact(json.dumps(entry)) + "\n")
-
-
-def _json_body(payload):
-    """The request body, as httpx's ``json=`` writes it (UTF-8, compact, no NaN)."""
-    return json.dumps(payload, ensure_ascii=False, separators=(",", ":"), allow_nan=False).encode("utf-8")
-
-
-def _rectangular(rows):
-    try:
-        np.asarray(rows, dtype=np.float64)
-        return True
-    except (ValueError, TypeError):
-        return False

@@ -34,12 +34,12 @@ def check_url(url):
     return url
 
 
-def seconds(name, value, *, positive=False):
-    """A finite number of seconds, > 0 with ``positive`` else >= 0."""
+def seconds(name, value, *, positive=False, unit="seconds"):
+    """A finite number (of ``unit``), > 0 with ``positive`` else >= 0."""
     ok = isinstance(value, numbers.Real) and not isinstance(value, bool) and math.isfinite(value)
     if not ok or value < 0 or (positive and value == 0):
         need = "> 0" if positive else ">= 0"
-        raise InvalidArgumentError(f"{name} must be a finite number of seconds {need}, got {value!r}")
+        raise InvalidArgumentError(f"{name} must be a finite number of {unit} {need}, got {value!r}")
     return float(value)
 
 
