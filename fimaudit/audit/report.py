@@ -1,49 +1,41 @@
-"""Writing an audit: results.json (versioned), results.csv, and report.html — one
-self-contained page (inline SVG, no scripts, no network) with the λ_max distribution,
-λ_max against confidence, and the most sensitive inputs beside their directions."""
+"""report.html: one self-contained page (inline SVG, no scripts, no network) with the
+λ_max distribution, λ_max against confidence, and the most sensitive inputs beside their
+directions.
+
+Every value taken from the audit — labels, statuses, error messages, settings, numbers
+that turn out to be text — is written through ``html.escape`` (quotes included), and the
+page carries a Content-Security-Policy (``default-src 'none'; style-src 'unsafe-inline';
+img-src data:``) that forbids scripts and requests, so a tampered results.json renders as
+text and runs nothing. Saving and loading are in :mod:`fimaudit.audit.files`.
+"""
 
 from __future__ import annotations
 
-import csv
 import html
 import json
-import os
+import math
 
 import numpy as np
 
-from ..errors import InvalidArgumentError
-
-COLUMNS = [
-    "index",
-    "label",
-    "prediction",
-    "confidence",
-    "margin",
-    "lambda_max",
-    "lower",
-    "upper",
-    "trace",
-    "queries",
-    "seconds",
-    "status",
-    "certified_radius",
-]
+CSP = "default-src 'none'; style-src 'unsafe-inline'; img-src data:"
 
 
-def save(audit, out):
-    try:
-        os.makedirs(out, exist_ok=True)
-        with open(os.path.join(out, "results.json"), "w") as f:
-            json.dump(audit.to_dict(), f)
-        with open(os.path.join(out, "results.csv"), "w", newline="") as f:
-            w = csv.DictWriter(f, fieldnames=COLUMNS)
-            w.writeheader()
-            w.writerows({k: r.get(k) for k in COLUMNS} for r in audit.rows)
-        with open(os.path.join(out, "report.html"), "w") as f:
-            f.write(render(audit))
-    except OSError as err:
-        raise InvalidArgumentError(f"cannot write the report to {out!r}: {err.strerror}; pick another folder") from None
-    return os.path.join(out, "report.html")
+def _text(v):
+    """Any value as escaped text ("" for None)."""
+    return "" if v is None else html.escape(str(v), quote=True)
+
+
+def _is_real(v):
+    return isinstance(v, (int, float, np.integer, np.floating)) and not isinstance(v, (bool, np.bool_))
+
+
+def _fmt(v, spec=".4g"):
+    """A number formatted with ``spec``; anything else as escaped text."""
+    return format(v, spec) if _is_real(v) else _text(v)
+
+
+def _finite(v):
+    return _is_real(v) and math.isfinite(v)
 
 
 def _svg_hist(values, width=420, height=180, bins=30, label="log10 λ_max"):
@@ -86,12 +78,17 @@ def _svg_scatter(xs, ys, ok, width=420, height=220):
 
 
 def _svg_image(values, shape, size=96, diverging=False):
-    a = np.asarray(values, dtype=np.float64).reshape(shape)
+    try:
+        a = np.nan_to_num(np.asarray(values, dtype=np.float64).reshape(shape), nan=0.0, posinf=0.0, neginf=0.0)
+    except (TypeError, ValueError):  # not numbers of that shape: no picture
+        return ""
     if a.ndim == 3:
         a = a.mean(axis=0) if not diverging else a[np.argmax(np.abs(a).reshape(a.shape[0], -1).max(1))]
     if a.ndim != 2:
         a = a.reshape(1, -1)
     h, w = a.shape
+    if a.size == 0:
+        return ""
     if diverging:
         s = np.max(np.abs(a)) or 1.0
         norm = a / s
@@ -115,61 +112,80 @@ def _svg_image(values, shape, size=96, diverging=False):
     return f'<svg width="{size}" height="{size}" role="img">{"".join(cells)}</svg>'
 
 
-def _num(v):
-    return "" if v is None else f"{v:.4g}"
-
-
-def render(audit):
-    s = audit.summary
-    ok = [r for r in audit.rows if r["lambda_max"] is not None and r["lambda_max"] > 0]
-    logs = np.log10([r["lambda_max"] for r in ok]) if ok else np.array([])
-    conf = [r["confidence"] for r in ok]
-    good = [r["label"] is None or r["label"] == r["prediction"] for r in ok]
-    q = s.get("lambda_max_quantiles", {})
-    mean = s.get("lambda_max_mean")
-    facts = [("inputs", s.get("inputs")), ("completed", s.get("completed")), ("failed", s.get("failed"))]
+def _facts(s):
+    """The summary table; every value is formatted or escaped here, once."""
+    facts = [(k, _fmt(s.get(k), "")) for k in ("inputs", "completed", "failed")]
     if "accuracy" in s:
-        facts.append(("accuracy", f"{s['accuracy']:.3f}"))
-    if mean:
-        facts.append(("mean λ_max (95% bootstrap)", f"{mean['value']:.4g} [{mean['low']:.4g}, {mean['high']:.4g}]"))
-    facts += [(f"λ_max {k}", f"{v:.4g}") for k, v in q.items()]
+        facts.append(("accuracy", _fmt(s["accuracy"], ".3f")))
+    mean = s.get("lambda_max_mean")
+    if isinstance(mean, dict):
+        value, low, high = (_fmt(mean.get(k)) for k in ("value", "low", "high"))
+        facts.append(("mean λ_max (95% bootstrap)", f"{value} [{low}, {high}]"))
+    q = s.get("lambda_max_quantiles")
+    facts += [(f"λ_max {_text(k)}", _fmt(v)) for k, v in (q.items() if isinstance(q, dict) else ())]
     if "spearman_lambda_vs_margin" in s:
-        facts.append(("Spearman(λ_max, margin)", f"{s['spearman_lambda_vs_margin']:+.2f}"))
-    facts_html = "".join(f"<tr><th>{html.escape(str(k))}</th><td>{html.escape(str(v))}</td></tr>" for k, v in facts)
-    image_like = len(audit.input_shape) in (2, 3)
+        facts.append(("Spearman(λ_max, margin)", _fmt(s["spearman_lambda_vs_margin"], "+.2f")))
+    return "".join(f"<tr><th>{k}</th><td>{v}</td></tr>" for k, v in facts)
+
+
+def _bound(bound):
+    if not isinstance(bound, dict):
+        return ""
+    if bound.get("available") is True:
+        layers = bound.get("layers")
+        layer_rows = "".join(
+            f"<tr><td>{_text(layer.get('node'))}</td><td>{_text(layer.get('op'))}</td>"
+            f"<td>{_fmt(layer.get('local'))}</td><td>{_fmt(layer.get('cumulative'))}</td></tr>"
+            for layer in (layers if isinstance(layers, list) else ())
+            if isinstance(layer, dict)
+        )
+        return (
+            f"<h2>Certified bound from the graph</h2><p>Logit Lipschitz constant L ≤ {_fmt(bound.get('lipschitz'))}; "
+            f"λ_max(F(x)) ≤ {_fmt(bound.get('fisher_bound'))} for every input; each input's top class is certified "
+            "within margin / (√2 L) (column certified_radius).</p><table><tr><th>node</th><th>op</th>"
+            f"<th>local</th><th>cumulative</th></tr>{layer_rows}</table>"
+        )
+    return f"<h2>Certified bound from the graph</h2><p>Not available: {_text(bound.get('reason'))}</p>"
+
+
+def _top_rows(audit, image_like):
     tops = []
     for t in audit.top:
         pics = ""
         if image_like:
+            direction = t.get("direction")
             pics = (
-                f"<td>{_svg_image(t['input'], audit.input_shape)}</td>"
-                f"<td>{_svg_image(t['direction'], audit.input_shape, diverging=True) if t['direction'] else ''}</td>"
+                f"<td>{_svg_image(t.get('input'), audit.input_shape)}</td>"
+                f"<td>{_svg_image(direction, audit.input_shape, diverging=True) if direction else ''}</td>"
             )
         tops.append(
-            f"<tr><td>{t['index']}</td><td>{t['label']}</td><td>{t['prediction']}</td>"
-            f"<td>{t['confidence']:.3f}</td><td>{t['lambda_max']:.4g}</td>{pics}</tr>"
+            f"<tr><td>{_text(t.get('index'))}</td><td>{_text(t.get('label'))}</td><td>{_text(t.get('prediction'))}</td>"
+            f"<td>{_fmt(t.get('confidence'), '.3f')}</td><td>{_fmt(t.get('lambda_max'))}</td>{pics}</tr>"
         )
-    head = "<th>input</th><th>top direction</th>" if image_like else ""
-    bound = s.get("bound")
-    if bound and bound.get("available"):
-        layer_rows = "".join(
-            f"<tr><td>{html.escape(str(layer['node']))}</td><td>{html.escape(layer['op'])}</td>"
-            f"<td>{_num(layer['local'])}</td><td>{_num(layer['cumulative'])}</td></tr>"
-            for layer in bound["layers"]
-        )
-        bound_html = (
-            f"<h2>Certified bound from the graph</h2><p>Logit Lipschitz constant L ≤ {bound['lipschitz']:.4g}; "
-            f"λ_max(F(x)) ≤ {bound['fisher_bound']:.4g} for every input; each input's top class is certified "
-            "within margin / (√2 L) (column certified_radius).</p><table><tr><th>node</th><th>op</th>"
-            f"<th>local</th><th>cumulative</th></tr>{layer_rows}</table>"
-        )
-    elif bound:
-        bound_html = f"<h2>Certified bound from the graph</h2><p>Not available: {html.escape(bound['reason'])}</p>"
+    return "".join(tops)
+
+
+def render(audit):
+    """The report page of ``audit`` (any values: each is escaped or formatted as a number)."""
+    s = audit.summary
+    ok = [r for r in audit.rows if _finite(r.get("lambda_max")) and r["lambda_max"] > 0]
+    logs = np.log10([float(r["lambda_max"]) for r in ok]) if ok else np.array([])
+    plotted = [(x, r) for x, r in zip(logs, ok) if _finite(r.get("confidence"))]
+    if plotted or not ok:
+        xs = np.array([x for x, _ in plotted])
+        conf = [min(max(float(r["confidence"]), 0.0), 1.0) for _, r in plotted]
+        good = [r.get("label") is None or r.get("label") == r.get("prediction") for _, r in plotted]
+        scatter = _svg_scatter(xs, conf, good)
     else:
-        bound_html = ""
-    settings = html.escape(json.dumps({k: v for k, v in audit.settings.items()}, default=str))
+        scatter = "<p>No confidences: a Gaussian model's outputs are means.</p>"
+    image_like = len(audit.input_shape) in (2, 3)
+    head = "<th>input</th><th>top direction</th>" if image_like else ""
+    tops = _top_rows(audit, image_like)
+    settings = _text(json.dumps(audit.settings, default=str))
     return f"""<!DOCTYPE html>
-<html lang="en"><head><meta charset="utf-8"><title>fimaudit report</title>
+<html lang="en"><head><meta charset="utf-8">
+<meta http-equiv="Content-Security-Policy" content="{CSP}">
+<title>fimaudit report</title>
 <style>
 body {{ font-family: system-ui, sans-serif; margin: 2em; color: #222; max-width: 1000px; }}
 table {{ border-collapse: collapse; margin: 1em 0; }}
@@ -180,14 +196,14 @@ code {{ font-size: 0.85em; }}
 <h1>fimaudit report</h1>
 <p>λ_max is the largest eigenvalue of the input-space Fisher information: the worst-case local KL divergence of the
 model's output distribution per unit ‖δ‖² of input perturbation. Larger is more fragile.</p>
-<table>{facts_html}</table>
+<table>{_facts(s)}</table>
 <div class="plots">
 <figure><figcaption>Distribution of log10 λ_max</figcaption>{_svg_hist(logs)}</figure>
-<figure><figcaption>λ_max against confidence (red: misclassified)</figcaption>{_svg_scatter(logs, conf, good)}</figure>
+<figure><figcaption>λ_max against confidence (red: misclassified)</figcaption>{scatter}</figure>
 </div>
 <h2>Most sensitive inputs</h2>
-<table><tr><th>index</th><th>label</th><th>prediction</th><th>confidence</th><th>λ_max</th>{head}</tr>{"".join(tops)}</table>
-{bound_html}
+<table><tr><th>index</th><th>label</th><th>prediction</th><th>confidence</th><th>λ_max</th>{head}</tr>{tops}</table>
+{_bound(s.get("bound"))}
 <p>Settings: <code>{settings}</code></p>
 </body></html>
 """

@@ -4,7 +4,6 @@ resumable through a journal and spread over any ``concurrent.futures.Executor``.
 
 from __future__ import annotations
 
-import json
 import sys
 import time
 from dataclasses import dataclass, field
@@ -46,25 +45,17 @@ class Audit:
 
     def save(self, out):
         """Write results.json, results.csv and report.html into the folder ``out``."""
-        from .report import save
+        from .files import save
 
         return save(self, out)
 
     @classmethod
     def load(cls, folder):
-        import os
+        """The audit saved in ``folder`` (its results.json, checked; see :mod:`fimaudit.audit.files`)."""
+        from .files import load
 
-        with open(os.path.join(folder, "results.json")) as f:
-            data = json.load(f)
-        if data.get("schema") != SCHEMA:
-            raise InvalidArgumentError(f"{folder}/results.json has schema {data.get('schema')!r}, expected {SCHEMA!r}")
-        return cls(
-            rows=data["rows"],
-            summary=data["summary"],
-            settings=data["settings"],
-            top=data["top"],
-            input_shape=tuple(data["input_shape"]),
-        )
+        data = load(folder, SCHEMA)
+        return cls(**{**data, "input_shape": tuple(data["input_shape"])})
 
 
 def _softmax(z):
