@@ -302,6 +302,25 @@ def test_answers_before_the_cap_are_kept_and_a_rerun_pays_only_for_the_rest(serv
     assert np.allclose(out, truth(x), rtol=1e-12, atol=0) and server.rows == 40
 
 
+def test_after_a_failure_no_request_starts_and_those_in_flight_are_kept(serve, tmp_path):
+    x = np.random.default_rng(5).standard_normal((6, D))
+
+    def respond(req):
+        if np.array_equal(req.inputs[0], x[2]):  # the second request fails at once
+            return req.send(400, "bad request")
+        time.sleep(0.3)  # the first is still in flight then
+        answer(req)
+
+    server = serve(respond)
+    cache = tmp_path / "cache.sqlite"
+    with pytest.raises(E.ServiceError, match="HTTP 400"):
+        within(5, lambda: model(server.url, max_batch=2, concurrency=2, cache=cache).forward(x))
+    assert server.requests == 2  # the third request never started
+    # the first request's answer was kept: a model that may send nothing reads it from the cache
+    out = within(5, lambda: model(server.url, max_rows_sent=0, cache=cache).forward(x[:2]))
+    assert np.allclose(out, truth(x[:2]), rtol=1e-12, atol=0) and server.requests == 2
+
+
 FAULTS = ["ok", "ok", "503", "hang up", "413", "504", "truncated"]
 
 
