@@ -133,7 +133,7 @@ try:
         type=type(rk.value).__module__,
         median_rel_err=float(np.median(np.abs(vk / truth_k - 1))),
         numpy_median_rel_err=float(np.median(np.abs(rn_k.value / truth_k - 1))),
-        repaired_calls=int(np.sum(cp.asnumpy(cp.asarray(rk.queries))) - len(Xk) * (bbk.overhead + 2 * d)),
+        repaired_calls=int(np.sum(cp.asnumpy(cp.asarray(rk.queries))) - len(Xk) * (bbk.costs().setup + 2 * d)),
         coverage=float(np.mean((cp.asnumpy(rk.lower) <= truth_k) & (truth_k <= cp.asnumpy(rk.upper)))),
     )
     # the same network with the Gram extrapolated over kinks (columns at h and 2h): stays in CuPy

@@ -7,10 +7,13 @@ module exposes, batched over inputs and counting every model evaluation:
 * ``b_matvec(u)``  = ``R J Jᵀ Rᵀ u``  (output space, C-dim; one vjp + one jvp),
 * ``quadratic(V)`` = ``‖R J v‖²`` per probe (input space; one jvp each),
 * ``gram()``       = ``B = R J Jᵀ Rᵀ`` densely from C vjps (``W = R J``), or for a
-  jvp-only model from d jvps (finite differences that extrapolate over kinks measure
-  the columns at steps h and 2h and return ``2 W Wᵀ − W₂ W₂ᵀ``),
+  jvp-only model from d jvps along the coordinate axes (``columns``),
 * ``lift(U)``      = unit ``Jᵀ Rᵀ u``: the input-space eigenvector of F for an
   eigenvector u of B, since ``F Jᵀ Rᵀ u = Jᵀ Rᵀ B u`` and ``‖JᵀRᵀu‖² = uᵀ B u``.
+
+Every model evaluation goes through the call's :class:`~fimaudit.ledger.QueryLedger`,
+charged before it is made (:func:`fimaudit.ledger.linearize`); ``queries`` reads it.
+``fd`` is the linearization's diagnostics record (finite differences), None otherwise.
 """
 
 from __future__ import annotations
@@ -20,12 +23,14 @@ import math
 from ._array import device
 from ._probs import ProbsLinearization
 from ._validate import check_finite, check_logits
+from .dispatch import holds_columns
 from .errors import InvalidArgumentError
+from .ledger import QueryLedger, linearize
 from .likelihoods import get_likelihood
 
 
 class FisherOperator:
-    def __init__(self, model, xp, x, offset=0):
+    def __init__(self, model, xp, x, offset=0, ledger=None):
         self.xp = xp
         self.model = model
         self.x = x
@@ -33,56 +38,53 @@ class FisherOperator:
         self.n = int(x.shape[0])
         self.input_shape = tuple(x.shape[1:])
         self.d = math.prod(self.input_shape)
-        lin = model.linearize(x)
+        self.ledger = QueryLedger(None, self.n) if ledger is None else ledger
+        lin = linearize(model, x, self.ledger)
+        self.fd = lin.diagnostics
         self.floored = None
+        self.likelihood = get_likelihood(model.likelihood, model.sigma)
         if model.output == "probs":
             lin = ProbsLinearization(xp, lin)
             self.floored = lin.floored
         self.lin = lin
-        self.cost_jvp = getattr(lin, "cost_jvp", 1)
-        self.cost_vjp = getattr(lin, "cost_vjp", 1)
-        self.queries = getattr(lin, "cost_forward", 1)  # per input: model calls so far
         z = lin.logits
         check_logits(xp, z, self.n, model.num_outputs, offset)
         self.logits = z
         self.C = int(z.shape[1])
-        self.likelihood = get_likelihood(model.likelihood, model.sigma)
         if self.C < self.likelihood.min_outputs():
             raise InvalidArgumentError(
                 f"a {self.likelihood.name} likelihood needs at least {self.likelihood.min_outputs()} "
                 f"outputs, the model has {self.C}; for one logit use likelihood='bernoulli'"
             )
         self.R = self.likelihood.factor(xp, z)
-        self.extrapolated = None  # finite differences extrapolated over kinks: W at h and at 2h
         self.rank = min(self.likelihood.metric_rank(self.C), self.d)
 
-    # --- products, counted ---------------------------------------------------------
+    @property
+    def queries(self):
+        """(n,) rows sent per input so far."""
+        return self.ledger.spent.copy()
+
+    # --- products (each charged by the linearization before it is made) --------------
     def _flat(self, a, lead):
         return self.xp.reshape(a, (*lead, self.d))
 
     def _unflat(self, a, lead):
         return self.xp.reshape(a, (*lead, *self.input_shape))
 
-    def jvp_many(self, V, **options):  # (n, k, d) -> (n, k, C); options: FD step factor
+    def jvp_many(self, V, **options):  # (n, k, d) -> (n, k, C); options: the linearization's own
         k = V.shape[1]
-        self.queries += k * self.cost_jvp
         out = self.lin.jvp_many(self._unflat(V, (self.n, k)), **options)
-        extra = getattr(self.lin, "take_extra_calls", None)
-        if extra is not None:  # finite differences re-measure probes that straddle a kink
-            self.queries = self.queries + extra()
         check_finite(self.xp, out, self.offset, "Jacobian-vector products")
         return out
 
     def vjp_many(self, U):  # (n, k, C) -> (n, k, d)
         k = U.shape[1]
-        self.queries += k * self.cost_vjp
         out = self._flat(self.lin.vjp_many(U), (self.n, k))
         check_finite(self.xp, out, self.offset, "vector-Jacobian products")
         return out
 
     def b_matvec(self, u):
         """(n, C) → R J Jᵀ Rᵀ u."""
-        self.queries += self.cost_vjp + self.cost_jvp
         w = self.lin.vjp(self.R.apply_t(u))
         check_finite(self.xp, w, self.offset, "vector-Jacobian products")
         Jw = self.lin.jvp(w)
@@ -107,8 +109,7 @@ class FisherOperator:
         """W = R J (n, C, d) from d jvps along the coordinate axes (jvp-only models)."""
         xp, n, d = self.xp, self.n, self.d
         eye = xp.eye(d, dtype=self.logits.dtype, device=device(self.logits))
-        itemsize = xp.finfo(self.logits.dtype).bits // 8
-        chunk = max(1, int(memory_limit // max(1, n * d * itemsize)))
+        chunk = holds_columns(n, d, d, self.itemsize, memory_limit)
         cols = [
             self.sketch(xp.broadcast_to(eye[None, lo : lo + chunk, :], (n, min(chunk, d - lo), d)), **options)
             for lo in range(0, d, chunk)
@@ -116,21 +117,19 @@ class FisherOperator:
         return cols[0] if len(cols) == 1 else xp.concat(cols, axis=2)
 
     # --- dense ---------------------------------------------------------------------
+    @property
+    def itemsize(self):
+        return self.xp.finfo(self.logits.dtype).bits // 8
+
     def gram(self, memory_limit):
         """B (n, C, C) from C vjps (or, for a jvp-only model, d jvps: :meth:`columns`); also
-        W = R J (n, C, d) when it fits ``memory_limit`` bytes."""
+        W = R J (n, C, d) when it fits ``memory_limit`` bytes (always, for jvp only)."""
         xp, n, C, d = self.xp, self.n, self.C, self.d
         if not self.model.has_vjp:
             W = self.columns(memory_limit)
-            B = xp.matmul(W, xp.permute_dims(W, (0, 2, 1)))
-            if getattr(self.model, "extrapolate", False):  # Richardson on the Gram over kinks
-                W2 = self.columns(memory_limit, step_factor=2.0)
-                self.extrapolated = (W, W2)  # the columns at steps h and 2h, for the error estimate
-                B = 2.0 * B - xp.matmul(W2, xp.permute_dims(W2, (0, 2, 1)))
-            return B, W
+            return xp.matmul(W, xp.permute_dims(W, (0, 2, 1))), W
         Rd = self.R.dense(n, C, self.logits)  # (n, C, C); row c of R is the cotangent of W_c
-        itemsize = xp.finfo(self.logits.dtype).bits // 8
-        chunk = max(1, int(memory_limit // max(1, n * d * itemsize)))
+        chunk = holds_columns(n, C, d, self.itemsize, memory_limit)
         if chunk >= C:
             W = self.vjp_many(Rd)  # rows of W = R J
             return xp.matmul(W, xp.permute_dims(W, (0, 2, 1))), W

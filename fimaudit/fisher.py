@@ -12,7 +12,10 @@ matrix ``B = R J Jᵀ Rᵀ``, so
 * ``power``: power iteration on B, for comparison;
 * traces: ``exact`` (``tr F = ‖W‖_F²``), ``hutchinson`` (jvp only), ``hutchpp``.
 
-``auto`` picks ``exact`` when C ≤ ``EXACT_MAX_OUTPUTS`` and ``lanczos`` above.
+A model with jvps and no vjps (forward-mode AD, or finite differences for a black box)
+takes the jvp-only estimators of :mod:`fimaudit.blackbox.estimators`. The method and its
+cost are decided before any model call (:mod:`fimaudit.dispatch`), and every evaluation
+is charged to one :class:`~fimaudit.ledger.QueryLedger` per batch, so ``budget`` holds.
 Reference for the quantity: "Measuring Model Robustness via Fisher Information"
 (arXiv:2606.04767); the KL expansion ``KL(p(·|x) ‖ p(·|x+δ)) = ½ δᵀFδ + O(‖δ‖³)``
 makes λ_max(F) the worst-case local KL per unit ‖δ‖².
@@ -20,44 +23,35 @@ makes λ_max(F) the worst-case local KL per unit ‖δ‖².
 
 from __future__ import annotations
 
+import math
 import warnings
-from dataclasses import dataclass
 
 import numpy as np
 
+from . import dispatch
 from ._array import normal, to_numpy
 from ._operator import FisherOperator
 from ._validate import as_batch, choice, positive
-from .blackbox import estimators as blackbox_estimators
-from .errors import InvalidArgumentError, NotConvergedError, NotConvergedWarning
+from .blackbox import estimators as jvp_only
+from .dispatch import DEFAULT_MEMORY, EXACT_MAX_OUTPUTS, Plan, plan
+from .errors import InvalidArgumentError, NotConvergedError, NotConvergedWarning, QueryBudgetExceeded
+from .ledger import QueryLedger, costs_of
 from .linalg import hutchinson, hutchpp, lanczos, power_iteration, top_eigh
 from .models import wrap
 from .results import FisherNormResult, SpectrumResult, TraceResult
 
 __all__ = ["fisher_norm", "fisher_trace", "fisher_spectrum", "plan", "Plan", "EXACT_MAX_OUTPUTS"]
-
-EXACT_MAX_OUTPUTS = 128
-DEFAULT_MEMORY = 1 << 29  # bytes of W = R J held at once by the exact method
-NORM_METHODS = ("auto", "exact", "lanczos", "power")
 TRACE_METHODS = ("auto", "exact", "hutchinson", "hutchpp")
+NORM_KEYS = ("value", "lower", "upper", "residual", "stderr", "converged", "steps", "direction", "trace")
 
 
-def _batches(n, batch_size):
-    if batch_size is None:
-        return [(0, n)]
-    bs = int(positive("batch_size", batch_size))
-    return [(lo, min(n, lo + bs)) for lo in range(0, n, bs)]
-
-
-def _concat(xp, parts):
-    return parts[0] if len(parts) == 1 else xp.concat(parts, axis=0)
-
-
-def _operators(model, x, batch_size):
-    model = wrap(model)
+def _batches(model, x, batch_size):
+    """(xp, batch, offset) for the batches of x; ``model`` already wrapped."""
     xp, x = as_batch(model, x)
-    for lo, hi in _batches(int(x.shape[0]), batch_size):
-        yield xp, FisherOperator(model, xp, x[lo:hi, ...], offset=lo)
+    n = int(x.shape[0])
+    bs = n if batch_size is None else int(positive("batch_size", batch_size))
+    for lo in range(0, n, bs):
+        yield xp, x[lo : min(n, lo + bs), ...], lo
 
 
 def _start(xp, op, seed):
@@ -67,29 +61,8 @@ def _start(xp, op, seed):
 def _iterative(xp, op, method, k, tol, max_steps, seed):
     q0 = _start(xp, op, seed)
     if method == "lanczos":
-        steps = op.C if max_steps is None else max_steps
-        return lanczos(xp, op.b_matvec, q0, k=k, max_steps=steps, tol=tol)
+        return lanczos(xp, op.b_matvec, q0, k=k, max_steps=op.C if max_steps is None else max_steps, tol=tol)
     return power_iteration(xp, op.b_matvec, q0, max_steps=1000 if max_steps is None else max_steps, tol=tol)
-
-
-def _resolve(method, C, budget, options):
-    choice("method", method, options)
-    if method == "auto":
-        method = "exact" if C <= EXACT_MAX_OUTPUTS else "lanczos"
-        if budget is not None and budget < C + 1:
-            method = "lanczos"
-    return method
-
-
-def _steps_for_budget(budget, return_direction, max_steps):
-    if budget is None:
-        return max_steps
-    steps = (int(budget) - 1 - int(bool(return_direction))) // 2
-    if steps < 1:
-        raise InvalidArgumentError(
-            f"budget={budget} leaves no Lanczos step (each costs 2 products after 1 forward); use budget >= 3"
-        )
-    return steps if max_steps is None else min(steps, max_steps)
 
 
 def _handle_nonconvergence(result, policy, what):
@@ -125,45 +98,59 @@ def fisher_norm(
     """λ_max(F(x)) for every input of the batch x (shape (n, *input_shape)).
 
     ``method``: ``"auto"``, ``"exact"``, ``"lanczos"`` or ``"power"``. ``budget`` caps
-    the model products per input (forward + jvp/vjp vectors). ``tol`` is the relative
-    residual at which an iterative method stops. ``on_nonconvergence="raise"`` raises
-    :class:`~fimaudit.errors.NotConvergedError` carrying the partial result;
-    ``"flag"`` returns it with ``converged`` False and a warning.
+    the model evaluations per input (forward + jvp/vjp vectors; for a black box, every row
+    sent) and is never exceeded: a call that would pass it is not made, and
+    :class:`~fimaudit.errors.QueryBudgetExceeded` carries the inputs finished so far.
+    ``tol`` is the relative residual at which an iterative method stops.
+    ``on_nonconvergence="raise"`` raises :class:`~fimaudit.errors.NotConvergedError`
+    carrying the partial result; ``"flag"`` returns it with ``converged`` False and a warning.
     ``return_direction=True`` adds the unit top eigenvector of F per input.
 
-    Black-box models (jvp only, e.g. a wrapped callable) support ``exact`` (all d
-    columns of J) and ``sketch`` (``probes="random"``, ``"dct"`` or a basis array);
-    ``budget`` then caps model calls per input and is never exceeded. ``sketch`` gives
-    a certified lower bound (``lower``), an estimate (``value``) and a 95% interval
-    (``upper``); all brackets are widened by the propagated finite-difference error.
+    jvp-only models (a wrapped callable, forward-mode AD) support ``exact`` (all d columns
+    of J) and ``sketch`` (``probes="random"``, ``"dct"`` or a basis array). ``sketch``
+    gives a certified lower bound (``lower``), an estimate (``value``) and a 95% interval
+    (``upper``); finite-difference brackets are widened by the estimated error (``fd_error``).
     """
     positive("tol", tol)
     choice("on_nonconvergence", on_nonconvergence, ("raise", "flag"))
     if budget is not None:
         positive("budget", budget)
-    parts = []
-    for xp, op in _operators(model, x, batch_size):
-        if not op.model.has_vjp:
-            choice("method", method, ("auto", "exact", "sketch"))
-            m, part = blackbox_estimators.norm(
-                xp, op, method, budget, probes, seed, return_direction, memory_limit, offset=op.offset
-            )
-        else:
-            m = _resolve(method, op.C, budget, NORM_METHODS)
-            part = _white_box_norm(xp, op, m, budget, tol, seed, return_direction, max_steps, memory_limit)
-        part.setdefault("trace", None)
-        part.update(queries=np.full(op.n, op.queries, dtype=np.int64), floored=op.floored, logits=op.logits)
+    parts, model = [], wrap(model)
+    for xp, xb, lo in _batches(model, x, batch_size):
+        n, d = int(xb.shape[0]), math.prod(xb.shape[1:])
+        itemsize = xp.finfo(xb.dtype).bits // 8
+        ledger = QueryLedger(budget, n)
+        try:
+            if not model.has_vjp:
+                p = dispatch.norm_plan(
+                    model, n, d, itemsize, None, budget, method, return_direction, max_steps, memory_limit
+                )
+                costs = costs_of(model)
+                ledger.reserve = p.calls_per_input - costs.setup if p.method == "exact" else 2 * costs.jvp
+                op = FisherOperator(model, xp, xb, offset=lo, ledger=ledger)
+                m, part = jvp_only.norm(xp, op, p, costs.jvp, probes, seed, return_direction, memory_limit)
+            else:
+                op = FisherOperator(model, xp, xb, offset=lo, ledger=ledger)
+                p = dispatch.norm_plan(
+                    model, n, d, itemsize, op.C, budget, method, return_direction, max_steps, memory_limit
+                )
+                m, part = p.method, _white_box_norm(xp, op, p, tol, seed, return_direction, memory_limit)
+        except QueryBudgetExceeded as err:
+            if not ledger.refused:  # raised by the model itself (a service's own cap): its own partial
+                raise
+            done = _assemble(FisherNormResult, parts) if parts else None
+            raise QueryBudgetExceeded(
+                f"{err} (inputs {lo}–{lo + n - 1}; .partial['result'] holds the {lo} inputs before them)",
+                partial=dict(result=done, queries=ledger.spent.copy(), first_input=lo),
+            ) from None
+        part = {key: part.get(key) for key in NORM_KEYS} | {k: v for k, v in part.items() if k not in NORM_KEYS}
+        part.update(queries=op.queries, floored=op.floored, logits=op.logits)
         parts.append((xp, part, m, op.likelihood.name))
     return _handle_nonconvergence(_assemble(FisherNormResult, parts), on_nonconvergence, "fisher_norm")
 
 
-def _white_box_norm(xp, op, m, budget, tol, seed, return_direction, max_steps, memory_limit):
-    if m == "exact":
-        if budget is not None and budget < op.C + 1:
-            raise InvalidArgumentError(
-                f"method='exact' needs {op.C + 1} products per input (1 forward + C={op.C} vjps), "
-                f"budget={budget}; raise the budget or use method='lanczos'"
-            )
+def _white_box_norm(xp, op, plan, tol, seed, return_direction, memory_limit):
+    if plan.method == "exact":
         B, W = op.gram(memory_limit)
         vals, vecs = top_eigh(xp, B, 1)
         value = vals[:, 0]
@@ -173,14 +160,12 @@ def _white_box_norm(xp, op, m, budget, tol, seed, return_direction, max_steps, m
             upper=value,
             residual=xp.zeros_like(value),
             converged=np.ones(op.n, bool),
-            steps=None,
             trace=xp.sum(xp.linalg.diagonal(B), axis=-1),
         )
         if return_direction:
             part["direction"] = op.lift(xp.permute_dims(vecs, (0, 2, 1)), W)[:, 0]
         return part
-    steps = _steps_for_budget(budget, return_direction, max_steps)
-    res = _iterative(xp, op, m, 1, tol, steps, seed)
+    res = _iterative(xp, op, plan.method, 1, tol, plan.steps, seed)
     value, r = res.values[:, 0], res.residuals[:, 0]
     # θ + r bounds λ_max only once the Krylov space has found the top eigenvalue:
     # an unconverged input gets no finite upper bound.
@@ -201,16 +186,15 @@ def _white_box_norm(xp, op, m, budget, tol, seed, return_direction, max_steps, m
 def _assemble(cls, parts):
     xp = parts[0][0]
     methods = sorted({p[2] for p in parts})
-    keys = parts[0][1].keys()
     out = {}
-    for key in keys:
+    for key in parts[0][1]:
         vals = [p[1][key] for p in parts]
         if vals[0] is None:
             out[key] = None
         elif isinstance(vals[0], np.ndarray):
             out[key] = np.concatenate(vals)
         else:
-            out[key] = _concat(xp, vals)
+            out[key] = vals[0] if len(vals) == 1 else xp.concat(vals, axis=0)
     return cls(method="+".join(methods), likelihood=parts[0][3], **out)
 
 
@@ -222,33 +206,27 @@ def fisher_trace(
     ``auto`` is exact for C ≤ EXACT_MAX_OUTPUTS, Hutch++ with k = 30 above."""
     if k is not None:
         positive("k", k)
-    parts = []
-    for xp, op in _operators(model, x, batch_size):
-        if not op.model.has_vjp:
-            choice("method", method, TRACE_METHODS + ("sketch",))
-            m, value, stderr = blackbox_estimators.trace(xp, op, method, k, seed, memory_limit)
-            parts.append(
-                (
-                    xp,
-                    dict(value=value, stderr=stderr, queries=np.full(op.n, op.queries, dtype=np.int64)),
-                    m,
-                    op.likelihood.name,
-                )
-            )
-            continue
-        m = _resolve(method, op.C, None, TRACE_METHODS)
-        if m == "exact":
-            B, _ = op.gram(memory_limit)
-            value = xp.sum(xp.linalg.diagonal(B), axis=-1)
-            part = dict(value=value, stderr=xp.zeros_like(value))
+    parts, model = [], wrap(model)
+    for xp, xb, lo in _batches(model, x, batch_size):
+        choice("method", method, TRACE_METHODS + (() if model.has_vjp else ("sketch",)))
+        op = FisherOperator(model, xp, xb, offset=lo)
+        if not model.has_vjp:
+            m, value, stderr = jvp_only.trace(xp, op, method, k, seed, memory_limit, dispatch.AUTO_EXACT_MAX_D)
+            part = dict(value=value, stderr=stderr)
         else:
-            kk = int(k) if k is not None else 30
-            if m == "hutchinson":
-                est = hutchinson(xp, op.quadratic, op.logits, op.d, kk, seed)
+            m = ("exact" if op.C <= EXACT_MAX_OUTPUTS else "hutchpp") if method == "auto" else method
+            if m == "exact":
+                B, _ = op.gram(memory_limit)
+                value = xp.sum(xp.linalg.diagonal(B), axis=-1)
+                part = dict(value=value, stderr=xp.zeros_like(value))
             else:
-                est = hutchpp(xp, op.b_matmat, op.logits, op.C, kk, seed)
-            part = dict(value=est.value, stderr=est.stderr)
-        part["queries"] = np.full(op.n, op.queries, dtype=np.int64)
+                kk = int(k) if k is not None else 30
+                if m == "hutchinson":
+                    est = hutchinson(xp, op.quadratic, op.logits, op.d, kk, seed)
+                else:
+                    est = hutchpp(xp, op.b_matmat, op.logits, op.C, kk, seed)
+                part = dict(value=est.value, stderr=est.stderr)
+        part["queries"] = op.queries
         parts.append((xp, part, m, op.likelihood.name))
     return _assemble(TraceResult, parts)
 
@@ -273,19 +251,21 @@ def fisher_spectrum(
     positive("tol", tol)
     positive("k", k)
     choice("on_nonconvergence", on_nonconvergence, ("raise", "flag"))
+    choice("method", method, ("auto", "exact", "lanczos"))
     k = int(k)
-    parts = []
-    for xp, op in _operators(model, x, batch_size):
+    parts, model = [], wrap(model)
+    for xp, xb, lo in _batches(model, x, batch_size):
+        if not model.has_vjp and method == "lanczos":
+            raise InvalidArgumentError("a jvp-only model's spectrum needs method='exact' (all d columns of J)")
+        op = FisherOperator(model, xp, xb, offset=lo)
         if k > op.rank:
             raise InvalidArgumentError(
                 f"k={k} exceeds the largest possible rank of F, {op.rank} "
                 f"({op.likelihood.name} likelihood, C={op.C} outputs, d={op.d} inputs): use k <= {op.rank}"
             )
-        m = _resolve(method, op.C, None, ("auto", "exact", "lanczos"))
-        if not op.model.has_vjp and m != "exact":
-            raise InvalidArgumentError("a black-box model's spectrum needs method='exact' (all d columns of J)")
+        m = method if method != "auto" else ("exact" if op.C <= EXACT_MAX_OUTPUTS or not model.has_vjp else "lanczos")
         if m == "exact":
-            B, W = op.gram(memory_limit)
+            B, W = jvp_only.gram(xp, op, memory_limit)[:2] if not model.has_vjp else op.gram(memory_limit)
             vals, vecs = top_eigh(xp, B, k)
             part = dict(values=vals, residuals=xp.zeros_like(vals), converged=np.ones(op.n, bool))
             U = xp.permute_dims(vecs, (0, 2, 1))
@@ -294,57 +274,6 @@ def fisher_spectrum(
             part = dict(values=res.values, residuals=res.residuals, converged=to_numpy(res.converged).astype(bool))
             U, W = res.vectors, None
         part["vectors"] = op.lift(U, W) if return_vectors else None
-        part["queries"] = np.full(op.n, op.queries, dtype=np.int64)
+        part["queries"] = op.queries
         parts.append((xp, part, m, op.likelihood.name))
     return _handle_nonconvergence(_assemble(SpectrumResult, parts), on_nonconvergence, "fisher_spectrum")
-
-
-@dataclass
-class Plan:
-    """What ``fisher_norm`` would run on a batch, and what it would cost, before it runs."""
-
-    method: str
-    inputs: int
-    calls_per_input: int  # an upper bound for iterative methods
-    total_calls: int
-    probes: int = None  # jvp directions per input (black box)
-    note: str = ""
-
-
-def plan(model, x, method="auto", budget=None, *, return_direction=False, max_steps=None) -> Plan:
-    """The method ``fisher_norm(model, x, method, budget)`` would use and its cost in
-    model calls, without running it. For a white-box model whose number of outputs is
-    unknown, one forward pass on one input is made to learn it."""
-    model = wrap(model)
-    xp, x = as_batch(model, x)
-    n = int(x.shape[0])
-    d = int(np.prod(x.shape[1:]))
-    if budget is not None:
-        positive("budget", budget)
-    if not model.has_vjp:
-        choice("method", method, ("auto", "exact", "sketch"))
-        m, k = blackbox_estimators.probe_count(model, d, budget, method)
-        each = model.calls_per_column if m == "exact" else model.calls_per_probe
-        per = model.overhead + each * k
-        note = (
-            f"{model.overhead} calls set up finite differences (base point and noise; more when "
-            f"outputs are quantised, taken from the probes under a budget), {each} per "
-            + ("column (steps h and 2h, extrapolated over kinks)" if each != model.calls_per_probe else "probe")
-        )
-        if budget is None and getattr(model, "kinks", None) == "repair" and getattr(model, "scheme", "") == "central":
-            note += "; plus 2 per probe re-measured across a kink (ReLU, max-pool; counted in queries)"
-        fixed = getattr(getattr(model, "inner", None), "fixed_batch", None)
-        if fixed:
-            note += (
-                f"; the model's graph has a fixed batch of {fixed}, so it is run {fixed} row(s) per session "
-                f"call: {-(-per * n // fixed)} session calls in all"
-            )
-        return Plan(m, n, per, per * n, k, note)
-    C = model.num_outputs if model.num_outputs is not None else int(model.forward(x[:1, ...]).shape[1])
-    m = _resolve(method, C, budget, NORM_METHODS)
-    if m == "exact":
-        return Plan("exact", n, 1 + C, (1 + C) * n, note="1 forward + C vjps")
-    steps = _steps_for_budget(budget, return_direction, max_steps)
-    steps = min(C, steps) if steps is not None else (C if m == "lanczos" else 1000)
-    per = 1 + 2 * steps + int(bool(return_direction))
-    return Plan(m, n, per, per * n, note="at most: 1 forward + (vjp + jvp) per step; stops early on convergence")

@@ -35,9 +35,11 @@ class FisherNormResult(_Result):
     ``value`` is the estimate; ``lower ≤ λ_max ≤ upper`` is its bracket (for ``exact``
     both equal the value up to round-off; for ``lanczos``/``power`` lower is the Ritz
     value, a certified lower bound, and upper adds the residual once converged — it is
-    ``inf`` for an input that did not converge). ``queries`` counts
-    model evaluations per input: one forward plus one per jvp/vjp vector (white box), or
-    every row sent to a black-box model for that input (set-up, noise and probes).
+    ``inf`` for an input that did not converge; for ``sketch`` lower is the certified
+    lower bound and upper the top of the 95% interval). Finite differences widen both
+    ends by ``fd_error``. ``queries`` counts model evaluations per input: one forward plus
+    one per jvp/vjp vector, or every row sent to a black-box model for that input (set-up,
+    noise, probes, kink re-measures); it never exceeds the call's ``budget``.
     """
 
     value: object
@@ -46,17 +48,18 @@ class FisherNormResult(_Result):
     queries: np.ndarray
     method: str
     likelihood: str
-    residual: object = None
+    residual: object = None  # exact, lanczos, power: ‖B u − θ u‖ of the returned eigenpair
     converged: np.ndarray = None
     steps: np.ndarray = None
     direction: object = None
     floored: np.ndarray = None  # classes at the probability floor (output="probs")
-    fd_step: np.ndarray = None  # black box: finite-difference step per input
-    fd_noise: np.ndarray = None  # black box: measured output noise per input (nats)
-    fd_error: np.ndarray = None  # black box: propagated bound on |Δλ| from FD noise
-    nondeterministic: np.ndarray = None  # black box: repeated query answered differently
+    fd_step: np.ndarray = None  # finite differences: the step per input (unit directions)
+    fd_noise: np.ndarray = None  # finite differences: measured output noise per input (nats)
+    fd_error: np.ndarray = None  # finite differences: estimated |Δλ| (noise, truncation, kinks); not a bound
+    nondeterministic: np.ndarray = None  # finite differences: the repeated query was answered differently
     trace: object = None  # tr F(x), free with the exact methods (tr B); None otherwise
     logits: object = None  # (n, C) the logits the estimator used (log p for output="probs")
+    stderr: object = None  # sketch: jackknife standard error of value; None otherwise
 
 
 @dataclass(repr=False)

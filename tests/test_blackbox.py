@@ -6,7 +6,7 @@ import pytest
 import fimaudit as fa
 from fimaudit import errors as E
 from fimaudit.blackbox import dct_basis, ecnoise
-from fimaudit.blackbox.finite_differences import NOISE_POINTS
+from fimaudit.blackbox.noise import TABLE_ROWS
 from fimaudit.testing import MLPModel
 
 D, C = 64, 10
@@ -31,7 +31,7 @@ def test_exact_black_box_matches_white_box():
     assert np.allclose(r.value, ref.value, rtol=1e-6)
     assert np.all((r.lower <= ref.value) & (ref.value <= r.upper))  # FD-widened bracket holds
     assert np.allclose(np.abs(np.sum(r.direction * ref.direction, 1)), 1, atol=1e-6)
-    assert np.all(r.queries == bb.overhead + 2 * D)
+    assert np.all(r.queries == bb.costs().setup + 2 * D)
     assert np.allclose(fa.fisher_trace(bb, X).value, fa.fisher_trace(MLP, X).value, rtol=1e-6)
     assert np.allclose(fa.fisher_spectrum(bb, X, k=3).values, fa.fisher_spectrum(MLP, X, k=3).values, rtol=1e-6)
 
@@ -41,7 +41,7 @@ def test_schemes(scheme, rtol):
     bb = fa.wrap(MLP.forward, input_shape=(D,), output="logits", scheme=scheme)
     r = fa.fisher_norm(bb, X, method="exact")
     assert np.allclose(r.value, TRUTH, rtol=rtol)
-    assert np.all(r.queries == bb.overhead + {"central": 2, "forward": 1, "richardson": 4}[scheme] * D)
+    assert np.all(r.queries == bb.costs().setup + {"central": 2, "forward": 1, "richardson": 4}[scheme] * D)
 
 
 @pytest.mark.parametrize("budget", [20, 21, 40, 75, 144, 145, 500])
@@ -56,7 +56,7 @@ def test_budget_is_never_exceeded_and_queries_are_counted(budget):
 
 def _sketch_runs(k, seeds):
     bb = fa.wrap(MLP.forward, input_shape=(D,), output="logits", noise=0.0, step=1e-5)
-    return [fa.fisher_norm(bb, X, method="sketch", budget=bb.overhead + 2 * k, seed=s) for s in seeds]
+    return [fa.fisher_norm(bb, X, method="sketch", budget=bb.costs().setup + 2 * k, seed=s) for s in seeds]
 
 
 def test_sketch_lower_bound_and_interval_coverage_at_d_over_8():
@@ -93,10 +93,10 @@ def test_dct_and_user_bases():
     x = np.random.default_rng(1).random((3, 3, 8, 8))
     truth = fa.fisher_norm(img, x).value
     bb = fa.wrap(img.forward, input_shape=(3, 8, 8), output="logits")
-    r = fa.fisher_norm(bb, x, method="sketch", budget=bb.overhead + 40, probes="dct")
+    r = fa.fisher_norm(bb, x, method="sketch", budget=bb.costs().setup + 40, probes="dct")
     assert r.method == "sketch-dct" and np.all(r.lower <= truth * (1 + 1e-6)) and np.all(np.isinf(r.upper))
     user = np.random.default_rng(2).standard_normal((192, 192))
-    ru = fa.fisher_norm(bb, x, method="sketch", budget=bb.overhead + 2 * 192, probes=user)
+    ru = fa.fisher_norm(bb, x, method="sketch", budget=bb.costs().setup + 2 * 192, probes=user)
     assert np.allclose(ru.value, truth, rtol=1e-6)  # a full basis is exact
 
 
@@ -253,10 +253,10 @@ def test_kink_repair_fixes_straddled_probes_and_counts_its_calls():
             errs[kinks].append(np.abs(r.value / truth - 1))
             assert int(np.sum(r.queries)) == bb.inner.calls  # every call is on some input's bill
             if kinks == "repair":
-                assert np.any(r.queries > bb.overhead + 2 * X.shape[1])
+                assert np.any(r.queries > bb.costs().setup + 2 * X.shape[1])
                 covered.append((r.lower <= truth * (1 + 1e-9)) & (truth <= r.upper * (1 + 1e-9)))
             else:
-                assert np.all(r.queries == bb.overhead + 2 * X.shape[1])
+                assert np.all(r.queries == bb.costs().setup + 2 * X.shape[1])
     ignore, repair = np.concatenate(errs["ignore"]), np.concatenate(errs["repair"])
     assert np.median(repair) < 0.5 * np.median(ignore), (np.median(repair), np.median(ignore))
     assert np.mean(np.concatenate(covered)) >= 0.95
@@ -291,8 +291,8 @@ def test_extrapolation_removes_the_kink_bias_of_a_relu_cnn():
             errs[kinks].append(r.value / truth - 1)
             if kinks == "extrapolate":
                 set_up = r.queries - 4 * d  # every column at h and at 2h; ECnoise may widen its table
-                assert np.all((set_up >= bb.overhead) & ((set_up - bb.overhead) % (NOISE_POINTS + 3) == 0))
-                assert fa.plan(bb, X, method="exact").calls_per_input == bb.overhead + 4 * d
+                assert np.all((set_up >= bb.costs().setup) & ((set_up - bb.costs().setup) % TABLE_ROWS == 0))
+                assert fa.plan(bb, X, method="exact").calls_per_input == bb.costs().setup + 4 * d
                 assert int(np.sum(r.queries)) == bb.inner.calls
                 covered.append((r.lower <= truth) & (truth <= r.upper))
                 trace_errs.append(fa.fisher_trace(bb, X, method="exact").value / true_trace - 1)
@@ -312,8 +312,8 @@ def test_extrapolation_needs_central_differences_and_leaves_sketches_alone():
         fa.wrap(probs_fn, input_shape=(D,), output="probs", kinks="extrapolate", scheme="forward")
     bb = fa.wrap(probs_fn, input_shape=(D,), output="probs", kinks="extrapolate")
     r = fa.fisher_norm(bb, X, method="sketch", budget=100)
-    assert np.all(r.queries == bb.overhead + 2 * ((100 - bb.overhead) // 2))  # 2 calls per probe
-    exact = bb.overhead + 4 * D
+    assert np.all(r.queries == bb.costs().setup + 2 * ((100 - bb.costs().setup) // 2))  # 2 calls per probe
+    exact = bb.costs().setup + 4 * D
     assert fa.plan(bb, X, budget=exact - 1).method == "sketch" and fa.plan(bb, X, budget=exact).method == "exact"
     r = fa.fisher_norm(bb, X, budget=exact)
     assert np.all(r.queries == exact) and np.allclose(r.value, TRUTH, rtol=1e-5)

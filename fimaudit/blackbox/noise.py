@@ -9,7 +9,13 @@ standard deviation σ they do not, and ``E[(Δᵏ f)²] = σ² (2k)!/(k!)²``. H
 and σ is read off the first order k ≥ 2 at which consecutive estimates agree within a
 factor 4 and the differences change sign (noise, not a smooth trend). When most
 differences are exactly 0 the outputs are quantised more coarsely than δ resolves:
-the caller enlarges δ and tries again.
+δ is enlarged (10× on the first retry, 100× after) and the table measured again.
+
+:func:`measure` runs the table per input at ``δ = √eps · s`` (s the input's RMS scale;
+small, so that the table seldom straddles a kink of a piecewise-linear model, whose
+differences would pass for noise), on log-outputs, and reads two further points at
+``±SLOPE_REACH · δ`` for the slope |J p| the step rule needs. The table's centre point
+repeats the base query: a different answer flags a nondeterministic model.
 Reference: Moré & Wild, "Estimating computational noise", SIAM J. Sci. Comput. 33(3)
 (2011) 1292–1314, Algorithm ECnoise.
 """
@@ -17,12 +23,20 @@ Reference: Moré & Wild, "Estimating computational noise", SIAM J. Sci. Comput. 
 from __future__ import annotations
 
 import math
+from dataclasses import dataclass
 
 import numpy as np
 
-__all__ = ["ecnoise", "ORDERS"]
+from .._array import device, namespace, normal
+
+__all__ = ["ecnoise", "measure", "ORDERS", "NOISE_POINTS", "TABLE_ROWS"]
 
 ORDERS = 6
+NOISE_POINTS = 8  # the table has NOISE_POINTS + 1 points
+NOISE_SPACING = 1  # δ in units of √eps × the input's RMS scale
+SLOPE_REACH = 40  # the slope |J p| is read off f(x ± SLOPE_REACH·δ p)
+TABLE_ROWS = NOISE_POINTS + 3  # rows per input of one measurement: the table and the two slope points
+ATTEMPTS = 4  # the first table and up to three widened ones
 
 
 def ecnoise(table):
@@ -55,3 +69,46 @@ def ecnoise(table):
     sigma = np.where(np.isnan(sigma), est[:, 1:, :].min(axis=1), sigma)
     zero_fraction = np.mean(diffs[1] == 0, axis=(1, 2))
     return sigma, zero_fraction
+
+
+@dataclass
+class NoiseProbe:
+    """What one noise measurement found, per input."""
+
+    direction: object  # (n, *shape) unit direction p of the table
+    noise: np.ndarray  # σ (nats), raised to the repeat's difference / √2 for nondeterministic inputs
+    slope: np.ndarray  # |J p|
+    nondeterministic: np.ndarray  # the repeated base query was answered differently
+    repeat: np.ndarray  # that difference (nats), largest over the outputs
+
+
+def measure(send, x, base, scale, live, eps, seed, to_log):
+    """ECnoise along a random direction per input. ``send(points, attempt)`` evaluates the
+    model on ``TABLE_ROWS`` points per input (charging them first); ``base``: log-outputs
+    at x (n, C) as float64; ``live``: outputs that carry a derivative; ``to_log`` maps raw
+    outputs to float64 log-outputs."""
+    xp, n, m = namespace(x), int(x.shape[0]), NOISE_POINTS
+    p = normal(xp, x, x.shape, seed)
+    p = p / xp.reshape(xp.linalg.vector_norm(xp.reshape(p, (n, -1)), axis=1), (n,) + (1,) * (x.ndim - 1))
+    offsets = [i - m // 2 for i in range(m + 1)] + [SLOPE_REACH, -SLOPE_REACH]
+    delta = scale * max(eps**0.5, 1e-7) * NOISE_SPACING
+    nondeterministic = np.zeros(n, bool)
+    for attempt in range(ATTEMPTS):
+        d = xp.reshape(xp.asarray(delta, dtype=x.dtype, device=device(x)), (n,) + (1,) * (x.ndim - 1))
+        pts = xp.concat([x + (float(o) * d) * p for o in offsets], axis=0)
+        out = to_log(send(pts, attempt)).reshape(TABLE_ROWS, n, -1).transpose(1, 0, 2)
+        table, ends = out[:, : m + 1, :], out[:, m + 1 :, :]
+        sigma, zeros = ecnoise(table)
+        repeat = np.max(np.abs(table[:, m // 2, :] - base), axis=1)
+        nondeterministic |= repeat > 0
+        if np.all(zeros <= 0.5) or attempt + 1 == ATTEMPTS:
+            break
+        delta = np.where(zeros > 0.5, delta * (10.0 if attempt == 0 else 100.0), delta)
+    ends = np.where(live, ends[:, 0, :] - ends[:, 1, :], 0.0)
+    slope = np.sqrt(np.sum(ends**2, axis=1)) / (2 * SLOPE_REACH * delta)
+    sigma = np.where(live, sigma, np.nan)
+    noise = np.nanmedian(np.where(np.isfinite(sigma), sigma, np.nan), axis=1)
+    noise = np.where(np.isfinite(noise), noise, 0.0)
+    if np.any(nondeterministic):
+        noise = np.maximum(noise, repeat / np.sqrt(2.0))
+    return NoiseProbe(p, noise, slope, nondeterministic, repeat)

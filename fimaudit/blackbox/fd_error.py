@@ -1,0 +1,89 @@
+r"""The finite-difference error model: how far λ_max may move, and the brackets it widens.
+
+With noise σ (nats) and step h every entry of ``W = R J Qᵀ`` (C × k) carries an error of
+about ``ε = √λ_max(M) σ/h``. To first order λ moves by ``2 uᵀ(RE)w`` (one projection of
+the error, taken at 3ε) and to second order by at most ``‖RE‖² ≲ (ε(√C + √k))²``, so
+
+    |Δλ| ≲ 6√λ ε + ε²(√C + √k)².
+
+A relative truncation error τ of the products (measured by halving the step along one
+direction, :mod:`fimaudit.blackbox.step`, taken three times over) adds ``(2τ + τ²) λ``. m
+probes left straddling a kink with errors e_j move λ by about ``2√λ ‖R‖ Σ_j |v_j| ‖e_j‖``;
+a top direction spread over k probes has ``|v_j| ≈ 1/√k``, hence the term
+``2√λ κ + κ²`` with ``κ = ‖R‖ (m/k · Σ_j ‖e_j‖²)^½``.
+
+With the Gram extrapolated over kinks (``B = 2 B(h) − B(2h)``) the first-order noise term
+is taken √(2² + ½²) times and the second-order one 2 − ¼ times (independent errors at
+2h, half those at h), and the truncation term is replaced by the randomness of the kinks
+that remain: which columns straddle a kink at h and at 2h is a draw, so the extrapolation
+is right on average over columns, with a residual estimated as ``3 (Σ_j c_j²)^½``,
+``c_j = (uᵀW_j)² − (uᵀW₂_j)²`` the column's share of the correction along the top
+eigenvector u. These are estimates, not certificates: kinks the check's direction does not
+cross can exceed them.
+Reference: Moré & Wild, "Estimating derivatives of noisy simulations", ACM TOMS 38(3)
+(2012); Stewart & Sun, *Matrix Perturbation Theory* (1990), ch. IV (eigenvalue perturbation).
+"""
+
+from __future__ import annotations
+
+import math
+import warnings
+
+import numpy as np
+
+from .._array import device, to_numpy
+from ..errors import NoiseDominatesWarning
+
+__all__ = ["fd_error", "warn_if_noisy", "NOISE_WARN"]
+
+NOISE_WARN = 0.1  # warn when the estimated error exceeds this fraction of λ_max
+
+
+def _noise_error(lam, eps_J, C, k, first=1.0, second=1.0):
+    a = eps_J * (math.sqrt(C) + math.sqrt(k))
+    return first * 2 * np.sqrt(lam) * 3 * eps_J + second * a * a
+
+
+def fd_error(xp, diag, metric_norm, C, value, k, top=None, pair=None):
+    """Per-input estimate of |Δλ| (in value's library); ``metric_norm`` bounds λ_max(M);
+    ``pair`` = (W, W₂), the columns at h and 2h, and ``top`` (n, C) the top eigenvector
+    of B when the Gram was extrapolated."""
+    eps_J = math.sqrt(metric_norm) * (diag.noise / diag.step)
+    lam = np.maximum(to_numpy(value).astype(np.float64), 0)
+    if pair is not None:
+        err = _noise_error(lam, eps_J, C, k, first=math.sqrt(4 + 1 / 4), second=2 - 1 / 4)
+        u, (W, W2) = top[:, None, :], pair
+        c = xp.matmul(u, W)[:, 0, :] ** 2 - xp.matmul(u, W2)[:, 0, :] ** 2  # (n, d): each column's correction
+        err = err + 3.0 * to_numpy(xp.linalg.vector_norm(c, axis=-1)).astype(np.float64)
+    else:
+        tau = 3.0 * diag.truncation
+        kink = math.sqrt(metric_norm) * np.sqrt(diag.kink_error2 * diag.kink_count / max(k, 1))
+        err = _noise_error(lam, eps_J, C, k) + (2 * tau + tau**2) * lam + 2 * np.sqrt(lam) * kink + kink**2
+    return xp.asarray(err, dtype=value.dtype, device=device(value))
+
+
+def warn_if_noisy(err, value, diag, offset, stacklevel=4):
+    """NoiseDominatesWarning for the inputs whose error exceeds ``NOISE_WARN`` of λ_max."""
+    bad = np.flatnonzero(err > NOISE_WARN * np.maximum(value, np.finfo(np.float64).tiny))
+    if not bad.size:
+        return
+    tau = float(np.max(diag.truncation[bad]))
+    kinky = 6 * tau > NOISE_WARN
+    cause = (
+        f"the derivative changes by {tau:.1%} when the step is halved (kinks or curvature at step "
+        f"{np.min(diag.step[bad]):.2g})"
+        if kinky
+        else f"measured output noise {np.max(diag.noise[bad]):.2g} nats at step {np.min(diag.step[bad]):.2g}"
+    )
+    warnings.warn(
+        f"finite-difference error may exceed 10% of λ_max for inputs {(bad + offset)[:10].tolist()}: {cause} "
+        "(see .fd_error); the brackets are widened accordingly. Rounded or quantised probabilities and "
+        "TF32/bf16 serving cause noise; pass step= or scheme='richardson' to trade noise against truncation"
+        + (
+            "; for a ReLU/max-pool network, kinks='extrapolate' removes the kinks' bias from method='exact'"
+            if kinky and not diag.extrapolate
+            else ""
+        ),
+        NoiseDominatesWarning,
+        stacklevel=stacklevel,
+    )

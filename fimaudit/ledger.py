@@ -1,0 +1,148 @@
+r"""The query ledger: every model evaluation of one estimator call, charged per input
+before it is made.
+
+Budget promise: with ``budget=B``, no input of a batch is ever sent more than B rows
+(model evaluations: forwards, jvp/vjp vectors, finite-difference points) by one
+estimator call — a charge that would pass B is refused before the call it pays for.
+
+* :class:`QueryLedger` holds the per-input spend and is the only place a budget is
+  compared with anything. ``charge(rows)`` comes immediately before a model call;
+  ``keep`` names rows that must still fit afterwards (a data-dependent set-up step, such
+  as widening a noise table, must not leave the estimator less than its minimum).
+* :class:`Costs` is a model's cost table (rows per input for set-up, per jvp or vjp
+  vector, per column of J), read by :mod:`fimaudit.dispatch`, so a plan and a run
+  count the same rows.
+* :class:`MeteredModel` is the contract of a model that sends its own rows to another
+  model (finite differences): it charges them itself, through the ledger it is given,
+  and hands back its diagnostics. Every other model is metered here, one row per input
+  for the forward pass and one per product vector (:func:`linearize`).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+from .errors import QueryBudgetExceeded
+
+__all__ = ["QueryLedger", "Costs", "MeteredModel", "linearize", "costs_of"]
+
+
+class QueryLedger:
+    """Rows sent per input of a batch of ``n``; ``budget`` None counts without a cap."""
+
+    def __init__(self, budget, n, reserve=0):
+        self.budget = None if budget is None else int(budget)
+        self.n = int(n)
+        self.spent = np.zeros(self.n, dtype=np.int64)
+        self.reserve = int(reserve)  # rows per input the estimator needs after the set-up
+        self.refused = False  # whether a charge was refused
+
+    @property
+    def bounded(self):
+        return self.budget is not None
+
+    def room(self):
+        """Rows per input still allowed (the smallest over the batch); None without a budget."""
+        return None if self.budget is None else int(self.budget - (self.spent.max() if self.n else 0))
+
+    def charge(self, rows, what="model calls", keep=0, fix=""):
+        """Book ``rows`` (an int for every input, or one count per input) for the call about
+        to be made; refuse, booking nothing, when that would leave less than ``keep`` rows
+        per input under the budget. ``fix`` adds a way out to the refusal's message."""
+        add = np.broadcast_to(np.asarray(rows, dtype=np.int64), (self.n,))
+        if self.budget is not None:
+            after = self.spent + add + int(keep)
+            if np.any(after > self.budget):
+                self.refused = True
+                worst = int(np.argmax(after))
+                raise QueryBudgetExceeded(
+                    f"{what} would send {int(add[worst])} more rows to input {worst}, which has had "
+                    f"{int(self.spent[worst])} of its budget={self.budget}"
+                    + (f" and still needs {int(keep)}" if keep else "")
+                    + "; nothing was sent: raise budget"
+                    + (f" or {fix}" if fix else ""),
+                    partial=dict(queries=self.spent.copy()),
+                )
+        self.spent = self.spent + add
+
+
+@dataclass(frozen=True)
+class Costs:
+    """Rows per input a model's products cost.
+
+    ``setup``: before the first product (the forward pass; for finite differences also the
+    noise table, the slope points and the step check). ``jvp``/``vjp``: per product vector
+    (``vjp`` None when the model has none). ``column``: per column of J for ``exact``
+    (``jvp``, or twice that when the Gram is extrapolated from two steps). ``setup_note``
+    and ``extras`` describe the set-up and any data-dependent rows (spent only without a
+    budget, or taken from the probes under one) for :func:`fimaudit.plan`; ``batch`` the
+    most rows one call to the served model takes (a graph's fixed batch, or ``batch_size=``).
+    """
+
+    setup: int = 1
+    jvp: int = 1
+    vjp: int = 1
+    column: int = 1
+    setup_note: str = "1 forward"
+    extras: str = ""
+    batch: int = None  # at most this many rows per call to the served model (a graph's fixed batch)
+
+
+class MeteredModel:
+    """Mixin of a model that charges the rows it sends itself.
+
+    ``linearize(x, ledger=None)`` returns a linearization whose every model call is charged
+    to ``ledger`` first (a counting ledger of its own when None) and whose ``diagnostics``
+    holds a typed record of how its products were made; ``costs()`` its :class:`Costs`.
+    """
+
+    def costs(self) -> Costs:
+        raise NotImplementedError
+
+    def linearize(self, x, ledger=None):
+        raise NotImplementedError
+
+
+def costs_of(model) -> Costs:
+    """The cost table of any model: a metered model's own, else one row per evaluation."""
+    if isinstance(model, MeteredModel):
+        return model.costs()
+    return Costs(vjp=1 if model.has_vjp else None)
+
+
+def linearize(model, x, ledger):
+    """``model`` at the batch x with every evaluation charged to ``ledger`` before it is made."""
+    if isinstance(model, MeteredModel):
+        return model.linearize(x, ledger=ledger)
+    return _Charged(model, x, ledger)
+
+
+class _Charged:
+    """A plain model's linearization, one row per input for the forward pass and one per
+    product vector, each charged before the product."""
+
+    diagnostics = None
+
+    def __init__(self, model, x, ledger):
+        ledger.charge(1, "the forward pass")
+        self.model, self.ledger = model, ledger
+        self.inner = model.linearize(x)
+        self.logits = self.inner.logits
+
+    def jvp(self, v):
+        self.ledger.charge(1, "a Jacobian-vector product")
+        return self.inner.jvp(v)
+
+    def vjp(self, u):
+        self.ledger.charge(1, "a vector-Jacobian product")
+        return self.inner.vjp(u)
+
+    def jvp_many(self, V):
+        self.ledger.charge(int(V.shape[1]), f"{int(V.shape[1])} Jacobian-vector products")
+        return self.inner.jvp_many(V)
+
+    def vjp_many(self, U):
+        self.ledger.charge(int(U.shape[1]), f"{int(U.shape[1])} vector-Jacobian products")
+        return self.inner.vjp_many(U)
