@@ -24,9 +24,10 @@ fimaudit_http = pytest.importorskip("fimaudit_http")
 
 import fimaudit_http.model as http_module  # noqa: E402
 from fimaudit_http import HTTPModel  # noqa: E402
+from fimaudit_http.redact import Redactor  # noqa: E402
 from fimaudit_http.request import ERROR_BODY_CAP  # noqa: E402
 from fimaudit_http.retry import retry_after  # noqa: E402
-from hypothesis import HealthCheck, given, settings  # noqa: E402
+from hypothesis import HealthCheck, example, given, settings  # noqa: E402
 from hypothesis import strategies as st  # noqa: E402
 
 from fimaudit import errors as E  # noqa: E402
@@ -559,6 +560,25 @@ def test_no_secret_in_any_message_log_or_repr(serve, tmp_path, scenario, auth):
                 assert form not in text, f"{form!r} in the {where}"
     assert KEY[:6] not in texts["message"]  # a secret cut in two by the body cap is not shown in part
     assert "127.0.0.1" in texts["message"] or scenario == "decode fails"
+
+
+@settings(max_examples=80, deadline=None)
+@given(
+    url_secret=st.text(st.characters(blacklist_categories=["Cs"]), min_size=4, max_size=16),
+    header_secret=st.text(st.characters(min_codepoint=33, max_codepoint=126), min_size=4, max_size=16),
+    filler=st.text(max_size=24),
+)
+@example(url_secret="abcd", header_secret="x***", filler="x")  # the mask next to a secret's head spells it
+def test_redaction_masks_every_spelling_and_nothing_else(url_secret, header_secret, filler):
+    q = quote(url_secret, safe="")
+    redact = Redactor(f"https://{q}:{q}@host/p?key={q}&{q}", {"X-Key": header_secret})
+    for secret in (url_secret, header_secret):
+        for form in spellings(secret):
+            shown = redact(filler + form + filler)
+            assert all(f not in shown for s in (url_secret, header_secret) for f in spellings(s) if len(f) >= 4)
+    if not any(f in filler for s in (url_secret, header_secret) for f in spellings(s)):
+        assert redact(filler) == filler  # text without a secret is left as it is
+    assert url_secret not in redact.url and q not in redact.url and "host/p" in redact.url
 
 
 def test_a_bad_url_is_refused_without_its_credentials():

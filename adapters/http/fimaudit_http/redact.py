@@ -52,7 +52,11 @@ class Redactor:
 
     def __call__(self, text) -> str:
         text = text if isinstance(text, str) else str(text)
-        return text if self._pattern is None else self._pattern.sub(MASK, text)
+        # again until none is left: a mask next to a secret's head could spell one; every secret
+        # is longer than the mask, so each pass shortens the text and this ends
+        while self._pattern is not None and self._pattern.search(text):
+            text = self._pattern.sub(MASK, text)
+        return text
 
     def cut(self, text) -> str:
         """A text that was cut short, redacted, without its last characters: a secret cut in
