@@ -36,36 +36,31 @@ class UnsupportedCoding(Exception):
 
 
 async def read_body(response, cap, *, cut=False):
-    """The decoded body of an ``httpx`` streaming response, at most ``cap`` bytes. Over the
-    cap: raise :class:`BodyTooLarge`, or with ``cut=True`` stop reading and return what was
-    read. Returns ``(body, was_cut)``."""
+    """The decoded body of an ``httpx`` streaming response (a bytearray), at most ``cap``
+    bytes. Over the cap: raise :class:`BodyTooLarge`, or with ``cut=True`` stop reading and
+    return what was read. Returns ``(body, was_cut)``."""
     coding = response.headers.get("content-encoding", "identity").strip().lower() or "identity"
     decoder = _decoder(coding)
     declared = response.headers.get("content-length", "")
     if coding == "identity" and declared.isdigit() and int(declared) > cap and not cut:
         raise BodyTooLarge(cap)
-    parts, total = [], 0
+    body = bytearray()  # grown in place: no second copy of the whole body
 
-    def take(piece):
-        nonlocal total
-        if total + len(piece) > cap:
+    def take(piece):  # False once the cap is reached
+        if len(body) + len(piece) > cap:
             if not cut:
                 raise BodyTooLarge(cap)
-            parts.append(piece[: cap - total])
-            total = cap
+            body.extend(piece[: cap - len(body)])
             return False
-        parts.append(piece)
-        total += len(piece)
+        body.extend(piece)
         return True
 
     async for raw in response.aiter_raw():
-        for piece in decoder.feed(raw):
-            if not take(piece):
-                return b"".join(parts), True
-    for piece in decoder.finish():
-        if not take(piece):
-            return b"".join(parts), True
-    return b"".join(parts), False
+        if not all(take(piece) for piece in decoder.feed(raw)):
+            return body, True
+    if not all(take(piece) for piece in decoder.finish()):
+        return body, True
+    return body, False
 
 
 def excerpt(text, head=300, tail=700):

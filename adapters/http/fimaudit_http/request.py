@@ -26,7 +26,7 @@ ERROR_BODY_CAP = 1 << 20
 class Answer(NamedTuple):
     status: int | None  # None: no answer (timeout, transport error, corrupt body)
     headers: httpx.Headers | None
-    body: bytes
+    body: bytes | bytearray
     cut: bool  # the body was longer than what was read
     failure: str | None  # why there is no usable answer
 
