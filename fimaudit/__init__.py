@@ -11,22 +11,69 @@ with honest brackets, for any model with a fimaudit adapter.
 1.25
 """
 
+import importlib
+import sys
+import types
+
 from . import errors
-from .audit import Audit, audit
-from .fisher import Plan, fisher_norm, fisher_spectrum, fisher_trace, plan
-from .likelihoods import get_likelihood
-from .models import Linearization, Model, installed_adapters, wrap
-from .results import FisherNormResult, SpectrumResult, TraceResult
 
 __version__ = "0.1.0"
 
+# Public names are loaded on first use (PEP 562), so `import fimaudit` and the CLI's --help
+# stay cheap: name → the module that defines it.
+_LAZY = {
+    "Audit": ".audit",
+    "audit": ".audit",
+    "Plan": ".fisher",
+    "fisher_norm": ".fisher",
+    "fisher_spectrum": ".fisher",
+    "fisher_trace": ".fisher",
+    "plan": ".fisher",
+    "get_likelihood": ".likelihoods",
+    "Linearization": ".models",
+    "Model": ".models",
+    "installed_adapters": ".models",
+    "wrap": ".models",
+    "FisherNormResult": ".results",
+    "SpectrumResult": ".results",
+    "TraceResult": ".results",
+}
 
-def lipschitz_bound(model, input_shape=None, likelihood="categorical", sigma=1.0, input_domain=None):
+
+def __getattr__(name):
+    if name not in _LAZY:
+        raise AttributeError(f"module 'fimaudit' has no attribute {name!r}")
+    value = getattr(importlib.import_module(_LAZY[name], __name__), name)
+    globals()[name] = value
+    return value
+
+
+def __dir__():
+    return sorted(set(globals()) | set(__all__))
+
+
+class _Package(types.ModuleType):
+    """``fimaudit.audit`` is the function: importing the subpackage of the same name
+    (which sets the attribute on its parent) must not replace it."""
+
+    def __setattr__(self, name, value):
+        if name == "audit" and isinstance(value, types.ModuleType):
+            return
+        super().__setattr__(name, value)
+
+
+sys.modules[__name__].__class__ = _Package
+
+
+def lipschitz_bound(model, input_shape=None, likelihood="categorical", sigma=1.0, input_domain=None, **options):
     """Certified Lipschitz and Fisher bounds from a model's ONNX graph (see fimaudit.bounds);
-    ``input_domain=(low, high)`` bounds Transformers on that input box."""
+    ``input_domain=(low, high)`` bounds Transformers on that input box; ``memory_limit=``
+    (bytes, 4 GiB by default) caps what loading and bounding may allocate."""
     from .bounds import lipschitz_bound as bound
 
-    return bound(model, input_shape=input_shape, likelihood=likelihood, sigma=sigma, input_domain=input_domain)
+    return bound(
+        model, input_shape=input_shape, likelihood=likelihood, sigma=sigma, input_domain=input_domain, **options
+    )
 
 
 __all__ = [

@@ -1,23 +1,75 @@
-"""The ``fimaudit`` command: ``demo``, ``audit`` and ``report``."""
+"""The ``fimaudit`` command: ``demo``, ``audit``, ``bound`` and ``report``.
+
+The command fails closed: it exits 0 only when every input was audited and the
+``--fail-above`` gate, if given, passed; the other outcomes have the distinct codes of
+:class:`ExitCode` (listed by ``fimaudit audit --help``). Every argument of ``audit`` is
+checked before the model is loaded. Importing this module loads neither numpy nor any
+framework, so ``--help`` is immediate.
+"""
 
 from __future__ import annotations
 
 import argparse
+import enum
 import json
+import math
 import sys
 
 from . import __version__
 from .errors import FimauditError, InvalidArgumentError
 
+METHODS = ("auto", "exact", "lanczos", "power", "sketch")
+
+
+class ExitCode(enum.IntEnum):
+    OK = 0
+    USAGE = 2
+    GATE_EXCEEDED = 3
+    INCOMPLETE = 4
+    INTERRUPTED = 130
+
+
+MEANING = {
+    ExitCode.OK: "every input audited and the --fail-above gate (if given) passed",
+    ExitCode.USAGE: "usage error: a bad argument, or a file that cannot be read or written",
+    ExitCode.GATE_EXCEEDED: "some input's λ_max is above --fail-above (wins over 4: the gate has failed either way)",
+    ExitCode.INCOMPLETE: "audit incomplete: some input has no result (an error, no convergence) or none was audited",
+    ExitCode.INTERRUPTED: "interrupted (Ctrl-C); with --journal the same command resumes",
+}
+EXIT_CODES_HELP = "exit status:\n" + "\n".join(f"  {int(c):>3}  {text}" for c, text in MEANING.items())
+
+
+def _positive_int(text):
+    try:
+        value = int(text)
+    except ValueError:
+        value = 0
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be an integer >= 1, got {text!r}")
+    return value
+
+
+def _finite_float(text):
+    try:
+        value = float(text)
+    except ValueError:
+        value = math.nan
+    if not math.isfinite(value):
+        raise argparse.ArgumentTypeError(f"must be a finite number, got {text!r}")
+    return value
+
 
 def _audit(args):
-    import numpy as np
+    from .audit.inputs import check_model_source, load_inputs, load_labels, writable_folder
+
+    X = load_inputs(args.data)
+    y = None if args.labels is None else load_labels(args.labels, len(X))
+    writable_folder(args.out)
+    check_model_source(args.model)
 
     from .audit import audit
     from .models import wrap
 
-    X = np.load(args.data)
-    y = np.load(args.labels) if args.labels else None
     options = {}
     if args.probs:
         options["output"] = "probs"
@@ -44,14 +96,33 @@ def _audit(args):
             f"median λ_max {q.get('median', float('nan')):.4g}, "
             f"max {q.get('max', float('nan')):.4g}; report: {path}"
         )
-    if args.fail_above is not None:
-        over = [r["index"] for r in a.rows if r["lambda_max"] is not None and r["lambda_max"] > args.fail_above]
+    return _verdict(a.rows, args.fail_above)
+
+
+def _verdict(rows, fail_above):
+    """The exit code of an audit's rows (see :class:`ExitCode`), with the reason on stderr."""
+
+    def number(r):
+        v = r.get("lambda_max")
+        return isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v)
+
+    missing = [r for r in rows if r.get("status") != "ok" or not number(r)]
+    code = ExitCode.OK
+    if fail_above is not None:
+        over = [r["index"] for r in rows if number(r) and r["lambda_max"] > fail_above]
         if over:
-            print(
-                f"fimaudit: {len(over)} inputs have λ_max above {args.fail_above} (first: {over[:10]})", file=sys.stderr
-            )
-            return 3
-    return 0
+            print(f"fimaudit: {len(over)} inputs have λ_max above {fail_above} (first: {over[:10]})", file=sys.stderr)
+            code = ExitCode.GATE_EXCEEDED
+    if missing or not rows:
+        why = f" (first: input {missing[0].get('index')}, {missing[0].get('status')})" if missing else ""
+        print(
+            f"fimaudit: audit incomplete: {len(missing)} of {len(rows)} inputs have no result{why}; "
+            "the report lists each input's status, and a rerun with the same --journal measures only those",
+            file=sys.stderr,
+        )
+        if code == ExitCode.OK:
+            code = ExitCode.INCOMPLETE
+    return code
 
 
 def _bound(args):
@@ -69,7 +140,7 @@ def _bound(args):
     b = lipschitz_bound(args.model, input_shape=shape, input_domain=domain)
     if args.json:
         print(json.dumps(dict(lipschitz=b.lipschitz, fisher_bound=b.fisher_bound, layers=b.layers)))
-        return 0
+        return ExitCode.OK
     print(f"{'node':32s} {'op':20s} {'local':>10s} {'cumulative':>12s}")
     for layer in b.layers:
         local = "" if layer["local"] is None else f"{layer['local']:.4g}"
@@ -78,33 +149,41 @@ def _bound(args):
     print(f"certified logit Lipschitz constant L ≤ {b.lipschitz:.6g}{note}")
     where = "every x" if domain is None else f"every x in [{domain[0]:g}, {domain[1]:g}]^d"
     print(f"λ_max(F(x)) ≤ ½ L² = {b.fisher_bound:.6g} for {where}; top-1 class fixed within margin / (√2 L)")
-    return 0
+    return ExitCode.OK
 
 
 def _report(args):
     from .audit import Audit
 
     print(Audit.load(args.folder).save(args.folder))
-    return 0
+    return ExitCode.OK
 
 
-def main(argv=None):
+def _parser():
     ap = argparse.ArgumentParser(
-        prog="fimaudit", description="Audit model robustness via the input-space Fisher information."
+        prog="fimaudit",
+        description="Audit model robustness via the input-space Fisher information.",
+        epilog=EXIT_CODES_HELP,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     ap.add_argument("--version", action="version", version=f"fimaudit {__version__}")
     sub = ap.add_subparsers(dest="command", required=True)
     demo = sub.add_parser("demo", help="audit the shipped digits model offline and write a report")
     demo.add_argument("--out", default="fimaudit-report", help="output folder (default: ./fimaudit-report)")
-    au = sub.add_parser("audit", help="audit a model (an .onnx file, or a URL with fimaudit-http) on X.npy")
+    au = sub.add_parser(
+        "audit",
+        help="audit a model (an .onnx file, or a URL with fimaudit-http) on X.npy",
+        epilog=EXIT_CODES_HELP,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
     au.add_argument("model")
-    au.add_argument("--data", required=True, help="inputs, a .npy array of shape (n, *input_shape)")
-    au.add_argument("--labels", help="labels, a .npy array of shape (n,)")
+    au.add_argument("--data", required=True, help="inputs, a .npy float array of shape (n, *input_shape), n >= 1")
+    au.add_argument("--labels", help="labels, a .npy array of n integer class indices")
     au.add_argument("--out", required=True, help="output folder for results.json, results.csv, report.html")
-    au.add_argument("--method", default="auto")
-    au.add_argument("--budget", type=int, help="model calls per input (black-box models)")
+    au.add_argument("--method", default="auto", choices=METHODS)
+    au.add_argument("--budget", type=_positive_int, help="model calls per input (black-box models), >= 1")
     au.add_argument("--journal", help="SQLite journal: resume an interrupted audit")
-    au.add_argument("--batch-size", type=int, default=64)
+    au.add_argument("--batch-size", type=_positive_int, default=64, help="inputs per chunk (default 64)")
     au.add_argument("--probs", action="store_true", help="the model outputs probabilities")
     au.add_argument(
         "--kinks",
@@ -113,7 +192,7 @@ def main(argv=None):
         "re-measures probes that straddle one; 'extrapolate' measures every column at steps h "
         "and 2h and extrapolates to 0 (twice the calls; for CNNs with kinks everywhere)",
     )
-    au.add_argument("--fail-above", type=float, help="exit with status 3 if any λ_max exceeds this")
+    au.add_argument("--fail-above", type=_finite_float, help="exit with status 3 if any λ_max exceeds this")
     au.add_argument("--json", action="store_true", help="print the summary as JSON")
     au.add_argument("--quiet", action="store_true")
     bd = sub.add_parser("bound", help="certified Lipschitz and Fisher bounds from an ONNX graph")
@@ -127,21 +206,39 @@ def main(argv=None):
     bd.add_argument("--json", action="store_true")
     rep = sub.add_parser("report", help="re-render report.html from a folder's results.json")
     rep.add_argument("folder")
-    args = ap.parse_args(argv)
+    return ap
+
+
+def _interrupted(args):
+    if getattr(args, "command", None) != "audit":
+        return "fimaudit: interrupted"
+    if args.journal:
+        return f"fimaudit: interrupted; finished inputs are kept in {args.journal}: run the same command to resume"
+    return "fimaudit: interrupted; nothing was kept: pass --journal FILE to make the audit resumable"
+
+
+def main(argv=None):
+    try:
+        args = _parser().parse_args(argv)
+    except SystemExit as stop:  # --help, --version, or a usage error (argparse prints it)
+        return stop.code if isinstance(stop.code, int) else ExitCode.USAGE
     try:
         if args.command == "demo":
             from .demo import run
 
             run(args.out)
-            return 0
+            return ExitCode.OK
         if args.command == "audit":
             return _audit(args)
         if args.command == "bound":
             return _bound(args)
         return _report(args)
+    except KeyboardInterrupt:
+        print(_interrupted(args), file=sys.stderr)
+        return ExitCode.INTERRUPTED
     except (FimauditError, OSError) as err:
         print(f"fimaudit: {err}", file=sys.stderr)
-        return 2
+        return ExitCode.USAGE
 
 
 if __name__ == "__main__":

@@ -91,7 +91,7 @@ def test_audit_passes_the_kink_option_to_the_finite_differences(files):
     )
     assert p.returncode == 0, p.stderr
     rows = json.loads((d / "out" / "results.json").read_text())["rows"]
-    from fimaudit.blackbox.finite_differences import NOISE_POINTS
+    from fimaudit.blackbox.noise import NOISE_POINTS
 
     set_up = 1 + NOISE_POINTS + 3 + 2 * 2  # base point, ECnoise and slope, step-halving check
     assert all(r["queries"] == set_up + 4 * 4 for r in rows)  # every column at h and at 2h
