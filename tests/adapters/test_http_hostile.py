@@ -3,6 +3,7 @@ endless bodies, gzip bombs, faults that force resends, oversized-batch refusals 
 that echo credentials back. Every call that a hostile server could hold runs under
 ``within`` (a bounded wait), every server is closed by its fixture."""
 
+import asyncio
 import hashlib
 import html
 import json
@@ -19,11 +20,12 @@ from urllib.parse import quote, quote_plus
 import numpy as np
 import pytest
 
-pytest.importorskip("httpx")
+httpx = pytest.importorskip("httpx")
 fimaudit_http = pytest.importorskip("fimaudit_http")
 
 import fimaudit_http.model as http_module  # noqa: E402
 from fimaudit_http import HTTPModel  # noqa: E402
+from fimaudit_http.body import BodyTooLarge, excerpt, read_body  # noqa: E402
 from fimaudit_http.redact import Redactor  # noqa: E402
 from fimaudit_http.request import ERROR_BODY_CAP  # noqa: E402
 from fimaudit_http.retry import retry_after  # noqa: E402
@@ -277,6 +279,55 @@ def test_hostile_json_is_refused_at_once(serve, body, decode):
     with pytest.raises(E.InvalidModelOutputError):
         within(5, lambda: model(server.url, retries=3, **kw).forward(X))
     assert server.requests == 1
+
+
+class Chunked:
+    """A streaming response's surface as read_body uses it: headers and raw chunks."""
+
+    def __init__(self, headers, chunks):
+        self.headers, self.chunks = headers, chunks
+
+    async def aiter_raw(self):
+        for chunk in self.chunks:
+            yield chunk
+
+
+@settings(max_examples=60, deadline=None)
+@given(
+    payload=st.binary(max_size=3000)
+    | st.integers(0, 300_000).map(bytes)  # compressible zeros
+    | st.integers(60_000, 100_000).map(lambda n: np.random.default_rng(n).bytes(n)),  # raw chunks over 64 KiB
+    coding=st.sampled_from(sorted(COMPRESS) + ["identity"]),
+    cuts=st.lists(st.integers(0, 10**6), max_size=8),
+    cap=st.integers(1, 400_000),
+)
+@example(payload=np.random.default_rng(0).bytes(70_000), coding="raw deflate", cuts=[], cap=400_000)
+@example(payload=b"", coding="raw deflate", cuts=[1], cap=1)  # the zlib wrapper refused on the second byte
+def test_read_body_decodes_any_chunking_and_holds_the_cap(payload, coding, cuts, cap):
+    raw = payload if coding == "identity" else COMPRESS[coding](payload)
+    bounds = sorted({c % (len(raw) + 1) for c in cuts} | {0, len(raw)})
+    chunks = [raw[a:b] for a, b in zip(bounds, bounds[1:])]
+    header = "deflate" if coding == "raw deflate" else coding
+    response = Chunked(httpx.Headers({"content-encoding": header}), chunks)
+    if len(payload) > cap:
+        with pytest.raises(BodyTooLarge):
+            asyncio.run(read_body(response, cap))
+        body, was_cut = asyncio.run(read_body(Chunked(response.headers, chunks), cap, cut=True))
+        assert (bytes(body), was_cut) == (payload[:cap], True)
+    else:
+        body, was_cut = asyncio.run(read_body(response, cap))
+        assert (bytes(body), was_cut) == (payload, False)
+
+
+@settings(max_examples=60, deadline=None)
+@given(st.text(max_size=3000))
+def test_excerpt_keeps_the_head_and_the_tail(text):
+    shown = excerpt(text)
+    if len(text) <= 1000:
+        assert shown == text
+    else:
+        assert shown.startswith(text[:300]) and shown.endswith(text[-700:]) and len(shown) < 1060
+        assert f"[{len(text) - 1000} characters left out]" in shown
 
 
 # --- the row cap charges every send -----------------------------------------------------

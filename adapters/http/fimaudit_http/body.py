@@ -93,26 +93,32 @@ class _Identity:
 
 
 class _Inflate:
-    """zlib decompression in pieces of at most PIECE bytes."""
+    """zlib decompression in pieces of at most PIECE bytes. With a ``fallback`` (raw deflate
+    for ``deflate``), the input is kept until the first output (at most PIECE bytes): if the
+    zlib wrapper is refused before then, decoding starts again from the first byte in the
+    fallback format."""
 
     def __init__(self, wbits, fallback=None):
         self.d = zlib.decompressobj(wbits)
         self.fallback = fallback
-        self.started = False
+        self.seen = bytearray() if fallback is not None else None  # input before the first output
 
     def feed(self, data):
+        if self.seen is not None:
+            self.seen.extend(data)
         while not self.d.eof:
             try:
                 out = self.d.decompress(data, PIECE)
             except zlib.error as err:
-                if self.fallback is None or self.started:
+                if self.seen is None:
                     raise CorruptBody(f"the compressed body is corrupt ({err})") from None
-                self.d, self.fallback = zlib.decompressobj(self.fallback), None  # raw deflate
+                self.d, data, self.seen = zlib.decompressobj(self.fallback), bytes(self.seen), None  # raw deflate
                 continue
-            self.started = self.started or bool(out)
-            data = self.d.unconsumed_tail
+            if out or (self.seen is not None and len(self.seen) > PIECE):
+                self.seen = None  # settled (zlib judges its wrapper on the first 2 bytes)
             if out:
                 yield out
+            data = self.d.unconsumed_tail
             if not data and len(out) < PIECE:  # input used up and nothing pending
                 return
 
