@@ -60,11 +60,13 @@ def _finite_float(text):
 
 
 def _audit(args):
-    from .audit.inputs import check_model_source, load_inputs, load_labels, writable_folder
+    from .audit.inputs import check_journal, check_model_source, load_inputs, load_labels, writable_folder
 
     X = load_inputs(args.data)
     y = None if args.labels is None else load_labels(args.labels, len(X))
     writable_folder(args.out)
+    if args.journal:
+        check_journal(args.journal)
     check_model_source(args.model)
 
     from .audit import audit

@@ -93,6 +93,8 @@ USAGE = [
     (["--labels", "{d}/y_negative.npy"], "negative"),
     (["--out", "{d}/a_file/out"], "output folder"),
     (["--model", "{d}/missing.onnx"], "cannot read the model"),
+    (["--journal", "{d}/no/such/folder/j.sqlite"], "does not exist"),
+    (["--journal", "{d}"], "is a folder"),
 ]
 
 
@@ -234,3 +236,20 @@ def test_help_imports_no_heavy_module(argv):
     core = [m for m in modules if m.startswith(("fimaudit.fisher", "fimaudit.audit", "fimaudit.models", "fimaudit.b"))]
     assert not heavy and not core, heavy + core
     assert "numpy.linalg" not in modules and "scipy.stats" not in modules
+
+
+def test_public_names_load_lazily_and_stay_the_same():
+    code = (
+        "import sys, json\n"
+        "import fimaudit as fa\n"
+        "before = 'fimaudit.fisher' in sys.modules\n"
+        "import fimaudit.audit.report\n"  # the subpackage named like the function must not replace it
+        "from fimaudit import *\n"
+        "run = sys.modules['fimaudit.audit.run']\n"
+        "same = all(getattr(fa, n) is getattr(sys.modules[__name__], n) for n in fa.__all__)\n"
+        "missing = sorted(set(fa.__all__) - set(dir(fa)))\n"
+        "print(json.dumps([before, fa.audit is run.audit, fa.Audit is run.Audit, missing, same]))\n"
+    )
+    p = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert p.returncode == 0, p.stderr
+    assert json.loads(p.stdout) == [False, True, True, [], True]

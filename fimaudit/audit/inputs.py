@@ -1,5 +1,5 @@
 """The files an audit reads and writes, checked before any work: inputs and labels from
-``.npy`` files, the output folder, the model's path.
+``.npy`` files, the output folder, the journal's folder, the model's path.
 
 Arrays are read with ``allow_pickle=False`` always; inputs must be one floating-point
 array with at least one row; labels one integer class index (≥ 0) per input — integers,
@@ -16,7 +16,7 @@ import numpy as np
 
 from ..errors import InvalidArgumentError
 
-__all__ = ["load_inputs", "load_labels", "writable_folder", "check_model_source"]
+__all__ = ["load_inputs", "load_labels", "writable_folder", "check_journal", "check_model_source"]
 
 _NPY_MAGIC = b"\x93NUMPY"
 _ZIP_MAGIC = b"PK\x03\x04"
@@ -98,6 +98,22 @@ def writable_folder(out):
     except OSError as err:
         raise InvalidArgumentError(
             f"cannot write into the output folder {out!r}: {err.strerror or err}; pick another --out"
+        ) from None
+
+
+def check_journal(path):
+    """The journal's folder must exist and take a file; the journal itself is checked on opening."""
+    folder = os.path.dirname(os.path.abspath(path))
+    if os.path.isdir(path):
+        raise InvalidArgumentError(f"the journal {path!r} is a folder; pass a file name, e.g. {path}/audit.sqlite")
+    if not os.path.isdir(folder):
+        raise InvalidArgumentError(f"the journal's folder {folder!r} does not exist; create it or pick another path")
+    try:
+        with tempfile.TemporaryFile(dir=folder):
+            pass
+    except OSError as err:
+        raise InvalidArgumentError(
+            f"cannot write the journal {path!r} into {folder!r}: {err.strerror or err}; pick another path"
         ) from None
 
 
