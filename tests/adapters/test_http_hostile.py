@@ -6,6 +6,7 @@ that echo credentials back. Every call that a hostile server could hold runs und
 import asyncio
 import hashlib
 import html
+import itertools
 import json
 import math
 import threading
@@ -204,6 +205,7 @@ def test_each_retry_gets_its_own_deadline(serve):
 
 # --- size cap after decompression ------------------------------------------------------
 MiB = 1 << 20
+GZIP = {"Content-Encoding": "gzip"}
 
 
 @pytest.fixture(scope="module")
@@ -241,6 +243,16 @@ def test_a_gzip_bomb_stops_at_the_cap_without_inflating_in_memory(serve, bomb):
     finally:
         tracemalloc.stop()
     assert peak < 16 * MiB  # the bomb inflates to 128 MiB
+
+
+def test_a_compressed_stream_that_never_inflates_is_cut_by_the_deadline(serve):
+    header = b"\x1f\x8b\x08\x00\x00\x00\x00\x00\x00\xff"  # gzip, then empty stored blocks forever
+    empty_blocks = b"\x00\x00\x00\xff\xff" * 20_000
+    server = serve(lambda req: req.stream(200, itertools.chain([header], itertools.repeat(empty_blocks)), GZIP))
+    t0 = time.monotonic()
+    with pytest.raises(E.ServiceError, match="within timeout=1 s"):
+        within(4, lambda: model(server.url, timeout=1, retries=0).forward(X))
+    assert time.monotonic() - t0 < 2.5
 
 
 COMPRESS = {
@@ -487,6 +499,17 @@ def test_request_bodies_are_hashed_only_for_the_log(serve, tmp_path, monkeypatch
     assert len(calls) == len(entries) == 3
     bodies = [body for _, _, body in server.seen[3:]]
     assert {e["request"] for e in entries} == {hashlib.sha256(b).hexdigest()[:16] for b in bodies}
+
+
+def test_one_tls_context_serves_every_round(serve, monkeypatch):
+    built = []
+    real = httpx.create_ssl_context
+    monkeypatch.setattr(httpx, "create_ssl_context", lambda *a, **k: built.append(1) or real(*a, **k))
+    server = serve(answer)
+    m = model(server.url)
+    for i in range(3):
+        within(5, lambda: m.forward(X + i))
+    assert server.requests == 3 and len(built) == 1
 
 
 # --- validation of every argument ------------------------------------------------------------------

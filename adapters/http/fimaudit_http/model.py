@@ -113,6 +113,7 @@ class HTTPModel(CallableModel):
         self.dtype = None if dtype is None else np.dtype(dtype)  # what rows are sent as
         self.requests = 0  # answers received (any status)
         self._log_lock = threading.Lock()
+        self._tls = None  # the TLS context every round's client shares
 
     @property
     def sent(self):
@@ -156,7 +157,9 @@ class HTTPModel(CallableModel):
         limits = httpx.Limits(max_connections=self.concurrency, max_keepalive_connections=self.concurrency)
         gate = asyncio.Semaphore(self.concurrency)
         rnd.pace = Pace(self.rate_limit)
-        async with httpx.AsyncClient(limits=limits, timeout=self.timeout) as client:
+        if self._tls is None:  # built once: building one costs more than a fast request
+            self._tls = httpx.create_ssl_context()
+        async with httpx.AsyncClient(limits=limits, timeout=self.timeout, verify=self._tls) as client:
             rnd.client = client
 
             async def one(idx):
