@@ -27,6 +27,8 @@ __all__ = [
     "ServiceError",
     "InvalidModelFileError",
     "UnsupportedOnnxOpError",
+    "NonFiniteBoundError",
+    "MemoryLimitError",
     "JournalError",
 ]
 
@@ -127,6 +129,17 @@ class InvalidModelFileError(FimauditError, ValueError):
 
 class UnsupportedOnnxOpError(FimauditError, NotImplementedError):
     """No certified Lipschitz rule for an ONNX node; names the op type and the node."""
+
+
+class NonFiniteBoundError(FimauditError, ArithmeticError):
+    """A bound's intermediate value (a constant, an interval, a local or cumulative
+    Lipschitz constant) is NaN or infinite, or a linear-algebra routine failed on it;
+    names the node and its op."""
+
+
+class MemoryLimitError(FimauditError, MemoryError):
+    """The tensors a model declares would need more memory than the set limit; names the
+    tensor, its shape and bytes, and the ``memory_limit=`` option that raises the limit."""
 
 
 class JournalError(InvalidArgumentError):

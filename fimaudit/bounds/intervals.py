@@ -35,6 +35,7 @@ import math
 import numpy as np
 
 from ..errors import UnsupportedOnnxOpError
+from .finite import require_finite
 from .rules import attr
 
 MONOTONE = {
@@ -115,6 +116,9 @@ class Domain:
                 continue
             lo, hi = np.minimum(iv[0], iv[1]), np.maximum(iv[0], iv[1])
             c = np.asarray(c, dtype=np.float64)
+            require_finite(lo, node, f"interval's lower end ({name!r})")
+            require_finite(hi, node, f"interval's upper end ({name!r})")
+            require_finite(c, node, f"value at the input box's centre ({name!r})")
             if lipschitz is not None and np.isfinite(lipschitz):
                 self.lipschitz[name] = lipschitz
                 reach = lipschitz * self.radius
@@ -143,14 +147,14 @@ def operand(name, graph, box):
 def _run(node, graph, feeds):
     from onnx.reference import ReferenceEvaluator
 
-    from .lipschitz import _single
+    from .graph import single
 
     feeds = {
         k: (np.asarray(v, dtype=np.float64) if np.issubdtype(np.asarray(v).dtype, np.floating) else v)
         for k, v in feeds.items()
         if k
     }  # the whole propagation runs in float64
-    return ReferenceEvaluator(_single(node, list(feeds.items()), graph.model)).run(None, feeds)
+    return ReferenceEvaluator(single(node, list(feeds.items()), graph.model)).run(None, feeds)
 
 
 def _both(node, graph, box):

@@ -33,7 +33,7 @@ import math
 
 import numpy as np
 
-from ..errors import UnsupportedOnnxOpError
+from ..errors import NonFiniteBoundError, UnsupportedOnnxOpError
 
 ACTIVATIONS = {
     "Relu": 1.0,
@@ -174,5 +174,10 @@ def unary(node, graph, var):
     if op in ("Mul", "Div"):
         other = [i for i in node.input if i != var]  # the caller routes products of activations elsewhere
         c = graph.const(other[0]).astype(np.float64)
+        if op == "Div" and np.any(c == 0):
+            raise NonFiniteBoundError(
+                f"Div node {node.name!r} divides by the constant {other[0]!r}, which is 0 in {int(np.sum(c == 0))} of "
+                f"{c.size} entries: the outputs there are inf or NaN on every input, so no finite bound holds"
+            )
         return float(np.max(np.abs(c if op == "Mul" else 1.0 / c)))
     raise UnsupportedOnnxOpError(f"no certified Lipschitz rule for ONNX op {op!r} (node {node.name!r})")
