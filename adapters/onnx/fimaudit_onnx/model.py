@@ -1,8 +1,12 @@
 """An ONNX model as a forward-only fimaudit model, run by onnxruntime.
 
 Loading is defensive: a size cap, external data read only from inside the model's own
-folder, the ONNX checker, and one graph input whose non-batch dimensions are known (or
-given as ``input_shape``). A graph whose output comes from a final Softmax is audited on
+folder, the ONNX checker, and one floating-point graph input whose non-batch dimensions are
+known (or given as ``input_shape``). Garbage or truncated files raise
+``InvalidModelFileError`` naming the file. Before a session is created, the bytes of the
+initializers and of every activation of one forward pass at the session's batch (1 row when
+the batch is symbolic) are estimated from static shapes, and a model over ``memory_limit``
+is refused by name. A graph whose output comes from a final Softmax is audited on
 the logits before it (added as a graph output), since log-softmax of probabilities
 underflows where the logits do not. Batches follow the session's batch dimension: a
 fixed batch of b means chunks of exactly b rows (the last one padded), so a model
@@ -19,8 +23,12 @@ import onnx
 import onnxruntime as ort
 
 from fimaudit.blackbox import CallableModel
+from fimaudit.bounds import memory
 from fimaudit.bounds.load import load_model
-from fimaudit.errors import InvalidArgumentError, InvalidModelFileError
+from fimaudit.bounds.shapes import concrete_shape, dtype_name, infer, require_float_input, set_input_shape, skeleton
+from fimaudit.errors import InputDtypeError, InvalidArgumentError, InvalidModelFileError
+
+WHERE = "fa.wrap(..., memory_limit=...)"
 
 _DTYPES = {
     onnx.TensorProto.FLOAT: np.float32,
@@ -36,6 +44,16 @@ def _softmax_logits(model, output_name):
             axis = next((a.i for a in node.attribute if a.name == "axis"), -1)
             return node.input[0] if axis in (-1, 1) else None
     return None
+
+
+def _check_run_memory(proto, name, shape, limit):
+    """Refuse a model whose activations for one batch of ``shape`` exceed ``limit`` bytes."""
+    model = skeleton(proto)
+    set_input_shape(model, name, shape)
+    _, shapes = infer(model)
+    total, (tensor, tshape, nbytes) = memory.run_cost(model, shapes)
+    if total > limit:
+        memory.refuse(f"tensor {tensor!r}", tshape, nbytes, limit, total, WHERE)
 
 
 def _session(proto, providers):
@@ -58,7 +76,8 @@ class OnnxModel(CallableModel):
     """``source``: path, bytes or ModelProto. Options: ``input_shape`` (needed when the
     graph leaves non-batch dimensions symbolic), ``input_name``/``output_name`` (for
     graphs with several), ``output`` ("auto": logits, taken before a final Softmax when
-    there is one; or "probs"/"logits"), ``providers`` (onnxruntime execution providers)."""
+    there is one; or "probs"/"logits"), ``providers`` (onnxruntime execution providers),
+    ``memory_limit`` (bytes a forward pass of one batch may need, checked before running)."""
 
     def __init__(
         self,
@@ -72,8 +91,9 @@ class OnnxModel(CallableModel):
         likelihood="categorical",
         sigma=1.0,
         prob_tol=1e-3,
+        memory_limit=memory.DEFAULT_LIMIT,
     ):
-        self.proto = load_model(source)
+        self.proto = load_model(source, memory_limit=memory_limit, where=WHERE)
         graph = self.proto.graph
         inits = {t.name for t in graph.initializer}
         inputs = [i for i in graph.input if i.name not in inits]
@@ -84,19 +104,15 @@ class OnnxModel(CallableModel):
         inp = inputs[0] if input_name is None else next((i for i in inputs if i.name == input_name), None)
         if inp is None:
             raise InvalidArgumentError(f"no graph input named {input_name!r}; inputs: {[i.name for i in inputs]}")
+        require_float_input(inp)
+        if inp.type.tensor_type.elem_type not in _DTYPES:
+            raise InputDtypeError(
+                f"graph input {inp.name!r} has dtype {dtype_name(inp.type.tensor_type.elem_type)}, which numpy cannot "
+                "feed to onnxruntime: export the model with a float32, float64 or float16 input"
+            )
         dims = inp.type.tensor_type.shape.dim
         batch = dims[0].dim_value if dims and dims[0].HasField("dim_value") else None
-        graph_shape = tuple(d.dim_value if d.HasField("dim_value") else None for d in dims[1:])
-        if input_shape is None:
-            if any(d is None for d in graph_shape):
-                raise InvalidModelFileError(
-                    f"input {inp.name!r} has symbolic non-batch dimensions {graph_shape}: pass input_shape=(...)"
-                )
-            input_shape = graph_shape
-        elif any(g is not None and g != s for g, s in zip(graph_shape, input_shape)) or len(graph_shape) != len(
-            input_shape
-        ):
-            raise InvalidArgumentError(f"input_shape={tuple(input_shape)} does not match the graph's {graph_shape}")
+        input_shape = concrete_shape(inp, input_shape)[1:]  # checks positive sizes and the fixed dimensions
         outputs = [o.name for o in graph.output]
         if output_name is None and len(outputs) != 1:
             raise InvalidArgumentError(f"the ONNX graph has outputs {outputs}; pass output_name= to pick one")
@@ -111,8 +127,9 @@ class OnnxModel(CallableModel):
                 out_name, self.softmax_skipped = logits, True
             output = "logits"
         self.input_name, self.output_name = inp.name, out_name
-        self.input_dtype = _DTYPES.get(inp.type.tensor_type.elem_type, np.float32)
+        self.input_dtype = _DTYPES[inp.type.tensor_type.elem_type]
         self.fixed_batch = batch if batch else None
+        _check_run_memory(self.proto, inp.name, (self.fixed_batch or 1, *input_shape), memory_limit)
         self.session = _session(self.proto, providers or ["CPUExecutionProvider"])
         if providers and providers[0] not in self.session.get_providers():
             warnings.warn(
