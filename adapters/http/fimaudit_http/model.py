@@ -175,8 +175,8 @@ class HTTPModel(CallableModel):
         digest = hashlib.sha256(content).hexdigest()[:16] if self.log_path is not None else None
         t0, status, last, gateway = time.monotonic(), None, "", 0
         for attempt in range(self.retries + 1):
-            rnd.admit(self.ledger, n)  # charged before it is sent; halts after an earlier failure
             await rnd.pace.wait()
+            rnd.admit(self.ledger, n)  # charged before it is sent; halts after an earlier failure
             try:
                 ans = await exchange(
                     rnd.client, self.url, content, self._send_headers, self.timeout, self.max_response_bytes
@@ -220,7 +220,7 @@ class HTTPModel(CallableModel):
                     self._log(digest, n, status, t0, attempt)
                     raise ServiceError(
                         f"{self._redact.url} answered HTTP {status} asking to retry after {delay:.6g} s "
-                        f"(Retry-After: {value!r}), longer than max_retry_wait={self.max_retry_wait:g} s: pass a "
+                        f"(Retry-After: {value[:60]!r}), longer than max_retry_wait={self.max_retry_wait:g} s: pass a "
                         "larger max_retry_wait= to wait that long, or try later",
                         status=status,
                     )
