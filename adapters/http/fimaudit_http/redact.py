@@ -2,9 +2,9 @@
 and ``repr``.
 
 The secrets are the URL's userinfo (``https://user:pass@host``, also as the Basic
-credentials sent for it), the values of its query
-string (``?key=...``; a bare ``?token`` counts as a value) and the value of every header
-except a few standard, non-credential ones (``Content-Type``, ``Accept``, ...); for
+credentials sent for it), the values of its query string (``?key=...``; a bare ``?token``
+counts as a value) and the value of every header except a few standard, non-credential
+ones (``Content-Type``, ``Accept``, ...); for
 ``"<scheme> <credentials>"`` header values the credentials are a secret on their own, and a
 ``Basic`` credential's decoded ``user:password`` too. A service may echo a secret back in
 another spelling, so each is also matched percent-encoded (RFC 3986 §2.1), with ``+`` for
