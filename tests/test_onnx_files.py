@@ -117,6 +117,16 @@ def test_zero_or_negative_declared_dimensions_are_refused(tmp_path, api, dims):
 
 
 @pytest.mark.parametrize("api", sorted(APIS))
+def test_negative_initializer_dimensions_are_refused(tmp_path, api):
+    proto = linear()
+    t = proto.graph.initializer[0]
+    del t.dims[:]
+    t.dims.extend([-4, -3])  # 12 entries, as the data holds
+    with pytest.raises(E.InvalidModelFileError, match=r"initializer 'W' declares a negative dimension \(-4, -3\)"):
+        APIS[api](save(proto, tmp_path / "neg.onnx"))
+
+
+@pytest.mark.parametrize("api", sorted(APIS))
 @pytest.mark.parametrize("shape", [(0,), (-4,), (4, 1), (2.5,)])
 def test_bad_input_shapes_are_refused(api, shape):
     with pytest.raises(E.InputShapeError, match="input_shape"):

@@ -46,7 +46,7 @@ def human(n):
 
 
 def refuse(what, shape, nbytes, limit, total=None, where="lipschitz_bound(..., memory_limit=...)"):
-    need = f"{human(total)} in all, " if total is not None and total != nbytes else ""
+    need = f"{human(total)} in all, " if total is not None and total > 1.05 * nbytes else ""
     raise MemoryLimitError(
         f"{what} of shape {tuple(shape)} needs {nbytes} bytes ({human(nbytes)}); {need}over memory_limit={limit} "
         f"({human(limit)}). Raise the limit with {where} if the machine has the memory"
