@@ -43,8 +43,8 @@ class FisherOperator:
         self.fd = lin.diagnostics
         self.floored = None
         self.likelihood = get_likelihood(model.likelihood, model.sigma)
-        if model.output == "probs":
-            lin = ProbsLinearization(xp, lin)
+        if model.output == "probs":  # the likelihood maps probabilities to its natural parameters
+            lin = ProbsLinearization(xp, lin, self.likelihood)
             self.floored = lin.floored
         self.lin = lin
         z = lin.logits

@@ -1,11 +1,12 @@
-r"""Models that output probabilities: logits taken as ``log(max(p, tiny))``.
+r"""Models that output probabilities, read through their likelihood's natural parameters.
 
-Softmax is invariant to adding a per-input constant to the logits, so ``log p`` is a
-valid logit vector for a categorical model (DESIGN.md §1). A class whose probability
-sits at or below the floor ``tiny`` (the dtype's smallest normal number) is treated as
-constant there: its logit derivative is set to 0 instead of ``J_p / p`` overflowing.
-``floored`` counts such classes per input, and results report it.
-Chain rule: ``∂ log p_c = ∂p_c / p_c`` for p_c above the floor.
+The likelihood maps probabilities p to natural parameters ``z(p)`` and gives ``∂z/∂p`` entry
+by entry (:meth:`fimaudit.likelihoods.Likelihood.natural_from_probs`: log p for a categorical
+model, the log-odds log p − log1p(−p) for a Bernoulli one; a Gaussian one refuses). The
+Jacobian of z follows by the chain rule, ``J_z = diag(∂z/∂p) J_p``, so every product with the
+model's Jacobian is scaled by ``∂z/∂p``. An entry at exactly 0 or 1 (at or below the dtype's
+smallest normal number, or at or above 1) is treated as constant there: its derivative is set
+to 0 instead of overflowing. ``floored`` counts such entries per input, and results report it.
 """
 
 from __future__ import annotations
@@ -16,20 +17,25 @@ from ._array import to_numpy
 
 
 class ProbsLinearization:
-    def __init__(self, xp, inner):
+    """The linearization ``inner`` of a probability model (its ``logits`` are probabilities),
+    read as the natural parameters of ``likelihood``: its ``logits`` and four products only.
+    Costs and diagnostics stay on ``inner``, where the model that made them left them.
+
+    >>> import numpy as np
+    >>> from fimaudit.likelihoods import get_likelihood
+    >>> from fimaudit.models import Linearization
+    >>> from fimaudit.testing import LinearModel
+    >>> m = LinearModel(np.array([[0.25, 0.0], [1.25, 0.0]]), likelihood="bernoulli", output="probs")  # p = W x
+    >>> lin = ProbsLinearization(np, Linearization(m, np.array([[0.5, 0.0]])), get_likelihood("bernoulli"))
+    >>> np.round(lin.logits, 4).tolist(), np.round(lin.jvp(np.array([[1.0, 0.0]])), 4).tolist()
+    ([[-1.9459, 0.5108]], [[2.2857, 5.3333]])
+    """
+
+    def __init__(self, xp, inner, likelihood):
         self.xp = xp
         self.inner = inner
-        p = inner.logits
-        tiny = float(xp.finfo(p.dtype).smallest_normal)
-        self.live = p > tiny
-        self.inv = xp.where(self.live, 1.0 / xp.where(self.live, p, xp.ones_like(p)), xp.zeros_like(p))
-        self.logits = xp.log(xp.where(self.live, p, xp.full_like(p, tiny)))
+        self.logits, self.inv, self.live = likelihood.natural_from_probs(xp, inner.logits)
         self.floored = np.sum(~to_numpy(self.live), axis=1)
-
-    def __getattr__(self, name):  # costs and diagnostics of the wrapped linearization (FD step, noise...)
-        if name == "inner":
-            raise AttributeError(name)
-        return getattr(self.inner, name)
 
     def _scale(self, a):
         return a * (self.inv if a.ndim == 2 else self.inv[:, None, :])

@@ -28,6 +28,7 @@ __all__ = ["Model", "Linearization", "wrap", "installed_adapters", "ENTRY_POINT_
 
 ENTRY_POINT_GROUP = "fimaudit.adapters"
 OUTPUTS = ("logits", "probs")
+CONTRACT = ("input_shape", "num_outputs", "output", "likelihood", "sigma")
 
 
 class Model:
@@ -35,23 +36,98 @@ class Model:
 
     ``has_jvp``/``has_vjp`` say which products exist: a black-box model (finite
     differences) has jvp only, and the core then uses the jvp-only estimators.
+
+    The contract — ``input_shape``, ``num_outputs``, ``output``, ``likelihood``, ``sigma`` —
+    and the ``identity`` are stored once, on the model that produces the outputs. A model
+    that passes on another model's outputs (finite differences, a test wrapper) names it in
+    ``inner`` and reads the contract from it; ``with_options`` replaces it there, on copies.
+
+    >>> import numpy as np
+    >>> from fimaudit.testing import LinearModel
+    >>> m = LinearModel(np.eye(3))
+    >>> m.likelihood, m.with_options(likelihood="bernoulli").likelihood, m.likelihood
+    ('categorical', 'bernoulli', 'categorical')
     """
 
     has_jvp = True
     has_vjp = True
+    inner = None  # the model whose outputs this one passes on, if any
+    _identity = None  # a name for the model and its version, given by the user
 
     def __init__(self, *, input_shape=None, num_outputs=None, output="logits", likelihood="categorical", sigma=1.0):
+        self._set_contract(
+            input_shape=input_shape, num_outputs=num_outputs, output=output, likelihood=likelihood, sigma=sigma
+        )
+
+    # --- the contract, stored once --------------------------------------------------
+    def _owner(self):
+        m = self
+        while isinstance(m.inner, Model):
+            m = m.inner
+        return m
+
+    def _set_contract(self, *, input_shape, num_outputs, output, likelihood, sigma):
         if output not in OUTPUTS:
             raise InvalidArgumentError(f"output must be one of {OUTPUTS}, got {output!r}")
         if likelihood not in LIKELIHOODS:
             raise InvalidArgumentError(f"likelihood must be one of {sorted(LIKELIHOODS)}, got {likelihood!r}")
         if not sigma > 0:
             raise InvalidArgumentError(f"sigma must be > 0, got {sigma!r}")
-        self.input_shape = None if input_shape is None else tuple(int(s) for s in input_shape)
-        self.num_outputs = None if num_outputs is None else int(num_outputs)
-        self.output = output
-        self.likelihood = likelihood
-        self.sigma = float(sigma)
+        lik = LIKELIHOODS[likelihood](float(sigma))
+        lik.check_output(output)
+        self._input_shape = None if input_shape is None else tuple(int(s) for s in input_shape)
+        self._num_outputs = None if num_outputs is None else int(num_outputs)
+        self._output = output
+        self._likelihood = lik
+
+    def contract(self):
+        """The contract as a dict of the options that built it.
+
+        >>> import numpy as np
+        >>> from fimaudit.testing import LinearModel
+        >>> LinearModel(np.eye(2), likelihood="gaussian", sigma=0.5).contract()["sigma"]
+        0.5
+        """
+        o = self._owner()
+        lik = o._likelihood
+        return dict(
+            input_shape=o._input_shape,
+            num_outputs=o._num_outputs,
+            output=o._output,
+            likelihood=lik.name,
+            sigma=lik.sigma,
+        )
+
+    @property
+    def input_shape(self):
+        return self._owner()._input_shape
+
+    @property
+    def num_outputs(self):
+        return self._owner()._num_outputs
+
+    @num_outputs.setter
+    def num_outputs(self, value):  # set once the first answer shows C
+        self._owner()._num_outputs = None if value is None else int(value)
+
+    @property
+    def output(self):
+        return self._owner()._output
+
+    @property
+    def likelihood(self):
+        """The likelihood's name; :func:`fimaudit.get_likelihood` gives the object."""
+        return self._owner()._likelihood.name
+
+    @property
+    def sigma(self):
+        return self._owner()._likelihood.sigma
+
+    @property
+    def identity(self):
+        """The user's name for this model and its version (``cache_key``), or None. Caches and
+        journals key on it: a different identity never reads another model's answers."""
+        return self._owner()._identity
 
     # --- the contract -------------------------------------------------------------
     def forward(self, x):
@@ -79,17 +155,28 @@ class Model:
         return Linearization(self, x)
 
     def with_options(self, **options):
-        """A shallow copy with some contract attributes replaced (likelihood, sigma...)."""
-        allowed = {"input_shape", "num_outputs", "output", "likelihood", "sigma"}
-        bad = set(options) - allowed
+        """A copy with some contract options replaced (likelihood, sigma...). The change is made
+        where the contract is stored: every model between this one and the model that produces
+        the outputs is copied, so the original is untouched and the copy reads the new options
+        everywhere (output validation, the map to natural parameters, the metric).
+
+        >>> import numpy as np
+        >>> from fimaudit.testing import LinearModel, ScaledInputModel
+        >>> m = ScaledInputModel(LinearModel(np.eye(2)), 2.0)
+        >>> b = m.with_options(likelihood="gaussian", sigma=0.5)
+        >>> (b.likelihood, b.inner.likelihood, b.sigma), (m.likelihood, m.inner.likelihood)
+        (('gaussian', 'gaussian', 0.5), ('categorical', 'categorical'))
+        """
+        bad = set(options) - set(CONTRACT)
         if bad:
             raise InvalidArgumentError(
-                f"unknown option(s) {sorted(bad)} for an already wrapped model; allowed: {sorted(allowed)}"
+                f"unknown option(s) {sorted(bad)} for an already wrapped model; allowed: {sorted(CONTRACT)}"
             )
         new = copy.copy(self)
-        merged = {k: getattr(self, k) for k in allowed}
-        merged.update(options)
-        Model.__init__(new, **merged)
+        if isinstance(self.inner, Model):
+            new.inner = self.inner.with_options(**options)
+        else:
+            new._set_contract(**{**self.contract(), **options})
         return new
 
     def __repr__(self):

@@ -209,11 +209,11 @@ def test_callable_query_cache_pays_for_no_row_twice(tmp_path):
         return probs_fn(b)
 
     cache = tmp_path / "answers.sqlite"
-    first = fa.fisher_norm(fa.wrap(counted, input_shape=(D,), cache=cache), X, method="exact")
+    first = fa.fisher_norm(fa.wrap(counted, input_shape=(D,), cache=cache, cache_key="mlp-v1"), X, method="exact")
     sent = sum(calls)
     # the noise probe's repeated base query is answered by the cache: one row per input fewer
     assert sent == first.queries.sum() - len(X)
-    again = fa.fisher_norm(fa.wrap(counted, input_shape=(D,), cache=cache), X, method="exact")
+    again = fa.fisher_norm(fa.wrap(counted, input_shape=(D,), cache=cache, cache_key="mlp-v1"), X, method="exact")
     assert sum(calls) == sent  # every answer came from the cache
     assert np.array_equal(again.value, first.value)
 

@@ -8,6 +8,14 @@ import numpy as np
 
 
 def summarize(rows, seed=0, resamples=2000, level=0.95):
+    """The summary of audit rows; the rank correlation only when every row has a margin (a
+    Gaussian model's rows have none).
+
+    >>> rows = [dict(status="ok", lambda_max=v, margin=None, label=None, prediction=0.0) for v in (1.0, 2.0, 4.0)]
+    >>> s = summarize(rows)
+    >>> s["lambda_max_quantiles"]["median"], "spearman_lambda_vs_margin" in s
+    (2.0, False)
+    """
     ok = [r for r in rows if r["status"] == "ok"]
     lam = np.array([r["lambda_max"] for r in ok], dtype=np.float64)
     out = dict(inputs=len(rows), completed=len(ok), failed=len(rows) - len(ok))
@@ -21,8 +29,8 @@ def summarize(rows, seed=0, resamples=2000, level=0.95):
     out["lambda_max_mean"] = dict(
         value=float(lam.mean()), low=float(np.quantile(boots, a)), high=float(np.quantile(boots, 1 - a)), level=level
     )
-    margin = np.array([r["margin"] for r in ok])
-    if lam.size > 2 and np.ptp(lam) > 0 and np.ptp(margin) > 0:
+    margin = np.array([r["margin"] for r in ok if r["margin"] is not None], dtype=np.float64)  # none: Gaussian
+    if lam.size > 2 and margin.size == lam.size and np.ptp(lam) > 0 and np.ptp(margin) > 0:
         from scipy import stats  # imported on use: scipy.stats costs seconds at start-up
 
         out["spearman_lambda_vs_margin"] = float(stats.spearmanr(lam, margin).statistic)
