@@ -72,13 +72,17 @@ def _bar(done, total, first, elapsed, width=30):
     return f"fimaudit [{'#' * fill}{'.' * (width - fill)}] {done}/{total} inputs, {rate:6.1f}/s, {eta}"
 
 
-def _chunk(m, X, y, lo, hi, method, budget, seed):
+def _chunk(m, X, y, lo, hi, method, budget, seed, top=0):
+    """The rows of inputs lo..hi; the ``top`` largest λ_max of the chunk carry their direction
+    (``"direction"``), found in the same estimator call, so every row sent is on the budget."""
     t0 = time.perf_counter()
     xb = X[lo:hi]
     try:
-        r = fisher_norm(m, xb, method=method, budget=budget, seed=seed + lo, on_nonconvergence="flag")
-        trace = None  # white-box models only: free with exact, a trace estimator otherwise
-        if m.has_vjp:
+        r = fisher_norm(
+            m, xb, method=method, budget=budget, seed=seed + lo, on_nonconvergence="flag", return_direction=top > 0
+        )
+        trace = None  # white-box models only: free with exact; a trace estimator when no budget caps the calls
+        if m.has_vjp and (r.trace is not None or budget is None):
             trace = to_numpy(r.trace if r.trace is not None else fisher_trace(m, xb).value)
         logit = np.log(np.maximum(_softmax(to_numpy(r.logits).astype(np.float64)), 1e-300))
         p = np.exp(logit)
@@ -123,6 +127,10 @@ def _chunk(m, X, y, lo, hi, method, budget, seed):
                 status=status[j],
             )
         )
+    if top > 0 and r.direction is not None:
+        d = to_numpy(r.direction)
+        for j in np.argsort(-vals, kind="stable")[:top]:
+            rows[j]["direction"] = d[j].astype(float).ravel().tolist()
     return rows
 
 
@@ -220,11 +228,11 @@ def audit(
     try:
         if executor is None:
             for lo, hi in todo:
-                finish(_chunk(m, X, y, lo, hi, method, budget, seed))
+                finish(_chunk(m, X, y, lo, hi, method, budget, seed, top))
         else:
             from concurrent.futures import as_completed
 
-            futures = [executor.submit(_chunk, m, X, y, lo, hi, method, budget, seed) for lo, hi in todo]
+            futures = [executor.submit(_chunk, m, X, y, lo, hi, method, budget, seed, top) for lo, hi in todo]
             for fut in as_completed(futures):
                 finish(fut.result())
     finally:
@@ -233,6 +241,7 @@ def audit(
         if jr:
             jr.close()
     ordered = [rows[i] for i in range(len(X))]
+    directions = {r["index"]: r.pop("direction") for r in ordered if "direction" in r}
     summary = summarize(ordered, seed=seed)
     graph_bound = _bound(m, bound, input_domain)
     if graph_bound and graph_bound["available"]:
@@ -242,13 +251,8 @@ def audit(
     summary["bound"] = graph_bound
     ranked = sorted((r for r in ordered if r["lambda_max"] is not None), key=lambda r: -r["lambda_max"])[:top]
     top_rows = []
-    if ranked:
-        idx = [r["index"] for r in ranked]
-        d = fisher_norm(
-            m, X[idx], method=method, budget=budget, seed=seed, return_direction=True, on_nonconvergence="flag"
-        ).direction
-        d = to_numpy(d) if d is not None else None
-        for j, r in enumerate(ranked):
+    if ranked:  # their directions came with λ_max, from the same estimator calls
+        for r in ranked:
             top_rows.append(
                 dict(
                     index=r["index"],
@@ -257,7 +261,7 @@ def audit(
                     prediction=r["prediction"],
                     confidence=r["confidence"],
                     input=X[r["index"]].astype(float).ravel().tolist(),
-                    direction=None if d is None else d[j].astype(float).ravel().tolist(),
+                    direction=directions.get(r["index"]),
                 )
             )
     return Audit(rows=ordered, summary=summary, settings=settings, top=top_rows, input_shape=tuple(X.shape[1:]))

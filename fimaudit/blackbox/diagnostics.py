@@ -26,6 +26,7 @@ class FDDiagnostics:
     truncation: np.ndarray  # τ: relative change of a product when the step is halved, beyond noise
     nondeterministic: np.ndarray  # bool: the repeated base query was answered differently
     extrapolate: bool = False  # exact extrapolates the Gram to step 0 from steps h and 2h
+    unresolved: np.ndarray = field(default_factory=_zeros)  # bool: the noise table never resolved the outputs
     repaired: np.ndarray = field(default_factory=_zeros)  # probes re-measured across a kink
     repair_rows: np.ndarray = field(default_factory=_zeros)  # rows those re-measures sent
     kink_error2: np.ndarray = field(default_factory=_zeros)  # Σ ‖(D₊ − D₋)/2‖² over unresolved kinks (log scale)
@@ -33,6 +34,7 @@ class FDDiagnostics:
 
     def __post_init__(self):
         n = len(self.step)
-        for name in ("repaired", "repair_rows", "kink_error2", "kink_count"):
+        kinds = dict(repaired=np.int64, repair_rows=np.int64, kink_error2=np.float64, kink_count=np.float64)
+        for name, dtype in {**kinds, "unresolved": bool}.items():
             if len(getattr(self, name)) != n:
-                setattr(self, name, np.zeros(n, dtype=np.int64 if name.startswith("repair") else np.float64))
+                setattr(self, name, np.zeros(n, dtype=dtype))

@@ -19,7 +19,8 @@ that remain: which columns straddle a kink at h and at 2h is a draw, so the extr
 is right on average over columns, with a residual estimated as ``3 (Σ_j c_j²)^½``,
 ``c_j = (uᵀW_j)² − (uᵀW₂_j)²`` the column's share of the correction along the top
 eigenvector u. These are estimates, not certificates: kinks the check's direction does not
-cross can exceed them.
+cross can exceed them. Where the noise table never resolved the outputs (most differences
+0 at the widest spacing) the noise is unknown and the error infinite.
 Reference: Moré & Wild, "Estimating derivatives of noisy simulations", ACM TOMS 38(3)
 (2012); Stewart & Sun, *Matrix Perturbation Theory* (1990), ch. IV (eigenvalue perturbation).
 """
@@ -59,6 +60,7 @@ def fd_error(xp, diag, metric_norm, C, value, k, top=None, pair=None):
         tau = 3.0 * diag.truncation
         kink = math.sqrt(metric_norm) * np.sqrt(diag.kink_error2 * diag.kink_count / max(k, 1))
         err = _noise_error(lam, eps_J, C, k) + (2 * tau + tau**2) * lam + 2 * np.sqrt(lam) * kink + kink**2
+    err = np.where(diag.unresolved, np.inf, err)  # noise unknown: no bracket
     return xp.asarray(err, dtype=value.dtype, device=device(value))
 
 
@@ -75,6 +77,11 @@ def warn_if_noisy(err, value, diag, offset, stacklevel=4):
         if kinky
         else f"measured output noise {np.max(diag.noise[bad]):.2g} nats at step {np.min(diag.step[bad]):.2g}"
     )
+    if np.any(diag.unresolved[bad]):
+        cause = (
+            "the answers did not change across the noise table at any spacing tried (outputs quantised more "
+            "coarsely than the model's slope moves them), so the noise is unknown and the bracket is [0, inf]"
+        )
     warnings.warn(
         f"finite-difference error may exceed 10% of λ_max for inputs {(bad + offset)[:10].tolist()}: {cause} "
         "(see .fd_error); the brackets are widened accordingly. Rounded or quantised probabilities and "

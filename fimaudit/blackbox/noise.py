@@ -9,7 +9,11 @@ standard deviation σ they do not, and ``E[(Δᵏ f)²] = σ² (2k)!/(k!)²``. H
 and σ is read off the first order k ≥ 2 at which consecutive estimates agree within a
 factor 4 and the differences change sign (noise, not a smooth trend). When most
 differences are exactly 0 the outputs are quantised more coarsely than δ resolves:
-δ is enlarged (10× on the first retry, 100× after) and the table measured again.
+δ is enlarged (10× on the first retry, 100× after) and the table measured again. For
+such outputs each answer is off by up to half a quantum q, a rounding error of standard
+deviation q/√12 (q: the smallest step between neighbours of the last table), which
+floors σ: a table that moves by whole quanta can pass ECnoise's test with a σ far below it.
+A table still mostly flat at the widest spacing leaves σ unknown (``unresolved``).
 
 :func:`measure` runs the table per input at ``δ = √eps · s`` (s the input's RMS scale;
 small, so that the table seldom straddles a kink of a piecewise-linear model, whose
@@ -80,6 +84,7 @@ class NoiseProbe:
     slope: np.ndarray  # |J p|
     nondeterministic: np.ndarray  # the repeated base query was answered differently
     repeat: np.ndarray  # that difference (nats), largest over the outputs
+    unresolved: np.ndarray  # most differences still exactly 0 at the widest spacing: noise unknown
 
 
 def measure(send, x, base, scale, live, eps, seed, to_log):
@@ -92,7 +97,7 @@ def measure(send, x, base, scale, live, eps, seed, to_log):
     p = p / xp.reshape(xp.linalg.vector_norm(xp.reshape(p, (n, -1)), axis=1), (n,) + (1,) * (x.ndim - 1))
     offsets = [i - m // 2 for i in range(m + 1)] + [SLOPE_REACH, -SLOPE_REACH]
     delta = scale * max(eps**0.5, 1e-7) * NOISE_SPACING
-    nondeterministic = np.zeros(n, bool)
+    nondeterministic, quantised = np.zeros(n, bool), np.zeros(n, bool)
     for attempt in range(ATTEMPTS):
         d = xp.reshape(xp.asarray(delta, dtype=x.dtype, device=device(x)), (n,) + (1,) * (x.ndim - 1))
         pts = xp.concat([x + (float(o) * d) * p for o in offsets], axis=0)
@@ -101,14 +106,22 @@ def measure(send, x, base, scale, live, eps, seed, to_log):
         sigma, zeros = ecnoise(table)
         repeat = np.max(np.abs(table[:, m // 2, :] - base), axis=1)
         nondeterministic |= repeat > 0
-        if np.all(zeros <= 0.5) or attempt + 1 == ATTEMPTS:
+        quantised |= zeros > 0.5
+        if np.all(zeros <= 0.5):
             break
+        # widened after the last table too: the slope below then divides by that δ (the step
+        # rule's behaviour on coarsely quantised outputs depends on it)
         delta = np.where(zeros > 0.5, delta * (10.0 if attempt == 0 else 100.0), delta)
     ends = np.where(live, ends[:, 0, :] - ends[:, 1, :], 0.0)
     slope = np.sqrt(np.sum(ends**2, axis=1)) / (2 * SLOPE_REACH * delta)
+    # outputs quantised more coarsely than the first table resolved: each answer is off by up
+    # to half a quantum, the smallest step the last table shows (standard deviation q/√12)
+    steps = np.abs(np.diff(table, axis=1))
+    q = np.min(np.where(steps > 0, steps, np.inf), axis=1)  # (n, C)
+    sigma = np.where(quantised[:, None] & np.isfinite(q), np.maximum(sigma, q / np.sqrt(12.0)), sigma)
     sigma = np.where(live, sigma, np.nan)
     noise = np.nanmedian(np.where(np.isfinite(sigma), sigma, np.nan), axis=1)
     noise = np.where(np.isfinite(noise), noise, 0.0)
     if np.any(nondeterministic):
         noise = np.maximum(noise, repeat / np.sqrt(2.0))
-    return NoiseProbe(p, noise, slope, nondeterministic, repeat)
+    return NoiseProbe(p, noise, slope, nondeterministic, repeat, zeros > 0.5)

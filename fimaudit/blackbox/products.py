@@ -70,8 +70,9 @@ class FiniteDifferenceLinearization(Linearization):
         d = int(np.prod(x.shape[1:]))
         h = auto_step(noise, slope, scale, d, eps, model.scheme) if model.step == "auto" else np.full(n, model.step)
         self.diagnostics = FDDiagnostics(
-            model.scheme, h, noise, np.zeros(n), nondet, extrapolate=model.kinks == "extrapolate"
-        )
+            model.scheme, h, noise, np.zeros(n), nondet, extrapolate=model.kinks == "extrapolate",
+            unresolved=probe.unresolved if probe is not None else np.zeros(n, bool),
+        )  # fmt: skip
         if probe is not None:
             P = probe.direction[:, None, ...]
             D = [self._log_differences(P, h * f) for f in (1.0, 0.5)]
