@@ -13,6 +13,7 @@ import numpy as np
 from .._array import to_numpy
 from ..errors import FimauditError, InvalidArgumentError
 from ..fisher import fisher_norm, fisher_trace
+from ..likelihoods import get_likelihood
 from ..models import wrap
 from .identity import data_digest, model_identity
 from .journal import Journal
@@ -58,9 +59,22 @@ class Audit:
         return cls(**{**data, "input_shape": tuple(data["input_shape"])})
 
 
-def _softmax(z):
-    e = np.exp(z - z.max(axis=1, keepdims=True))
-    return e / e.sum(axis=1, keepdims=True)
+def _readouts(m, z):
+    """Prediction, confidence and margin of each row, read by the model's likelihood off the
+    natural parameters z the estimator used (log p for a categorical model served as
+    probabilities): :meth:`~fimaudit.likelihoods.Likelihood.predict` and the two after it.
+    A Gaussian model has no confidence and no margin (None).
+
+    >>> import numpy as np
+    >>> from fimaudit.testing import LinearModel
+    >>> _readouts(LinearModel(np.eye(2), likelihood="bernoulli"), np.array([[1.0, -3.0]]))
+    ([0], [0.7310585786300049], [1.0])
+    """
+    lik = get_likelihood(m.likelihood, m.sigma)
+    z = np.asarray(to_numpy(z), dtype=np.float64)
+    conf, margin = lik.confidence(z), lik.margin(z)
+    none = [None] * len(z)
+    return lik.predict(z).tolist(), none if conf is None else conf.tolist(), none if margin is None else margin.tolist()
 
 
 def _bar(done, total, first, elapsed, width=30):
@@ -84,8 +98,7 @@ def _chunk(m, X, y, lo, hi, method, budget, seed, top=0):
         trace = None  # white-box models only: free with exact; a trace estimator when no budget caps the calls
         if m.has_vjp and (r.trace is not None or budget is None):
             trace = to_numpy(r.trace if r.trace is not None else fisher_trace(m, xb).value)
-        logit = np.log(np.maximum(_softmax(to_numpy(r.logits).astype(np.float64)), 1e-300))
-        p = np.exp(logit)
+        prediction, confidence, margin = _readouts(m, r.logits)
         status = ["ok" if c else "not converged" for c in r.converged]
         vals, low, up = (to_numpy(a).astype(np.float64) for a in (r.value, r.lower, r.upper))
     except FimauditError as err:  # keep going: these rows say why they have no number
@@ -110,14 +123,13 @@ def _chunk(m, X, y, lo, hi, method, budget, seed, top=0):
     seconds = (time.perf_counter() - t0) / (hi - lo)
     rows = []
     for j, i in enumerate(range(lo, hi)):
-        order = np.argsort(logit[j])
         rows.append(
             dict(
                 index=i,
                 label=None if y is None else int(y[i]),
-                prediction=int(order[-1]),
-                confidence=float(p[j, order[-1]]),
-                margin=float(logit[j, order[-1]] - logit[j, order[-2]]),
+                prediction=prediction[j],
+                confidence=confidence[j],
+                margin=margin[j],
                 lambda_max=float(vals[j]),
                 lower=float(low[j]),
                 upper=float(up[j]),
