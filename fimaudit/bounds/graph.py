@@ -76,6 +76,8 @@ class Graph:
             try:
                 with np.errstate(all="ignore"):  # NaN and inf are recorded below, and refused where read
                     outs = ReferenceEvaluator(single(n, list(feeds.items()), self.model)).run(None, feeds)
+            except MemoryError:
+                raise
             except Exception as err:  # the reference evaluator raises what numpy raises
                 raise InvalidModelFileError(
                     f"{describe(n)} fails on its constant inputs: {str(err).splitlines()[0]}"

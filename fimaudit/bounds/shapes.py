@@ -175,7 +175,10 @@ def resolve(model, shapes, consts, fold):
             if k in produced and np.asarray(v).dtype.kind in "iu" and np.size(v) <= SMALL_INT
         }
         whole = {o for n in model.graph.node if n.output and all(o in small for o in n.output if o) for o in n.output}
-        _, new = infer(skeleton(model, {k: consts[k] for k in whole if k}))
+        try:
+            _, new = infer(skeleton(model, {k: consts[k] for k in whole if k}))
+        except InvalidModelFileError:  # the written values confuse inference: keep what is known
+            break
         better = {k: s for k, s in new.items() if known(s) and not known(shapes.get(k))}
         if not better:
             break
