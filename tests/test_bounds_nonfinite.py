@@ -172,6 +172,44 @@ def test_fisher_bound_at_refuses_non_finite_logits():
 # a legacy-exported Transformer -------------------------------------------------------------------------
 
 
+def test_a_reshape_target_computed_through_div_and_cast_is_resolved():
+    """x (N, 8) → reshape to (N, 2, 8 // 2) with the target computed as Shape → Gather → Div
+    → Cast (which data propagation does not follow) → scale by 1/√(last dimension) read off
+    that reshape's Shape → flatten → W. The scale is 1/√4, so L = ‖W‖₂ / 2 exactly."""
+    W8 = RNG.standard_normal((8, 3))
+    nodes = [
+        helper.make_node("Shape", ["x"], ["s"]),
+        helper.make_node("Gather", ["s", "one"], ["d"], axis=0),
+        helper.make_node("Div", ["d", "two"], ["half"]),
+        helper.make_node("Cast", ["half"], ["halfc"], to=TensorProto.INT64),
+        helper.make_node("Unsqueeze", ["halfc", "zero"], ["halfu"]),
+        helper.make_node("Concat", ["lead", "halfu"], ["target"], axis=0),
+        helper.make_node("Reshape", ["x", "target"], ["r"]),
+        helper.make_node("Shape", ["r"], ["rs"]),
+        helper.make_node("Gather", ["rs", "last"], ["k"], axis=0),
+        helper.make_node("Cast", ["k"], ["kf"], to=TensorProto.DOUBLE),
+        helper.make_node("Sqrt", ["kf"], ["root"]),
+        helper.make_node("Div", ["unit", "root"], ["scale"]),
+        helper.make_node("Mul", ["r", "scale"], ["scaled"], name="scale"),
+        helper.make_node("Flatten", ["scaled"], ["h"]),
+        helper.make_node("Relu", ["h"], ["hr"]),
+        head("hr"),
+    ]
+    inits = {
+        "one": np.array(1, np.int64),
+        "two": np.array(2, np.int64),
+        "zero": np.array([0], np.int64),
+        "last": np.array(-1, np.int64),
+        "lead": np.array([1, 2], np.int64),
+        "unit": np.array(1.0),
+        "W": W8,
+    }
+    m = graph(nodes, inits, features=8)
+    g = Graph(m)
+    assert g.known_shape("r") == (1, 2, 4) and float(g.const("scale")) == 0.5
+    assert fa.lipschitz_bound(m).lipschitz == pytest.approx(np.linalg.norm(W8, 2) / 2, rel=1e-12)
+
+
 def _legacy_vit(dynamic):
     torch = pytest.importorskip("torch")
     from tests.models_torch import SmallViT
