@@ -18,6 +18,7 @@ import numpy as np
 from .._array import device, namespace, to_numpy
 from ..errors import NondeterministicModelError
 from ..ledger import QueryLedger
+from ..likelihoods import get_likelihood
 from ..models import Linearization
 from . import kinks as _kinks
 from . import noise as _noise
@@ -81,15 +82,16 @@ class FiniteDifferenceLinearization(Linearization):
         self.repair = model.kinks == "repair" and model.scheme == "central" and not self.ledger.bounded
 
     # --- model calls, each charged first ----------------------------------------------
-    def _send(self, X, rows, what, keep=0):
-        self.ledger.charge(rows, what, keep=keep, fix=NOISE_FIX if keep else "")
+    def _send(self, X, rows, what):
+        self.ledger.charge(rows, what)
         return self.model.forward(X)
 
     def _table_sender(self, check_rows):
         def send(points, attempt):
             what = "the noise table" if attempt == 0 else "widening the noise table (outputs look quantised)"
             # the step check and the estimator's minimum must still fit after the table
-            return self._send(points, _noise.TABLE_ROWS, what, keep=check_rows + self.ledger.reserve)
+            self.ledger.charge_setup(_noise.TABLE_ROWS, what, then=check_rows, fix=NOISE_FIX)
+            return self.model.forward(points)
 
         return send
 
@@ -101,8 +103,10 @@ class FiniteDifferenceLinearization(Linearization):
         return xp.reshape(out, (n, j, out.shape[-1]))
 
     def _log(self, out):
+        """Outputs on the scale of the likelihood's natural parameters (log p, the log-odds),
+        the scale the Fisher reads them on and so the one their noise is measured on."""
         a = to_numpy(out).astype(np.float64)
-        return np.log(np.maximum(a, np.finfo(np.float64).tiny)) if self.probs else a
+        return get_likelihood(self.model.likelihood, self.model.sigma).natural_from_probs(np, a)[0] if self.probs else a
 
     # --- quotients --------------------------------------------------------------------
     def _step(self, h):
