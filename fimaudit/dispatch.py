@@ -47,6 +47,7 @@ class Plan:
     probes: int = None  # jvp directions per input (jvp-only models)
     note: str = ""
     steps: int = None  # iterative methods: the step cap
+    after_setup: int = 0  # the fewest calls per input the method needs once the model is set up
 
 
 def holds_columns(n, rows, d, itemsize, memory_limit):
@@ -125,6 +126,7 @@ def jvp_only(costs, n, d, budget, method):
                 )
             k = min(k, d)
         per, each = costs.setup + costs.jvp * k, f"{costs.jvp} per probe"
+    least = per - costs.setup if method == "exact" else 2 * costs.jvp
     note = f"{costs.setup} calls set up the products ({costs.setup_note}), {each}"
     if costs.extras and budget is None:
         note += f"; {costs.extras}"
@@ -134,7 +136,7 @@ def jvp_only(costs, n, d, budget, method):
             f"; the model takes at most {b} row(s) per call (a graph's fixed batch of {b}, or batch_size=): at "
             f"least {-(-per * n // b)} session calls in all"
         )
-    return Plan(method, n, per, per * n, k, note)
+    return Plan(method, n, per, per * n, k, note, after_setup=least)
 
 
 def norm_plan(model, n, d, itemsize, C, budget, method, return_direction, max_steps, memory_limit):

@@ -24,34 +24,26 @@ makes λ_max(F) the worst-case local KL per unit ‖δ‖².
 from __future__ import annotations
 
 import math
-import warnings
 
 import numpy as np
 
 from . import dispatch
 from ._array import normal, to_numpy
+from ._assemble import assemble, batches, handle_nonconvergence
 from ._operator import FisherOperator
-from ._validate import as_batch, choice, positive
+from ._validate import choice, positive
 from .blackbox import estimators as jvp_only
 from .dispatch import DEFAULT_MEMORY, EXACT_MAX_OUTPUTS, Plan, plan
-from .errors import InvalidArgumentError, NotConvergedError, NotConvergedWarning, QueryBudgetExceeded
+from .errors import InvalidArgumentError, QueryBudgetExceeded
 from .ledger import QueryLedger, costs_of
 from .linalg import hutchinson, hutchpp, lanczos, power_iteration, top_eigh
 from .models import wrap
 from .results import FisherNormResult, SpectrumResult, TraceResult
 
 __all__ = ["fisher_norm", "fisher_trace", "fisher_spectrum", "plan", "Plan", "EXACT_MAX_OUTPUTS"]
+
 TRACE_METHODS = ("auto", "exact", "hutchinson", "hutchpp")
 NORM_KEYS = ("value", "lower", "upper", "residual", "stderr", "converged", "steps", "direction", "trace")
-
-
-def _batches(model, x, batch_size):
-    """(xp, batch, offset) for the batches of x; ``model`` already wrapped."""
-    xp, x = as_batch(model, x)
-    n = int(x.shape[0])
-    bs = n if batch_size is None else int(positive("batch_size", batch_size))
-    for lo in range(0, n, bs):
-        yield xp, x[lo : min(n, lo + bs), ...], lo
 
 
 def _start(xp, op, seed):
@@ -63,21 +55,6 @@ def _iterative(xp, op, method, k, tol, max_steps, seed):
     if method == "lanczos":
         return lanczos(xp, op.b_matvec, q0, k=k, max_steps=op.C if max_steps is None else max_steps, tol=tol)
     return power_iteration(xp, op.b_matvec, q0, max_steps=1000 if max_steps is None else max_steps, tol=tol)
-
-
-def _handle_nonconvergence(result, policy, what):
-    if result.converged is None or bool(np.all(result.converged)):
-        return result
-    bad = np.flatnonzero(~result.converged)
-    msg = (
-        f"{what} did not converge for {len(bad)} of {len(result.converged)} inputs "
-        f"(rows {bad[:10].tolist()}{'…' if len(bad) > 10 else ''}); their brackets "
-        "[lower, upper] still hold: raise max_steps or budget, or loosen tol"
-    )
-    if policy == "raise":
-        raise NotConvergedError(msg + "; the partial result is in .partial", partial=result)
-    warnings.warn(msg, NotConvergedWarning, stacklevel=3)
-    return result
 
 
 def fisher_norm(
@@ -116,7 +93,7 @@ def fisher_norm(
     if budget is not None:
         positive("budget", budget)
     parts, model = [], wrap(model)
-    for xp, xb, lo in _batches(model, x, batch_size):
+    for xp, xb, lo in batches(model, x, batch_size):
         n, d = int(xb.shape[0]), math.prod(xb.shape[1:])
         itemsize = xp.finfo(xb.dtype).bits // 8
         ledger = QueryLedger(budget, n)
@@ -125,10 +102,9 @@ def fisher_norm(
                 p = dispatch.norm_plan(
                     model, n, d, itemsize, None, budget, method, return_direction, max_steps, memory_limit
                 )
-                costs = costs_of(model)
-                ledger.reserve = p.calls_per_input - costs.setup if p.method == "exact" else 2 * costs.jvp
+                ledger.reserve = p.after_setup
                 op = FisherOperator(model, xp, xb, offset=lo, ledger=ledger)
-                m, part = jvp_only.norm(xp, op, p, costs.jvp, probes, seed, return_direction, memory_limit)
+                m, part = jvp_only.norm(xp, op, p, costs_of(model).jvp, probes, seed, return_direction, memory_limit)
             else:
                 op = FisherOperator(model, xp, xb, offset=lo, ledger=ledger)
                 p = dispatch.norm_plan(
@@ -138,7 +114,7 @@ def fisher_norm(
         except QueryBudgetExceeded as err:
             if not ledger.refused:  # raised by the model itself (a service's own cap): its own partial
                 raise
-            done = _assemble(FisherNormResult, parts) if parts else None
+            done = assemble(FisherNormResult, parts) if parts else None
             raise QueryBudgetExceeded(
                 f"{err} (inputs {lo}–{lo + n - 1}; .partial['result'] holds the {lo} inputs before them)",
                 partial=dict(result=done, queries=ledger.spent.copy(), first_input=lo),
@@ -146,7 +122,7 @@ def fisher_norm(
         part = {key: part.get(key) for key in NORM_KEYS} | {k: v for k, v in part.items() if k not in NORM_KEYS}
         part.update(queries=op.queries, floored=op.floored, logits=op.logits)
         parts.append((xp, part, m, op.likelihood.name))
-    return _handle_nonconvergence(_assemble(FisherNormResult, parts), on_nonconvergence, "fisher_norm")
+    return handle_nonconvergence(assemble(FisherNormResult, parts), on_nonconvergence, "fisher_norm")
 
 
 def _white_box_norm(xp, op, plan, tol, seed, return_direction, memory_limit):
@@ -183,21 +159,6 @@ def _white_box_norm(xp, op, plan, tol, seed, return_direction, memory_limit):
     return part
 
 
-def _assemble(cls, parts):
-    xp = parts[0][0]
-    methods = sorted({p[2] for p in parts})
-    out = {}
-    for key in parts[0][1]:
-        vals = [p[1][key] for p in parts]
-        if vals[0] is None:
-            out[key] = None
-        elif isinstance(vals[0], np.ndarray):
-            out[key] = np.concatenate(vals)
-        else:
-            out[key] = vals[0] if len(vals) == 1 else xp.concat(vals, axis=0)
-    return cls(method="+".join(methods), likelihood=parts[0][3], **out)
-
-
 def fisher_trace(
     model, x, method="auto", k=None, seed=0, *, batch_size=None, memory_limit=DEFAULT_MEMORY
 ) -> TraceResult:
@@ -207,7 +168,7 @@ def fisher_trace(
     if k is not None:
         positive("k", k)
     parts, model = [], wrap(model)
-    for xp, xb, lo in _batches(model, x, batch_size):
+    for xp, xb, lo in batches(model, x, batch_size):
         choice("method", method, TRACE_METHODS + (() if model.has_vjp else ("sketch",)))
         op = FisherOperator(model, xp, xb, offset=lo)
         if not model.has_vjp:
@@ -228,7 +189,7 @@ def fisher_trace(
                 part = dict(value=est.value, stderr=est.stderr)
         part["queries"] = op.queries
         parts.append((xp, part, m, op.likelihood.name))
-    return _assemble(TraceResult, parts)
+    return assemble(TraceResult, parts)
 
 
 def fisher_spectrum(
@@ -254,7 +215,7 @@ def fisher_spectrum(
     choice("method", method, ("auto", "exact", "lanczos"))
     k = int(k)
     parts, model = [], wrap(model)
-    for xp, xb, lo in _batches(model, x, batch_size):
+    for xp, xb, lo in batches(model, x, batch_size):
         if not model.has_vjp and method == "lanczos":
             raise InvalidArgumentError("a jvp-only model's spectrum needs method='exact' (all d columns of J)")
         op = FisherOperator(model, xp, xb, offset=lo)
@@ -276,4 +237,4 @@ def fisher_spectrum(
         part["vectors"] = op.lift(U, W) if return_vectors else None
         part["queries"] = op.queries
         parts.append((xp, part, m, op.likelihood.name))
-    return _handle_nonconvergence(_assemble(SpectrumResult, parts), on_nonconvergence, "fisher_spectrum")
+    return handle_nonconvergence(assemble(SpectrumResult, parts), on_nonconvergence, "fisher_spectrum")

@@ -7,8 +7,10 @@ estimator call — a charge that would pass B is refused before the call it pays
 
 * :class:`QueryLedger` holds the per-input spend and is the only place a budget is
   compared with anything. ``charge(rows)`` comes immediately before a model call;
-  ``keep`` names rows that must still fit afterwards (a data-dependent set-up step, such
-  as widening a noise table, must not leave the estimator less than its minimum).
+  ``charge_setup`` is for data-dependent set-up rows (widening a noise table), which must
+  not leave the estimator less than its minimum (``reserve``, from the plan);
+  ``affordable`` is how many more products of a given cost fit (a sketch that takes fewer
+  probes when the set-up took more).
 * :class:`Costs` is a model's cost table (rows per input for set-up, per jvp or vjp
   vector, per column of J), read by :mod:`fimaudit.dispatch`, so a plan and a run
   count the same rows.
@@ -46,6 +48,17 @@ class QueryLedger:
     def room(self):
         """Rows per input still allowed (the smallest over the batch); None without a budget."""
         return None if self.budget is None else int(self.budget - (self.spent.max() if self.n else 0))
+
+    def affordable(self, wanted, each):
+        """How many of ``wanted`` items of ``each`` rows per input still fit (at least 1, so
+        that the charge for it names the shortfall)."""
+        room = self.room()
+        return int(wanted) if room is None else max(1, min(int(wanted), room // int(each)))
+
+    def charge_setup(self, rows, what, then=0, fix=""):
+        """A data-dependent set-up charge: refused when it would leave less than ``then`` rows
+        per input (the set-up still to come) plus the estimator's ``reserve``."""
+        self.charge(rows, what, keep=int(then) + self.reserve, fix=fix)
 
     def charge(self, rows, what="model calls", keep=0, fix=""):
         """Book ``rows`` (an int for every input, or one count per input) for the call about

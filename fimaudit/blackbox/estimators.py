@@ -65,8 +65,7 @@ def norm(xp, op, plan, per_probe, probes, seed, return_direction, memory_limit):
         direction = op.lift(xp.permute_dims(vecs, (0, 2, 1)), W)[:, 0] if return_direction else None
         stderr, name, k = None, "exact", op.d
     else:
-        room = op.ledger.room()
-        k = plan.probes if room is None else max(1, min(plan.probes, room // per_probe))
+        k = op.ledger.affordable(plan.probes, per_probe)
         Q, random = _probes(xp, op, k, probes, seed)
         S = op.sketch(Q)
         est = gram_sketch(xp, S, op.d, random)

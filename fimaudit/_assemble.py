@@ -1,0 +1,56 @@
+"""Batches in, one result out: the bookkeeping the estimators share.
+
+``batches`` cuts x into the batches ``batch_size`` asks for (each is one estimator call's
+ledger), ``assemble`` joins the per-batch parts into one typed result, and
+``handle_nonconvergence`` applies the ``on_nonconvergence`` policy.
+"""
+
+from __future__ import annotations
+
+import warnings
+
+import numpy as np
+
+from ._validate import as_batch, positive
+from .errors import NotConvergedError, NotConvergedWarning
+
+__all__ = ["batches", "assemble", "handle_nonconvergence"]
+
+
+def batches(model, x, batch_size):
+    """(xp, batch, offset) for the batches of x; ``model`` already wrapped."""
+    xp, x = as_batch(model, x)
+    n = int(x.shape[0])
+    bs = n if batch_size is None else int(positive("batch_size", batch_size))
+    for lo in range(0, n, bs):
+        yield xp, x[lo : min(n, lo + bs), ...], lo
+
+
+def assemble(cls, parts):
+    xp = parts[0][0]
+    methods = sorted({p[2] for p in parts})
+    out = {}
+    for key in parts[0][1]:
+        vals = [p[1][key] for p in parts]
+        if vals[0] is None:
+            out[key] = None
+        elif isinstance(vals[0], np.ndarray):
+            out[key] = np.concatenate(vals)
+        else:
+            out[key] = vals[0] if len(vals) == 1 else xp.concat(vals, axis=0)
+    return cls(method="+".join(methods), likelihood=parts[0][3], **out)
+
+
+def handle_nonconvergence(result, policy, what):
+    if result.converged is None or bool(np.all(result.converged)):
+        return result
+    bad = np.flatnonzero(~result.converged)
+    msg = (
+        f"{what} did not converge for {len(bad)} of {len(result.converged)} inputs "
+        f"(rows {bad[:10].tolist()}{'…' if len(bad) > 10 else ''}); their brackets "
+        "[lower, upper] still hold: raise max_steps or budget, or loosen tol"
+    )
+    if policy == "raise":
+        raise NotConvergedError(msg + "; the partial result is in .partial", partial=result)
+    warnings.warn(msg, NotConvergedWarning, stacklevel=3)
+    return result
