@@ -277,3 +277,22 @@ def test_channel_standardisation_folds_into_the_conv(per_channel):
     front = copy.deepcopy(torch.nn.Sequential(net[0], net[1])).double()  # standardise + conv: affine
     assert first >= dense_norm(front, (3, 8, 8)) * (1 - 1e-9)
     assert b.lipschitz >= _max_jacobian_norm(net, [torch.rand(3, 8, 8, dtype=torch.float64) for _ in range(8)], steps=5)
+
+
+@pytest.mark.parametrize("declared", [(1, 1, 100, 100), (1, 1, 2, 2), (1, 64)], ids=["larger", "smaller", "flat"])
+def test_declared_intermediate_shapes_that_contradict_the_graph_are_not_used(declared):
+    """A value_info entry claiming another size for the pool's input: the rule reads the
+    inferred 8 × 8 (ONNX inference itself keeps the claim), so the bound is the true 1/8."""
+    g = helper.make_graph(
+        [
+            helper.make_node("Relu", ["x"], ["r"]),
+            helper.make_node("GlobalAveragePool", ["r"], ["p"]),
+            helper.make_node("Flatten", ["p"], ["y"]),
+        ],
+        "g",
+        [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["N", 1, 8, 8])],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, ["N", 1])],
+        value_info=[helper.make_tensor_value_info("r", TensorProto.FLOAT, list(declared))],
+    )
+    model = helper.make_model(g, opset_imports=[helper.make_opsetid("", 17)])
+    assert fa.lipschitz_bound(model).lipschitz == pytest.approx(1 / 8, rel=1e-12)

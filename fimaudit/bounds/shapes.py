@@ -130,7 +130,9 @@ def skeleton(model, values=None):
     """A copy of ``model`` for shape inference: initializers over ``SMALL_INT`` elements that
     are not integers (weights, never shape arguments) become graph inputs of the same type
     and shape, so inference never copies the weights. ``values`` ({name: array}) replace the
-    nodes that produce them by initializers."""
+    nodes that produce them by initializers. The graph's ``value_info`` and output shapes are
+    dropped: ONNX inference keeps a declared shape that contradicts the computation, and a
+    rule reading a wrong size (a pool's window count, a Conv's grid) would not be a bound."""
     import onnx
     from onnx import helper, numpy_helper
 
@@ -142,8 +144,9 @@ def skeleton(model, values=None):
     values = values or {}
     g.node.extend(n for n in src.node if not (n.output and all(o in values for o in n.output if o)))
     g.input.extend(src.input)
-    g.output.extend(src.output)
-    g.value_info.extend(src.value_info)
+    for o in src.output:  # declared shapes of outputs and intermediates are not trusted: inferred afresh
+        g.output.add().CopyFrom(o)
+        g.output[-1].type.tensor_type.ClearField("shape")
     declared = {i.name for i in src.input}
     for t in src.initializer:
         count = int(np.prod(t.dims)) if len(t.dims) else 1
