@@ -251,3 +251,21 @@ def test_write_atomic_keeps_the_mode_of_the_file_it_replaces(tmp_path):
     os.chmod(p, 0o640)
     files.write_atomic(p, "new")
     assert p.read_text() == "new" and (os.stat(p).st_mode & 0o777) == 0o640
+
+
+def test_csv_cells_that_a_spreadsheet_would_run_are_neutralised(hostile):
+    import csv
+
+    data = json.loads((hostile / "results.json").read_text())
+    formulas = ['=HYPERLINK("http://x")', "+1+1", "-2+3", "@SUM(A1)", "\t=1", "\r=1"]
+    for row, text in zip(data["rows"], formulas * len(data["rows"])):
+        row["label"], row["status"], row["margin"] = text, text, -0.5
+    (hostile / "results.json").write_text(json.dumps(data))
+    assert main(["report", str(hostile)]) == 0
+    with open(hostile / "results.csv", newline="", encoding="utf-8") as f:
+        rows = list(csv.DictReader(f))
+    assert len(rows) == len(data["rows"])
+    for row in rows:
+        for key in ("label", "status"):
+            assert row[key].startswith("'") and row[key][1:] in formulas
+        assert row["margin"] == "-0.5"  # numbers are numbers, whatever their sign

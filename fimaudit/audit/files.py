@@ -63,11 +63,19 @@ def write_atomic(path, text):
         raise
 
 
+FORMULA_START = ("=", "+", "-", "@", "\t", "\r")
+
+
+def _cell(v):
+    """A text cell a spreadsheet would run as a formula starts with ``'`` instead (OWASP, CSV injection)."""
+    return "'" + v if isinstance(v, str) and v.startswith(FORMULA_START) else v
+
+
 def _csv(rows):
     buf = io.StringIO()
     w = csv.DictWriter(buf, fieldnames=COLUMNS)
     w.writeheader()
-    w.writerows({k: r.get(k) for k in COLUMNS} for r in rows)
+    w.writerows({k: _cell(r.get(k)) for k in COLUMNS} for r in rows)
     return buf.getvalue()
 
 
