@@ -319,6 +319,23 @@ def test_extrapolation_needs_central_differences_and_leaves_sketches_alone():
     assert np.all(r.queries == exact) and np.allclose(r.value, TRUTH, rtol=1e-5)
 
 
+def test_the_diagnostics_record_accounts_for_every_row():
+    """The rows a linearization sent are its nominal ones plus the kink re-measures its
+    diagnostics record counts, 2 per re-measured probe."""
+    from fimaudit.ledger import QueryLedger
+
+    fn, X, _ = _kinked_relu(1)
+    bb = fa.wrap(fn, input_shape=(X.shape[1],), output="probs")
+    ledger = QueryLedger(None, len(X))
+    lin = bb.linearize(X, ledger=ledger)
+    d = X.shape[1]
+    lin.jvp_many(np.broadcast_to(np.eye(d, dtype=X.dtype), (len(X), d, d)))
+    diag = lin.diagnostics
+    assert np.all(ledger.spent == bb.costs().setup + 2 * d + diag.repair_rows) and bb.inner.calls == ledger.spent.sum()
+    assert np.all(diag.repair_rows == 2 * diag.repaired) and diag.repaired.sum() > 0
+    assert np.all(diag.kink_count <= diag.repaired) and diag.step.shape == diag.noise.shape == (len(X),)
+
+
 def test_budgets_hold_with_kink_repair():
     fn, X, _ = _kinked_relu(0)
     bb = fa.wrap(fn, input_shape=(X.shape[1],), output="probs")

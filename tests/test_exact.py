@@ -107,7 +107,10 @@ def test_chunked_gram_equals_full():
     small = fa.fisher_norm(model, x, method="exact", return_direction=True, memory_limit=5 * 20 * 8 * 3)
     assert np.allclose(small.value, full.value, rtol=1e-12)
     assert np.allclose(np.abs(np.sum(small.direction * full.direction, axis=1)), 1.0)
-    assert np.all(small.queries > full.queries)  # C vjps + C jvps + 1 vjp for the direction
+    assert np.all(full.queries == 1 + 12)  # 1 forward + C vjps; the direction comes from W
+    assert np.all(small.queries == 1 + 2 * 12 + 1)  # C vjps + C jvps + 1 vjp for the direction
+    plan = fa.plan(model, x, method="exact", return_direction=True, memory_limit=5 * 20 * 8 * 3)
+    assert plan.calls_per_input == 1 + 2 * 12 + 1
 
 
 def test_batch_size_splits_give_same_values():
