@@ -54,7 +54,7 @@ def resnet18(C=10, width=64):
 
 
 def seed_method(net, x):
-    """The seed paper's procedure, as described in DESIGN.md §5: one input at a time, one
+    """The seed paper's procedure: one input at a time, one
     backward pass per class through log-softmax, then the K×K eigenproblem of
     G_ab = √(p_a p_b) ∇log p_a · ∇log p_b (the Fisher's output-space Gram matrix)."""
     out = []

@@ -150,7 +150,7 @@ except Exception as err:  # report, do not hide
     out["cupy"] = f"FAILED: {type(err).__name__}: {err}"
 print("CuPy:", out["cupy"])
 
-# 3b. a GPU-served float32 CNN as a black box, TF32 on and off (DESIGN.md §5)
+# 3b. a GPU-served float32 CNN as a black box, TF32 on and off
 bb_rows = {}
 torch.manual_seed(0)
 net = cifar_cnn().cuda().eval()

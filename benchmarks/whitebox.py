@@ -135,7 +135,7 @@ def main():
     ap.add_argument("--json", help="also write the numbers here")
     args = ap.parse_args()
     dev = args.device
-    if dev == "cuda":  # both methods in full float32, as in DESIGN.md §5 (TF32 would differ by ~1%)
+    if dev == "cuda":  # both methods in full float32, as in the seed paper's measurements (TF32 would differ by ~1%)
         torch.backends.cudnn.allow_tf32 = False
         torch.backends.cuda.matmul.allow_tf32 = False
     name = torch.cuda.get_device_name() if dev == "cuda" else platform.processor() or platform.machine()

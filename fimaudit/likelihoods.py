@@ -5,7 +5,7 @@ The likelihood owns the output mapping; it is stored once, on the model that pro
 outputs, and every wrapper reads it from there (:class:`fimaudit.Model`).
 
 A likelihood turns logits ``z ∈ R^C`` into a distribution over outputs; its Fisher
-metric in logit space is ``M(z)`` (DESIGN.md §1):
+metric in logit space is ``M(z)`` (docs/design.md):
 
 ============  ==========================  ======================  ============
 name          distribution                M(z)                    λ_max(M) ≤

@@ -1,6 +1,6 @@
 """The model contract, plugin discovery and ``wrap()``.
 
-An adapter maps a framework onto three batched products (DESIGN.md §3):
+An adapter maps a framework onto three batched products (docs/design.md):
 
 * ``forward(x)`` — logits ``z(x)``, shape (n, C), for a batch x of shape (n, *input_shape);
 * ``jvp(x, v)`` — ``J(x) v``, shape (n, C), for tangents v of x's shape;

@@ -1,4 +1,4 @@
-"""Typed results of the estimators (DESIGN.md §4).
+"""Typed results of the estimators.
 
 Per-input arrays (values, brackets, residuals, directions) are in the caller's array
 library, dtype and device; bookkeeping (queries, steps, converged flags) is numpy.

@@ -10,7 +10,7 @@ like are bounded only on a declared input box (``input_domain``), where every te
 gets elementwise intervals (:mod:`fimaudit.bounds.intervals`) that the rules of
 :mod:`fimaudit.bounds.domain_rules` use; the statements then hold for inputs in that box.
 
-Consequences (DESIGN.md §1): ``λ_max(F(x)) ≤ λ_max(M(x)) L² ≤ ½ L²`` (categorical) for
+Consequences (docs/design.md): ``λ_max(F(x)) ≤ λ_max(M(x)) L² ≤ ½ L²`` (categorical) for
 every x, and the top-1 class cannot change within ``margin(x) / (√2 L)`` of x, since each
 logit difference ``z_i − z_j`` is ``√2 L``-Lipschitz. Bounds hold up to floating-point
 rounding of the computed norms.

@@ -7,7 +7,7 @@ r"""Small numpy models with hand-written Jacobians, and dense float64 references
   written out by hand (no autodiff), so it is an independent answer for the adapters.
 
 ``dense_fisher`` forms the d × d matrix ``Jᵀ M J`` directly from the metric table of
-DESIGN.md §1 (no factor R, no output-space trick): the reference the estimators are
+docs/design.md (no factor R, no output-space trick): the reference the estimators are
 checked against.
 """
 
@@ -149,7 +149,7 @@ class ScaledInputModel(Model):
 
 
 def dense_metric(z, likelihood="categorical", sigma=1.0):
-    """M(z) per row of z (n, C), float64, straight from the table in DESIGN.md §1."""
+    """M(z) per row of z (n, C), float64, straight from the table in docs/design.md."""
     z = np.asarray(z, np.float64)
     n, C = z.shape
     if likelihood == "categorical":

@@ -16,7 +16,7 @@ from tests.models_torch import mlp_from_numpy, small_cnn, small_resnet, small_vi
 
 def dense_reference(net, x):
     """λ_max(Jᵀ M J) with J from torch.autograd.functional.jacobian (float64) and the
-    metric table of DESIGN.md §1 formed directly, row by row."""
+    metric table of docs/design.md formed directly, row by row."""
     out = []
     with torch.no_grad():
         z = net(x)
