@@ -145,9 +145,16 @@ def norm_plan(model, n, d, itemsize, C, budget, method, return_direction, max_st
     if not model.has_vjp:
         return jvp_only(costs_of(model), n, d, budget, method)
     return white_box(
-        n, C, d, itemsize, budget, method, return_direction=return_direction, max_steps=max_steps,
+        n,
+        C,
+        d,
+        itemsize,
+        budget,
+        method,
+        return_direction=return_direction,
+        max_steps=max_steps,
         memory_limit=memory_limit,
-    )  # fmt: skip
+    )
 
 
 def plan(

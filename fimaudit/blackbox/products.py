@@ -70,10 +70,10 @@ class FiniteDifferenceLinearization(Linearization):
             noise, slope, nondet = np.full(n, float(model.noise)), np.ones(n), np.zeros(n, bool)
         d = int(np.prod(x.shape[1:]))
         h = auto_step(noise, slope, scale, d, eps, model.scheme) if model.step == "auto" else np.full(n, model.step)
+        unresolved = probe.unresolved if probe is not None else np.zeros(n, bool)
         self.diagnostics = FDDiagnostics(
-            model.scheme, h, noise, np.zeros(n), nondet, extrapolate=model.kinks == "extrapolate",
-            unresolved=probe.unresolved if probe is not None else np.zeros(n, bool),
-        )  # fmt: skip
+            model.scheme, h, noise, np.zeros(n), nondet, extrapolate=model.kinks == "extrapolate", unresolved=unresolved
+        )
         if probe is not None:
             P = probe.direction[:, None, ...]
             D = [self._log_differences(P, h * f) for f in (1.0, 0.5)]
@@ -135,10 +135,21 @@ class FiniteDifferenceLinearization(Linearization):
         D = (both[:, :k, :] - both[:, k:, :]) / (2.0 * h3)
         if repair and self.repair:
             D = _kinks.repair(
-                xp, self.x, self.logits, self._live_x, self.probs, D, both[:, :k, :], both[:, k:, :], Vhat, h,
-                self.diagnostics.noise, self._live_norm,
-                lambda pts, rows: self._send(pts, rows, "re-measuring probes across a kink"), self.diagnostics,
-            )  # fmt: skip
+                xp,
+                self.x,
+                self.logits,
+                self._live_x,
+                self.probs,
+                D,
+                both[:, :k, :],
+                both[:, k:, :],
+                Vhat,
+                h,
+                self.diagnostics.noise,
+                self._live_norm,
+                lambda pts, rows: self._send(pts, rows, "re-measuring probes across a kink"),
+                self.diagnostics,
+            )
         return D
 
     def jvp_many(self, V, step_factor=1.0):
