@@ -88,7 +88,7 @@ class FiniteDifferenceModel(MeteredModel, Model):
         setup = 1 + (_noise.TABLE_ROWS + check if measured else 0)
         note = "base point" + (
             f", noise table and slope ({_noise.TABLE_ROWS}; {_noise.TABLE_ROWS} more per widening when outputs are "
-            f"quantised, taken from the probes under a budget), step check ({check})"
+            f"quantised: under a budget a sketch takes fewer probes, or the call is refused), step check ({check})"
             if measured
             else ""
         )
