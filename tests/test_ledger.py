@@ -5,7 +5,10 @@ far apart beside any finite-difference step), so "rows per input" is counted her
 read off the estimator's own bookkeeping.
 """
 
+import os
+import tempfile
 import time
+import warnings
 
 import numpy as np
 import pytest
@@ -203,7 +206,7 @@ def services(draw):
 
 
 @settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.too_slow, HealthCheck.filter_too_much])
-@given(services(), st.sampled_from(["ok", "fails", "slow"]), st.sampled_from(["auto", "exact", "sketch"]))
+@given(services(), st.sampled_from(["ok", "fails", "slow", "repeats"]), st.sampled_from(["auto", "exact", "sketch"]))
 def test_no_input_is_sent_more_than_its_budget(service, behaviour, method):
     model, X, budget, noise, fail_after = service
     rng = np.random.default_rng(0)
@@ -219,17 +222,31 @@ def test_no_input_is_sent_more_than_its_budget(service, behaviour, method):
     svc = Rows(
         fn, X, fail_after=fail_after * len(X) if behaviour == "fails" else None, delay=1e-3 * (behaviour == "slow")
     )
-    bb = fa.wrap(svc, input_shape=(X.shape[1],), output="probs", prob_tol=1e-2)
+    options = dict(input_shape=(X.shape[1],), output="probs", prob_tol=1e-2)
+    if behaviour == "repeats":  # rows asked before are answered from a cache, not sent again
+        options.update(cache=os.path.join(tempfile.mkdtemp(), "answers.sqlite"), cache_key="service")
+    bb = fa.wrap(svc, **options)
     try:
-        r = fa.fisher_norm(bb, X, method=method, budget=budget)
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always")
+            r = fa.fisher_norm(bb, X, method=method, budget=budget)
     except Ambiguous:
         reject()  # two inputs too close for this counter to tell their rows apart
     except (E.InvalidArgumentError, E.QueryBudgetExceeded, RuntimeError):
         assert np.all(svc.rows <= budget)
         return
-    assert np.all(svc.rows <= budget) and np.all(r.queries == svc.rows)
+    assert np.all(svc.rows <= r.queries) and np.all(r.queries <= budget)
+    if behaviour == "repeats":
+        sent = svc.rows.copy()
+        again = fa.fisher_norm(fa.wrap(svc, **options), X, method=method, budget=budget)
+        assert np.array_equal(svc.rows, sent) and np.array_equal(again.value, r.value)
+    else:
+        assert np.all(r.queries == svc.rows)
+    # the stated error holds, except where the estimator said it may not: an error estimate
+    # above 10% of λ_max comes with a NoiseDominatesWarning (rounded answers, mostly)
+    doubtful = r.fd_error > 0.1 * r.value
+    assert not np.any(doubtful) or any(issubclass(w.category, E.NoiseDominatesWarning) for w in caught)
     truth = fa.fisher_norm(model, X, method="exact").value
     slack = 1e-9 * truth + 1e-12
-    assert np.all(r.lower <= truth + slack)  # certified for a sketch, the stated error for exact
-    if r.method == "exact":
-        assert np.all(truth <= r.upper + slack), (truth, r.value, r.upper, r.fd_error)
+    held = (r.lower <= truth + slack) & ((truth <= r.upper + slack) | (r.method != "exact"))
+    assert np.all(held | doubtful), (truth, r.value, r.lower, r.upper, r.fd_error)
