@@ -1,17 +1,21 @@
 """A model behind an HTTP prediction API (forward only; fimaudit differentiates it by
 finite differences).
 
-Each batch of at most ``max_batch`` rows is one POST of ``encode(batch)`` (default
-``{"inputs": batch.tolist()}``) whose JSON answer ``decode(json)`` (default
-``json["outputs"]``) holds one row of outputs per input. Requests run concurrently
-(``concurrency``) on a pooled ``httpx.AsyncClient``, at most ``rate_limit`` per second, each
+Each batch of at most ``max_batch`` rows is one POST of ``encode(batch)`` whose JSON answer
+``decode(json)`` holds one row of outputs per input; ``protocol=`` picks the pair of a serving
+stack (:mod:`~fimaudit_http.protocols`: ``"default"``, ``"open-inference"``, ``"kserve-v1"``,
+``"mlflow"``), and ``encode=``/``decode=`` given by the caller win over it. Requests run
+concurrently (``concurrency``) on a pooled ``httpx.AsyncClient`` — or on the caller's own
+(``client=``: its auth, proxies, certificates; the deadline, size cap and row cap still hold
+around it, and its header values are redacted too) — at most ``rate_limit`` per second, each
 attempt under one deadline (:mod:`~fimaudit_http.request`) and a size cap on its answer
 (:mod:`~fimaudit_http.body`). 429, 5xx, timeouts, dropped connections and unparsable
 (truncated) bodies are retried with exponential backoff and jitter, or after the
 ``Retry-After`` the service asks for (:mod:`~fimaudit_http.retry`) when that is at most
 ``max_retry_wait``; a longer ask, an answer over ``max_response_bytes`` and any other 4xx fail
-at once. A 413, or a second 504 in a row, for a batch of several rows sends its two halves
-instead. Answered rows go to the SQLite ``cache`` as each request returns, so no answer that
+at once; an error answer's JSON message (``error``, ``message``, ``detail``) is shown first.
+A 413, or a second 504 in a row, for a batch of several rows sends its two halves instead.
+Answered rows go to the SQLite ``cache`` as each request returns, so no answer that
 reached this process is paid for twice (a run killed mid-request can lose at most the
 requests in flight: ``concurrency × max_batch`` rows). ``max_rows_sent`` caps the rows sent
 over the model's life, every send charged before it is made (:mod:`~fimaudit_http.ledger`);
@@ -38,22 +42,17 @@ from fimaudit.errors import InvalidArgumentError, InvalidModelOutputError, Query
 
 from .body import ACCEPT_ENCODING, BodyTooLarge, UnsupportedCoding, excerpt
 from .ledger import RowLedger
-from .outputs import json_body, read_outputs
-from .params import check_headers, check_url, count, rows_cap, seconds
+from .outputs import json_body, read_outputs, server_message
+from .params import check_client, check_headers, check_url, client_secrets, count, preset, rows_cap, seconds
+from .protocols import default_decode, default_encode
 from .redact import Redactor
 from .request import exchange
 from .retry import backoff_wait, retry_after
-from .rounds import Pace, Round, run_coroutine
+from .rounds import LoopThread, Pace, Round, run_coroutine
 
 RETRY_STATUS = {429, 500, 502, 503, 504}
-
-
-def default_encode(batch):
-    return {"inputs": batch.tolist()}
-
-
-def default_decode(payload):
-    return payload["outputs"]
+PRESET = object()  # encode=/decode= not given: the protocol's
+__all__ = ["HTTPModel", "default_decode", "default_encode"]
 
 
 class HTTPModel(CallableModel):
@@ -63,8 +62,12 @@ class HTTPModel(CallableModel):
         input_shape=None,
         num_outputs=None,
         *,
-        encode=default_encode,
-        decode=default_decode,
+        encode=PRESET,
+        decode=PRESET,
+        protocol="default",
+        input_name=None,
+        output_name=None,
+        client=None,
         output="probs",
         max_batch=64,
         concurrency=4,
@@ -85,7 +88,8 @@ class HTTPModel(CallableModel):
     ):
         self.url = check_url(url)
         self._headers = check_headers(headers)  # never logged, never cached
-        self._redact = Redactor(url, self._headers)
+        self.client = check_client(client)
+        self._redact = Redactor(url, {**client_secrets(client), **self._headers})
         self.max_batch = count("max_batch", max_batch, least=1)
         self.concurrency = count("concurrency", concurrency, least=1)
         self.rate_limit = (
@@ -97,8 +101,14 @@ class HTTPModel(CallableModel):
         self.max_retry_wait = seconds("max_retry_wait", max_retry_wait)
         self.max_response_bytes = count("max_response_bytes", max_response_bytes, least=1)
         self.max_rows_sent = count("max_rows_sent", rows_cap(max_rows_sent, budget), none=True)
+        chosen = preset(protocol, input_name, output_name)
+        encode, decode = (
+            (chosen.encode if encode is PRESET else encode),
+            (chosen.decode if decode is PRESET else decode),
+        )
         if not (callable(encode) and callable(decode)):
             raise InvalidArgumentError("encode= and decode= must be callables (batch -> JSON, JSON -> rows)")
+        self.protocol = chosen.name
         super().__init__(
             self._query, input_shape=input_shape, num_outputs=num_outputs, output=output, accepts="numpy", **options
         )
@@ -114,6 +124,7 @@ class HTTPModel(CallableModel):
         self.requests = 0  # answers received (any status)
         self._log_lock = threading.Lock()
         self._tls = None  # the TLS context every round's client shares
+        self._loop = None  # with client=: the one event loop its connections live in
 
     @property
     def sent(self):
@@ -139,7 +150,11 @@ class HTTPModel(CallableModel):
         chunks = [missing[lo : lo + self.max_batch] for lo in range(0, len(missing), self.max_batch)]
         if chunks:
             rnd = Round(batch, keys, answers, self.query_cache)
-            run_coroutine(self._fetch_all(rnd, chunks))
+            if self.client is None:
+                run_coroutine(self._fetch_all(rnd, chunks))
+            else:
+                self._loop = self._loop or LoopThread()
+                self._loop.run(self._fetch_all(rnd, chunks))
             if rnd.failure is not None:
                 raise rnd.failure
             if rnd.refused:
@@ -154,18 +169,21 @@ class HTTPModel(CallableModel):
         return np.asarray([answers[k] for k in keys], dtype=np.float64)
 
     async def _fetch_all(self, rnd, chunks):
-        limits = httpx.Limits(max_connections=self.concurrency, max_keepalive_connections=self.concurrency)
         gate = asyncio.Semaphore(self.concurrency)
         rnd.pace = Pace(self.rate_limit)
+
+        async def one(idx):
+            async with gate:
+                await rnd.guard(self._send(rnd, idx))
+
+        if self.client is not None:  # the caller's: used, never closed
+            rnd.client = self.client
+            return await asyncio.gather(*(one(c) for c in chunks))
+        limits = httpx.Limits(max_connections=self.concurrency, max_keepalive_connections=self.concurrency)
         if self._tls is None:  # built once: building one costs more than a fast request
             self._tls = httpx.create_ssl_context()
         async with httpx.AsyncClient(limits=limits, timeout=self.timeout, verify=self._tls) as client:
             rnd.client = client
-
-            async def one(idx):
-                async with gate:
-                    await rnd.guard(self._send(rnd, idx))
-
             await asyncio.gather(*(one(c) for c in chunks))
 
     async def _send(self, rnd, idx):
@@ -228,7 +246,7 @@ class HTTPModel(CallableModel):
                 self._log(digest, n, status, t0, attempt)
                 raise ServiceError(
                     f"{self._redact.url} answered HTTP {status}{self._shown(ans)}; a client error is not retried: "
-                    "check the request format (encode=), its size (max_batch=) and credentials",
+                    "check the request format (protocol= or encode=), its size (max_batch=) and credentials",
                     status=status,
                 )
             else:
@@ -249,10 +267,12 @@ class HTTPModel(CallableModel):
         )
 
     def _shown(self, ans):
-        """The redacted head and tail of an answer's body, for a message."""
+        """The server's message and the head and tail of an answer's body, redacted, for a message."""
+        said = None if ans.cut else server_message(ans.body)
         text = ans.body.decode("utf-8", "replace")
         text = self._redact.cut(text) + " …[cut]" if ans.cut else self._redact(text)
-        return f" ({excerpt(text)!r})" if text else ""
+        head = f": {self._redact(said)!r}" if said else ""
+        return head + (f" ({excerpt(text)!r})" if text else "")
 
     def _log(self, digest, rows, status, t0, retries):
         if self.log_path is None:

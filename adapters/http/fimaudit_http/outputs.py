@@ -1,4 +1,5 @@
-"""The JSON of a request and the rows of outputs read from its answer."""
+"""The JSON of a request, the rows of outputs read from its answer, and the message of an
+error answer."""
 
 from __future__ import annotations
 
@@ -8,7 +9,12 @@ import numpy as np
 
 from fimaudit.errors import InvalidModelOutputError
 
-__all__ = ["json_body", "read_outputs"]
+from .protocols import HINT, UnreadableAnswer, seen
+
+__all__ = ["json_body", "read_outputs", "server_message"]
+
+MESSAGE_KEYS = ("error", "message", "detail", "error_message", "errors")
+MESSAGE_CHARS = 300
 
 
 def json_body(payload):
@@ -20,6 +26,8 @@ def read_outputs(decode, data, m, where):
     """``decode(data)`` as an (m, C) float64 array, or InvalidModelOutputError naming ``where``."""
     try:
         rows = decode(data)
+    except UnreadableAnswer as err:  # a protocol's decoder: its message says what the answer holds
+        raise InvalidModelOutputError(f"malformed response from {where}: {err}") from None
     except Exception as err:  # noqa: BLE001 (a hostile answer can make decode= fail in any way)
         raise InvalidModelOutputError(
             f"malformed response from {where}: decode() failed with {type(err).__name__}: {err}; "
@@ -32,6 +40,26 @@ def read_outputs(decode, data, m, where):
     if arr is None or arr.ndim != 2 or arr.shape[0] != m:
         shape = None if arr is None else arr.shape
         raise InvalidModelOutputError(
-            f"{where} answered a batch of {m} inputs with outputs of shape {shape}; expected ({m}, C)"
+            f"malformed response from {where}: a batch of {m} inputs was answered with outputs of shape {shape}; "
+            f"expected ({m}, C). The answer is {seen(data)}; {HINT}"
         )
     return arr
+
+
+def server_message(body):
+    """The message a JSON error answer carries (``error``, ``message``, ``detail``, ...), at most
+    ``MESSAGE_CHARS`` characters, or None."""
+    try:
+        payload = json.loads(body)
+    except (ValueError, RecursionError):
+        return None
+    for _ in range(3):  # {"error": {"message": ...}} and lists of errors
+        if isinstance(payload, list) and payload:
+            payload = payload[0]
+        if not isinstance(payload, dict):
+            break
+        found = next((payload[k] for k in MESSAGE_KEYS if k in payload), None)
+        if isinstance(found, str):
+            return found[:MESSAGE_CHARS]
+        payload = found
+    return None

@@ -14,9 +14,10 @@ from urllib.parse import urlsplit
 
 from fimaudit.errors import InvalidArgumentError
 
+from .protocols import open_inference, protocol
 from .redact import Redactor
 
-__all__ = ["check_headers", "check_url", "count", "rows_cap", "seconds"]
+__all__ = ["check_client", "check_headers", "check_url", "client_secrets", "count", "preset", "rows_cap", "seconds"]
 
 _TOKEN = re.compile(r"[!#$%&'*+\-.^_`|~0-9A-Za-z]+")  # a header name, RFC 9110 §5.6.2
 
@@ -96,3 +97,47 @@ def caller_level():
     while frame is not None and frame.f_globals.get("__name__", "").split(".")[0] in ("fimaudit", "fimaudit_http"):
         frame, level = frame.f_back, level + 1
     return level
+
+
+def preset(spec, input_name, output_name):
+    """The :class:`~fimaudit_http.protocols.Protocol` named by ``protocol=`` (with the Open
+    Inference Protocol's tensor names, if given)."""
+    chosen = protocol(spec)
+    if chosen is None:
+        raise InvalidArgumentError(
+            "protocol must be one of 'default', 'open-inference' (or 'kserve-v2', 'triton'), 'kserve-v1' "
+            f"(or 'tf-serving'), 'mlflow', got {spec!r}; pass encode=/decode= for another format"
+        )
+    if input_name is None and output_name is None:
+        return chosen
+    if chosen.name != "open-inference":
+        raise InvalidArgumentError("input_name= and output_name= are options of protocol='open-inference'")
+    for name, value in (("input_name", input_name), ("output_name", output_name)):
+        if value is not None and not (isinstance(value, str) and value):
+            raise InvalidArgumentError(f"{name} must be a non-empty string (a tensor's name), got {value!r}")
+    return open_inference(input_name or "input-0", output_name)
+
+
+def client_secrets(client):
+    """The header values a caller's client sends by itself (its default headers, Basic auth)."""
+    if client is None:
+        return {}
+    found = dict(client.headers.items())
+    auth = getattr(client.auth, "_auth_header", None)  # httpx.BasicAuth keeps its header here
+    if isinstance(auth, str):
+        found["Authorization"] = auth
+    return found
+
+
+def check_client(client):
+    """None, or an ``httpx.AsyncClient`` the caller made (and closes)."""
+    if client is None:
+        return None
+    import httpx
+
+    if not isinstance(client, httpx.AsyncClient) or client.is_closed:
+        raise InvalidArgumentError(
+            "client must be an open httpx.AsyncClient (with your auth, proxies, certificates), "
+            f"got {type(client).__name__}"
+        )
+    return client

@@ -5,6 +5,8 @@ far, the client and the pace — and its stop rule: after the first failure, or 
 send the row cap refuses, no request starts or is retried; requests in flight finish and
 their answers are kept. :class:`Pace` spaces request starts (``rate_limit``);
 :func:`run_coroutine` runs the round's event loop, also from inside a running one (Jupyter).
+A user's own ``httpx.AsyncClient`` keeps connections bound to the event loop that opened them,
+so its rounds all run on one :class:`LoopThread`, an event loop that lives as long as the model.
 """
 
 from __future__ import annotations
@@ -13,7 +15,7 @@ import asyncio
 import threading
 import time
 
-__all__ = ["Pace", "Round", "run_coroutine"]
+__all__ = ["LoopThread", "Pace", "Round", "run_coroutine"]
 
 
 class Halted(Exception):
@@ -80,6 +82,24 @@ def run_coroutine(coro):
     if "error" in box:
         raise box["error"]
     return box["value"]
+
+
+class LoopThread:
+    """One event loop on a daemon thread; ``run(coro)`` runs a coroutine there and waits for it
+    (an interrupt while waiting cancels it)."""
+
+    def __init__(self):
+        self.loop = asyncio.new_event_loop()
+        self.thread = threading.Thread(target=self.loop.run_forever, daemon=True, name="fimaudit-http")
+        self.thread.start()
+
+    def run(self, coro):
+        future = asyncio.run_coroutine_threadsafe(coro, self.loop)
+        try:
+            return future.result()
+        except BaseException:
+            future.cancel()
+            raise
 
 
 class Pace:
