@@ -271,6 +271,8 @@ class HTTPModel(CallableModel):
         said = None if ans.cut else server_message(ans.body)
         text = ans.body.decode("utf-8", "replace")
         text = self._redact.cut(text) + " …[cut]" if ans.cut else self._redact(text)
+        if said and len(text) <= len(said) + 40:  # the body says no more than its message
+            return f": {self._redact(said)!r}"
         head = f": {self._redact(said)!r}" if said else ""
         return head + (f" ({excerpt(text)!r})" if text else "")
 

@@ -13,7 +13,7 @@ from .protocols import HINT, UnreadableAnswer, seen
 
 __all__ = ["json_body", "read_outputs", "server_message"]
 
-MESSAGE_KEYS = ("error", "message", "detail", "error_message", "errors")
+MESSAGE_KEYS = ("error", "message", "detail", "error_message", "errors", "msg")  # "msg": FastAPI's detail list
 MESSAGE_CHARS = 300
 
 
@@ -47,8 +47,9 @@ def read_outputs(decode, data, m, where):
 
 
 def server_message(body):
-    """The message a JSON error answer carries (``error``, ``message``, ``detail``, ...), at most
-    ``MESSAGE_CHARS`` characters, or None."""
+    """The message a JSON error answer carries (``error``, ``message``, ``detail``, ...; nested as
+    ``{"error": {"message": ...}}`` or in a list of errors), at most ``MESSAGE_CHARS`` characters,
+    or None."""
     try:
         payload = json.loads(body)
     except (ValueError, RecursionError):
