@@ -158,12 +158,21 @@ def norm_plan(model, n, d, itemsize, C, budget, method, return_direction, max_st
 
 
 def plan(
-    model, x, method="auto", budget=None, *, return_direction=False, max_steps=None, memory_limit=DEFAULT_MEMORY
+    model,
+    x,
+    method="auto",
+    budget=None,
+    *,
+    return_direction=False,
+    max_steps=None,
+    memory_limit=DEFAULT_MEMORY,
+    batch_size=None,
 ) -> Plan:
     """The method ``fisher_norm(model, x, method, budget, ...)`` would use and its cost in
     model calls per input, without running it: the same cost model the estimator charges
-    its ledger by. For a white-box model whose number of outputs is unknown, one forward
-    pass on one input is made to learn it."""
+    its ledger by (``batch_size`` as given to it: whether W = R J fits ``memory_limit``
+    depends on the batch). For a white-box model whose number of outputs is unknown, one
+    forward pass on one input is made to learn it."""
     model = wrap(model)
     xp, x = as_batch(model, x)
     n, d = int(x.shape[0]), math.prod(x.shape[1:])
@@ -173,4 +182,8 @@ def plan(
     if model.has_vjp:
         C = model.num_outputs if model.num_outputs is not None else int(model.forward(x[:1, ...]).shape[1])
     itemsize = xp.finfo(x.dtype).bits // 8
-    return norm_plan(model, n, d, itemsize, C, budget, method, return_direction, max_steps, memory_limit)
+    nb = n if batch_size is None or not model.has_vjp else min(n, int(positive("batch_size", batch_size)))
+    p = norm_plan(model, nb, d, itemsize, C, budget, method, return_direction, max_steps, memory_limit)
+    if nb != n:  # the plan of a full batch, for every input (a shorter last batch may cost less)
+        p.inputs, p.total_calls = n, p.calls_per_input * n
+    return p

@@ -111,6 +111,11 @@ def test_chunked_gram_equals_full():
     assert np.all(small.queries == 1 + 2 * 12 + 1)  # C vjps + C jvps + 1 vjp for the direction
     plan = fa.plan(model, x, method="exact", return_direction=True, memory_limit=5 * 20 * 8 * 3)
     assert plan.calls_per_input == 1 + 2 * 12 + 1
+    # in batches of 1 the whole W of an input fits the same memory: C vjps, the direction free
+    one = fa.fisher_norm(model, x, method="exact", return_direction=True, memory_limit=5 * 20 * 8 * 3, batch_size=1)
+    assert np.all(one.queries == 1 + 12) and np.allclose(one.value, full.value, rtol=1e-12)
+    plan = fa.plan(model, x, method="exact", return_direction=True, memory_limit=5 * 20 * 8 * 3, batch_size=1)
+    assert plan.calls_per_input == 1 + 12 and plan.total_calls == 5 * 13
 
 
 def test_batch_size_splits_give_same_values():
