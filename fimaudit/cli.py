@@ -16,6 +16,7 @@ import math
 import sys
 
 from . import __version__
+from .cli_options import URL_EXAMPLE, add_model_options, input_domain, model_options
 from .errors import FimauditError, InvalidArgumentError
 
 METHODS = ("auto", "exact", "lanczos", "power", "sketch")
@@ -62,8 +63,13 @@ def _finite_float(text):
 def _audit(args):
     from .audit.inputs import check_journal, check_model_source, load_inputs, load_labels, writable_folder
 
+    options = model_options(args)  # before any file is read or request made
+    domain = input_domain(args.input_domain)
     X = load_inputs(args.data)
     y = None if args.labels is None else load_labels(args.labels, len(X))
+    shape = options.get("input_shape")
+    if shape is not None and tuple(X.shape[1:]) != shape:
+        raise InvalidArgumentError(f"--data holds inputs of shape {tuple(X.shape[1:])}, but --input-shape is {shape}")
     writable_folder(args.out)
     if args.journal:
         check_journal(args.journal)
@@ -72,9 +78,6 @@ def _audit(args):
     from .audit import audit
     from .models import wrap
 
-    options = {}
-    if args.probs:
-        options["output"] = "probs"
     if args.kinks:
         options["kinks"] = args.kinks
     model = wrap(args.model, **options)
@@ -87,6 +90,7 @@ def _audit(args):
         journal=args.journal,
         progress=not args.quiet,
         batch_size=args.batch_size,
+        input_domain=domain,
     )
     path = a.save(args.out)
     if args.json:
@@ -175,6 +179,7 @@ def _parser():
     au = sub.add_parser(
         "audit",
         help="audit a model (an .onnx file, or a URL with fimaudit-http) on X.npy",
+        description=URL_EXAMPLE,
         epilog=EXIT_CODES_HELP,
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
@@ -186,7 +191,7 @@ def _parser():
     au.add_argument("--budget", type=_positive_int, help="model calls per input (black-box models), >= 1")
     au.add_argument("--journal", help="SQLite journal: resume an interrupted audit")
     au.add_argument("--batch-size", type=_positive_int, default=64, help="inputs per chunk (default 64)")
-    au.add_argument("--probs", action="store_true", help="the model outputs probabilities")
+    au.add_argument("--probs", action="store_true", help="the model outputs probabilities (same as --output probs)")
     au.add_argument(
         "--kinks",
         choices=["repair", "extrapolate", "ignore"],
@@ -197,6 +202,7 @@ def _parser():
     au.add_argument("--fail-above", type=_finite_float, help="exit with status 3 if any λ_max exceeds this")
     au.add_argument("--json", action="store_true", help="print the summary as JSON")
     au.add_argument("--quiet", action="store_true")
+    add_model_options(au, _positive_int, _finite_float)
     bd = sub.add_parser("bound", help="certified Lipschitz and Fisher bounds from an ONNX graph")
     bd.add_argument("model")
     bd.add_argument("--input-shape", help="one input's shape, e.g. 3,32,32 (when the graph leaves it symbolic)")

@@ -15,7 +15,8 @@ attempt under one deadline (:mod:`~fimaudit_http.request`) and a size cap on its
 ``max_retry_wait``; a longer ask, an answer over ``max_response_bytes`` and any other 4xx fail
 at once; an error answer's JSON message (``error``, ``message``, ``detail``) is shown first.
 A 413, or a second 504 in a row, for a batch of several rows sends its two halves instead.
-Answered rows go to the SQLite ``cache`` as each request returns, so no answer that
+Answered rows go to the SQLite ``cache`` (keyed by ``cache_key`` when given, else by the URL:
+a retrained model behind the same URL needs a new key) as each request returns, so no answer that
 reached this process is paid for twice (a run killed mid-request can lose at most the
 requests in flight: ``concurrency × max_batch`` rows). ``max_rows_sent`` caps the rows sent
 over the model's life, every send charged before it is made (:mod:`~fimaudit_http.ledger`);
@@ -144,7 +145,7 @@ class HTTPModel(CallableModel):
 
     def _answers(self, batch):
         batch = np.ascontiguousarray(batch, dtype=self.dtype or batch.dtype)
-        keys = row_keys(self.url, batch)
+        keys = row_keys(self.identity or self.url, batch)  # cache_key= names the model behind the URL
         answers = self.query_cache.get_many(keys) if self.query_cache is not None else {}
         missing = [i for i, k in enumerate(keys) if k not in answers]
         chunks = [missing[lo : lo + self.max_batch] for lo in range(0, len(missing), self.max_batch)]
