@@ -38,7 +38,7 @@ HOSTILE = [
 ]
 ALLOWED_TAGS = {
     "html", "head", "meta", "title", "style", "body", "h1", "h2", "p", "table", "tr", "th", "td", "div",
-    "figure", "figcaption", "svg", "rect", "text", "circle", "code",
+    "figure", "figcaption", "svg", "rect", "text", "circle", "code", "line", "img", "b",
 }  # fmt: skip
 CSP = "default-src 'none'; style-src 'unsafe-inline'; img-src data:"
 
@@ -99,6 +99,16 @@ def _tamper(data):
         t["input"] = [next(h)] * 6
         t["direction"] = SCRIPT
     data["input_shape"] = [2, 3]  # pictures are drawn: from values that are not numbers
+    p = data["provenance"]
+    for k in ("fimaudit", "created", "python", "numpy", "platform", "model", "data", "labels"):
+        p[k] = next(h)
+    p["settings"] = {SCRIPT: next(h), "method": next(h), "budget": [next(h)]}
+    p[SCRIPT] = next(h)
+    data["warnings"] = [
+        dict(category=next(h), message=next(h), count=next(h)),
+        dict(category=SCRIPT, message=SCRIPT, count=SCRIPT),
+        "not a warning",
+    ]
     return data
 
 
@@ -132,11 +142,14 @@ def test_a_bound_that_is_not_available_escapes_its_reason(hostile):
 @given(st.text(st.characters(blacklist_categories=("Cc", "Cs")), min_size=1, max_size=40))
 def test_any_label_text_is_shown_as_text_and_runs_nothing(label):
     a = copy.deepcopy(SMALL)
-    for t in a.top:
-        t["label"] = label
+    for r in a.rows + a.top:
+        r["label"] = label
     a.settings["model"] = label
+    a.provenance.update(model=label, settings={label: label})
+    a.warnings = [dict(category=label, message=label, count=label)]
     page = _assert_inert(render(a))
-    assert label in "".join(page.text)
+    shown = "".join(page.text)
+    assert shown.count(label) >= len(a.rows)
 
 
 def _chromium():

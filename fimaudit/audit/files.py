@@ -105,7 +105,8 @@ def _is_int(v):
 
 
 def load(folder, schema):
-    """The fields of the audit in ``folder``/results.json (rows, summary, settings, top, input_shape)."""
+    """The fields of the audit in ``folder``/results.json (rows, summary, settings, top, input_shape,
+    provenance, warnings)."""
     path = os.path.join(os.fspath(folder), "results.json")
     try:
         with open(path, encoding="utf-8") as f:
@@ -134,4 +135,11 @@ def load(folder, schema):
             raise InvalidArgumentError(f"{path!r} is damaged: every entry of {key!r} must be a JSON object")
     if not all(_is_int(s) and s >= 0 for s in data["input_shape"]):
         raise InvalidArgumentError(f"{path!r} is damaged: 'input_shape' must list non-negative integers")
-    return {key: data[key] for key in kinds}
+    optional = dict(provenance=dict, warnings=list)  # absent from files written before they were recorded
+    for key, kind in optional.items():
+        if not isinstance(data.setdefault(key, kind()), kind):
+            raise InvalidArgumentError(
+                f"{path!r} is damaged: {key!r} is not a JSON {'array' if kind is list else 'object'}; "
+                "run the audit again to rewrite it"
+            )
+    return {key: data[key] for key in (*kinds, *optional)}

@@ -17,6 +17,7 @@ from ..likelihoods import get_likelihood
 from ..models import wrap
 from .identity import data_digest, model_identity
 from .journal import Journal
+from .provenance import recorded
 from .summary import summarize
 
 SCHEMA = "fimaudit.audit/1"
@@ -29,6 +30,8 @@ class Audit:
     settings: dict
     top: list = field(default_factory=list)  # most sensitive inputs: index, λ, input, direction
     input_shape: tuple = ()
+    provenance: dict = field(default_factory=dict)  # versions, time, identities, settings
+    warnings: list = field(default_factory=list)  # [{category, message, count}] raised during the run
 
     @property
     def lambda_max(self):
@@ -42,6 +45,8 @@ class Audit:
             summary=self.summary,
             top=self.top,
             rows=self.rows,
+            provenance=self.provenance,
+            warnings=self.warnings,
         )
 
     def save(self, out):
@@ -165,6 +170,7 @@ def _bound(m, enabled, input_domain=None):
     )
 
 
+@recorded
 def audit(
     model,
     X,
