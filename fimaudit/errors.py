@@ -21,6 +21,7 @@ __all__ = [
     "NotConvergedError",
     "TrainingModeWarning",
     "NotConvergedWarning",
+    "BlackBoxFallbackWarning",
     "InvalidModelOutputError",
     "QueryBudgetExceeded",
     "NoiseDominatesWarning",
@@ -94,6 +95,11 @@ class TrainingModeWarning(UserWarning):
 
 class NotConvergedWarning(RuntimeWarning):
     """Some inputs did not converge; their results are flagged, not dropped."""
+
+
+class BlackBoxFallbackWarning(UserWarning):
+    """A plain function that runs a torch/TensorFlow/JAX model is audited as a black box (finite
+    differences, many more calls than autodiff): wrap the framework model itself instead."""
 
 
 class InvalidModelOutputError(FimauditError, ValueError):

@@ -21,7 +21,7 @@ import warnings
 from importlib import metadata
 
 from ._array import namespace
-from .errors import InvalidArgumentError, MissingAdapterError, UnsupportedModelError
+from .errors import BlackBoxFallbackWarning, InvalidArgumentError, MissingAdapterError, UnsupportedModelError
 from .likelihoods import LIKELIHOODS
 
 __all__ = ["Model", "Linearization", "wrap", "installed_adapters", "ENTRY_POINT_GROUP"]
@@ -281,7 +281,11 @@ def wrap(obj, **options) -> Model:
         )
     if callable(obj):
         from .blackbox import wrap_callable
+        from .blackbox.fallback import fallback_message
 
+        why = fallback_message(obj)  # a function around a torch/TF/JAX model would get autodiff wrapped directly
+        if why is not None:
+            warnings.warn(why, BlackBoxFallbackWarning, stacklevel=2)
         return wrap_callable(obj, **options)
     raise UnsupportedModelError(
         f"no installed fimaudit adapter claims an object of type {type(obj).__module__}."
