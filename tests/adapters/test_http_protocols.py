@@ -234,3 +234,13 @@ def test_a_closed_client_is_refused():
     asyncio.run(client.aclose())
     with pytest.raises(E.InvalidArgumentError, match="open httpx.AsyncClient"):
         HTTPModel("http://127.0.0.1:9/p", input_shape=(3,), client=client)
+
+
+def test_the_cache_is_keyed_by_cache_key_when_given(tmp_path):
+    cache = tmp_path / "answers.sqlite"
+    with ServingStack("mlflow", probs, SHAPE) as stack:
+        remote(stack.url, protocol="mlflow", cache=cache, cache_key="clf-v1").forward(X)
+        remote(stack.url, protocol="mlflow", cache=cache, cache_key="clf-v1").forward(X)
+        assert stack.rows == len(X)  # the same model: answered from the cache
+        remote(stack.url, protocol="mlflow", cache=cache, cache_key="clf-v2").forward(X)
+        assert stack.rows == 2 * len(X)  # a retrained model behind the same URL is asked again
