@@ -31,6 +31,7 @@ __all__ = [
     "NonFiniteBoundError",
     "MemoryLimitError",
     "JournalError",
+    "WorkerLostError",
 ]
 
 
@@ -151,3 +152,8 @@ class MemoryLimitError(FimauditError, MemoryError):
 class JournalError(InvalidArgumentError):
     """An audit journal cannot be used: it is corrupt, unreadable or read-only, locked by
     another run, or belongs to a different run. The message names the file and the fix."""
+
+
+class WorkerLostError(FimauditError, RuntimeError):
+    """An executor lost the worker running a chunk of an audit more often than the retries
+    allow, or stopped taking work; the chunks that finished were kept."""

@@ -15,6 +15,7 @@ from ..errors import FimauditError, InvalidArgumentError
 from ..fisher import fisher_norm, fisher_trace
 from ..likelihoods import get_likelihood
 from ..models import wrap
+from .executors import run_chunks
 from .identity import data_digest, model_identity
 from .journal import Journal
 from .provenance import recorded
@@ -247,12 +248,8 @@ def audit(
         if executor is None:
             for lo, hi in todo:
                 finish(_chunk(m, X, y, lo, hi, method, budget, seed, top))
-        else:
-            from concurrent.futures import as_completed
-
-            futures = [executor.submit(_chunk, m, X, y, lo, hi, method, budget, seed, top) for lo, hi in todo]
-            for fut in as_completed(futures):
-                finish(fut.result())
+        else:  # retries chunks whose worker died; the data goes once (Dask) or as each chunk's rows
+            run_chunks(executor, _chunk, m, X, y, todo, (method, budget, seed, top), finish)
     finally:
         if progress and todo:
             print(file=sys.stderr)
