@@ -18,8 +18,9 @@ import torch
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, ROOT)
+from fimaudit_torch.testing import smooth_cnn  # noqa: E402
+
 import fimaudit as fa  # noqa: E402
-from tests.models_torch import smooth_cnn  # noqa: E402
 
 
 def timed(fn):
@@ -44,7 +45,7 @@ def main():
     rows = []
     models = [("torch", fa.wrap(net), True)]
     try:
-        from tests.models_keras import smooth_cnn_twin
+        from fimaudit_tensorflow.testing import smooth_cnn_twin
 
         models.append(("tensorflow", fa.wrap(smooth_cnn_twin(net)), True))
     except ImportError:
@@ -57,8 +58,7 @@ def main():
     vendor = None
     try:
         import fimaudit_http  # noqa: F401
-
-        from tests.adapters.http_server import FakeVendor
+        from fimaudit_http.testing import FakeVendor
 
         vendor = FakeVendor(service).__enter__()
         models.append(

@@ -23,14 +23,15 @@ import torch
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, ROOT)
-import fimaudit as fa  # noqa: E402
-from tests.models_torch import (  # noqa: E402
+from fimaudit_torch.testing import (  # noqa: E402
     SmallViT,
     densenet_style,
     resnet_style,
     vgg_style,
     worst_jacobian_norm_in_box,  # noqa: E402
 )
+
+import fimaudit as fa  # noqa: E402
 
 
 def naive_product(net):

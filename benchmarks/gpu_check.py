@@ -22,7 +22,7 @@ from fimaudit.testing import LinearModel
 
 sys.path.insert(0, __file__.rsplit("/", 1)[0])
 sys.path.insert(1, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))  # the repository root
-from _models import cifar_cnn, resnet18  # noqa: E402
+from fimaudit_torch.testing import cifar_cnn, resnet18  # noqa: E402
 
 assert torch.cuda.is_available(), "no CUDA device"
 out = {"device": torch.cuda.get_device_name(), "torch": torch.__version__}
@@ -109,9 +109,9 @@ try:
             type=type(rb.value).__module__, rel_err=float(np.max(np.abs(cp.asnumpy(rb.value) - rn.value) / rn.value))
         )
     # a kinked float32 ReLU network served in CuPy: kink repairs must stay on the GPU too
-    from tests.test_blackbox import _kinked_relu
+    from fimaudit.testing.kinked import kinked_relu_network
 
-    fn_np, Xk, truth_k = _kinked_relu(0)
+    fn_np, Xk, truth_k = kinked_relu_network(0)
     rng = np.random.default_rng(0)  # rebuild the same weights in CuPy
     d, hidden, C = 16, 64, 5
     W1 = rng.standard_normal((hidden, d)) / np.sqrt(d)

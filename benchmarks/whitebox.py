@@ -21,7 +21,8 @@ import time
 import torch
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from _models import cifar_cnn, resnet18, seed_method  # noqa: E402
+from _models import seed_method  # noqa: E402
+from fimaudit_torch.testing import cifar_cnn, resnet18  # noqa: E402
 
 import fimaudit as fa  # noqa: E402
 

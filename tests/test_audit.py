@@ -175,7 +175,7 @@ def test_graph_bound_and_certified_radius_when_a_graph_exists():
     torch = pytest.importorskip("torch")
     pytest.importorskip("fimaudit_torch")
     pytest.importorskip("onnx")
-    from tests.models_torch import small_cnn
+    from fimaudit_torch.testing import small_cnn
 
     torch.manual_seed(0)
     net = small_cnn().eval()

@@ -8,6 +8,7 @@ from fimaudit import errors as E
 from fimaudit.blackbox import dct_basis, ecnoise
 from fimaudit.blackbox.noise import TABLE_ROWS
 from fimaudit.testing import MLPModel
+from fimaudit.testing.kinked import kinked_relu_network
 
 D, C = 64, 10
 MLP = MLPModel.random([D, 32, C], seed=1, scale=2.0)
@@ -218,35 +219,11 @@ def test_callable_query_cache_pays_for_no_row_twice(tmp_path):
     assert np.array_equal(again.value, first.value)
 
 
-def _kinked_relu(seed, n=48, d=16, hidden=64, C=5):
-    """A float32 ReLU network where a few hidden units sit within a few 1e-3 of their kinks
-    at the inputs (the rest far from theirs), and the exact λ_max at each input (float64,
-    from the active pattern)."""
-    rng = np.random.default_rng(seed)
-    W1 = rng.standard_normal((hidden, d)) / np.sqrt(d)
-    W2 = rng.standard_normal((C, hidden)) / np.sqrt(hidden)
-    x0 = rng.uniform(0.2, 0.8, d)
-    b1 = -W1 @ x0 + np.where(np.arange(hidden) < 6, 3e-3, 0.5) * rng.standard_normal(hidden)
-    X = (x0 + 1e-3 * rng.standard_normal((n, d))).astype(np.float32)
-
-    def probs(b):
-        a = np.maximum(b.astype(np.float32) @ W1.T.astype(np.float32) + b1.astype(np.float32), 0)
-        return softmax((a @ W2.T.astype(np.float32)).astype(np.float64)).astype(np.float32)
-
-    pre = X.astype(np.float64) @ W1.T + b1
-    truth = []
-    for i in range(n):
-        J = W2 @ ((pre[i] > 0)[:, None] * W1)
-        p = softmax((np.maximum(pre[i], 0) @ W2.T)[None])[0]
-        truth.append(np.linalg.eigvalsh(J.T @ (np.diag(p) - np.outer(p, p)) @ J)[-1])
-    return probs, X, np.array(truth)
-
-
 def test_kink_repair_fixes_straddled_probes_and_counts_its_calls():
     errs = {"ignore": [], "repair": []}
     covered = []
     for seed in range(6):
-        fn, X, truth = _kinked_relu(seed)
+        fn, X, truth = kinked_relu_network(seed)
         for kinks in ("ignore", "repair"):
             bb = fa.wrap(fn, input_shape=(X.shape[1],), output="probs", kinks=kinks)
             r = fa.fisher_norm(bb, X, method="exact")
@@ -270,7 +247,7 @@ def test_extrapolation_removes_the_kink_bias_of_a_relu_cnn():
     linear in the step, so 2 G(h) − G(2h) cancels it. Truth: torch autodiff in float64 on
     the same weights, the black box a float32 probability service."""
     torch = pytest.importorskip("torch")
-    from tests.models_torch import relu_maxpool_cnn
+    from fimaudit_torch.testing import relu_maxpool_cnn
 
     errs = {"repair": [], "extrapolate": []}
     trace_errs, covered = [], []
@@ -324,7 +301,7 @@ def test_the_diagnostics_record_accounts_for_every_row():
     diagnostics record counts, 2 per re-measured probe."""
     from fimaudit.ledger import QueryLedger
 
-    fn, X, _ = _kinked_relu(1)
+    fn, X, _ = kinked_relu_network(1)
     bb = fa.wrap(fn, input_shape=(X.shape[1],), output="probs")
     ledger = QueryLedger(None, len(X))
     lin = bb.linearize(X, ledger=ledger)
@@ -337,7 +314,7 @@ def test_the_diagnostics_record_accounts_for_every_row():
 
 
 def test_budgets_hold_with_kink_repair():
-    fn, X, _ = _kinked_relu(0)
+    fn, X, _ = kinked_relu_network(0)
     bb = fa.wrap(fn, input_shape=(X.shape[1],), output="probs")
     r = fa.fisher_norm(bb, X, method="sketch", budget=20)
     assert np.all(r.queries <= 20) and int(np.sum(r.queries)) == bb.inner.calls

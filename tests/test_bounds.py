@@ -10,12 +10,12 @@ import pytest
 torch = pytest.importorskip("torch")
 onnx = pytest.importorskip("onnx")
 pytest.importorskip("fimaudit_torch")
+from fimaudit_torch.testing import Standardize, densenet_style, resnet_style, vgg_style  # noqa: E402
 from onnx import TensorProto, helper, numpy_helper  # noqa: E402
 
 import fimaudit as fa  # noqa: E402
 from fimaudit import errors as E  # noqa: E402
 from fimaudit.bounds.rules import conv_norm  # noqa: E402
-from tests.models_torch import Standardize, densenet_style, resnet_style, vgg_style  # noqa: E402
 
 
 def dense_norm(f, shape):

@@ -10,6 +10,7 @@ from scipy.optimize import minimize
 torch = pytest.importorskip("torch")
 onnx = pytest.importorskip("onnx")
 pytest.importorskip("fimaudit_torch")
+from fimaudit_torch.testing import SmallViT, worst_jacobian_norm_in_box  # noqa: E402
 from onnx import TensorProto, helper  # noqa: E402
 from onnx.reference import ReferenceEvaluator  # noqa: E402
 
@@ -17,7 +18,6 @@ import fimaudit as fa  # noqa: E402
 from fimaudit import errors as E  # noqa: E402
 from fimaudit.bounds.intervals import min_variance, propagate  # noqa: E402
 from fimaudit.bounds.lipschitz import Graph  # noqa: E402
-from tests.models_torch import SmallViT, worst_jacobian_norm_in_box  # noqa: E402
 
 
 @pytest.mark.parametrize("seed", range(12))

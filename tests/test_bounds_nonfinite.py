@@ -212,7 +212,7 @@ def test_a_reshape_target_computed_through_div_and_cast_is_resolved():
 
 def _legacy_vit(dynamic):
     torch = pytest.importorskip("torch")
-    from tests.models_torch import SmallViT
+    from fimaudit_torch.testing import SmallViT
 
     torch.manual_seed(0)
     net = SmallViT(image=16, patch=4, depth=1).eval()

@@ -9,9 +9,10 @@ import pytest
 torch = pytest.importorskip("torch")
 pytest.importorskip("fimaudit_torch")
 
+from fimaudit_torch.testing import mlp_from_numpy, smooth_cnn  # noqa: E402
+
 import fimaudit as fa  # noqa: E402
 from fimaudit.testing import MLPModel, check_adapter  # noqa: E402
-from tests.models_torch import mlp_from_numpy, smooth_cnn  # noqa: E402
 
 SHAPES = {"cnn": (3, 16, 16), "mlp": (12,)}
 
@@ -48,8 +49,7 @@ def adapters(name):
     try:
         import fimaudit_tensorflow  # noqa: F401
         import keras  # noqa: F401
-
-        from tests.models_keras import mlp_twin, smooth_cnn_twin
+        from fimaudit_tensorflow.testing import mlp_twin, smooth_cnn_twin
 
         out.append(("tensorflow", fa.wrap(smooth_cnn_twin(net) if name == "cnn" else mlp_twin(net)), True))
     except ImportError:
@@ -92,7 +92,7 @@ def test_frameworks_agree_on_the_same_weights(name):
 
 def test_http_adapter_agrees(tmp_path):
     pytest.importorskip("fimaudit_http")
-    from tests.adapters.http_server import FakeVendor
+    from fimaudit_http.testing import FakeVendor
 
     net = NETS["mlp"][0]
     x = X["mlp"]

@@ -12,10 +12,11 @@ import pytest
 pytest.importorskip("httpx")
 fimaudit_http = pytest.importorskip("fimaudit_http")
 
+from fimaudit_http.testing import FakeVendor  # noqa: E402
+
 import fimaudit as fa  # noqa: E402
 from fimaudit import errors as E  # noqa: E402
 from fimaudit.testing import MLPModel  # noqa: E402
-from tests.adapters.http_server import FakeVendor  # noqa: E402
 
 D, C = 12, 4
 MLP = MLPModel.random([D, 16, C], seed=3, scale=2.0)

@@ -8,11 +8,12 @@ keras = pytest.importorskip("keras")
 pytest.importorskip("fimaudit_tensorflow")
 torch = pytest.importorskip("torch")
 
+from fimaudit_tensorflow.testing import mlp_twin  # noqa: E402
+from fimaudit_torch.testing import mlp_from_numpy  # noqa: E402
+
 import fimaudit as fa  # noqa: E402
 from fimaudit import errors as E  # noqa: E402
 from fimaudit.testing import MLPModel, check_adapter  # noqa: E402
-from tests.models_keras import mlp_twin  # noqa: E402
-from tests.models_torch import mlp_from_numpy  # noqa: E402
 
 REF = MLPModel.random([12, 16, 16, 6], seed=4, scale=2.0)
 X = np.random.default_rng(1).standard_normal((4, 12))

@@ -8,10 +8,11 @@ import pytest
 torch = pytest.importorskip("torch")
 fimaudit_torch = pytest.importorskip("fimaudit_torch")
 
+from fimaudit_torch.testing import mlp_from_numpy, small_cnn, small_resnet, small_vit  # noqa: E402
+
 import fimaudit as fa  # noqa: E402
 from fimaudit import errors as E  # noqa: E402
 from fimaudit.testing import MLPModel, check_adapter  # noqa: E402
-from tests.models_torch import mlp_from_numpy, small_cnn, small_resnet, small_vit  # noqa: E402
 
 
 def dense_reference(net, x):

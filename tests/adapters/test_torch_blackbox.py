@@ -6,8 +6,9 @@ import pytest
 torch = pytest.importorskip("torch")
 pytest.importorskip("fimaudit_torch")
 
+from fimaudit_torch.testing import small_cnn, small_resnet, smooth_cnn  # noqa: E402
+
 import fimaudit as fa  # noqa: E402
-from tests.models_torch import small_cnn, small_resnet, smooth_cnn  # noqa: E402
 
 
 def _service(net):
@@ -33,6 +34,8 @@ def test_float32_black_box_exact_against_autodiff(make, rtol):
         r = fa.fisher_norm(bb, x.numpy(), method="exact", return_direction=True)
         rel = np.abs(r.value / truth - 1)
         assert np.all(rel <= rtol), rel
-        assert int(np.sum(r.queries)) == bb.calls and np.all(r.queries >= bb.costs().setup + 2 * 768)  # kink repairs vary
+        assert int(np.sum(r.queries)) == bb.calls and np.all(
+            r.queries >= bb.costs().setup + 2 * 768
+        )  # kink repairs vary
         if make is smooth_cnn:  # the FD error estimate covers truncation it can see; kinks it may miss
             assert np.all((r.lower <= truth) & (truth <= r.upper))

@@ -1,4 +1,4 @@
-"""Keras twins of the torch test models, holding the same weights."""
+"""Keras twins of the torch zoo's models (:mod:`fimaudit_torch.testing`), holding the same weights."""
 
 import numpy as np
 
