@@ -315,6 +315,7 @@ class Warns(LinearModel):
         warnings.warn(f"odd output on call {Warns.calls} for rows [{len(x)}]", UserWarning, stacklevel=2)
         if Warns.calls == 1:
             warnings.warn("first call", RuntimeWarning, stacklevel=2)
+            warnings.warn("old API", DeprecationWarning, stacklevel=2)  # about code: re-emitted, not stored
         return super().forward(x)
 
 
@@ -332,6 +333,7 @@ def test_warnings_raised_during_the_audit_are_counted_once_each():
     assert [(w.category, str(w.message)) for w in seen] == [
         (UserWarning, "odd output on call 1 for rows [7]"),
         (RuntimeWarning, "first call"),
+        (DeprecationWarning, "old API"),
     ]  # re-emitted once each
     text = "".join(Cells(render(a)).text)
     assert "odd output on call 1" in text and f"{calls}" in text and "call 2 " not in text

@@ -9,7 +9,9 @@ warning raised in this process (``warnings.catch_warnings(record=True)`` with th
   their message with numbers and bracketed lists blanked are (one per chunk of inputs,
   say, differing only in the inputs they name);
 - stores them on the audit as ``warnings``: ``[{category, message, count}]``, the message
-  of the first occurrence, in order of first occurrence;
+  of the first occurrence, in order of first occurrence — except the categories Python
+  ignores by default (deprecation, import and resource warnings), which concern the code
+  rather than the audit and are only re-emitted;
 - stores ``provenance``: fimaudit, Python and NumPy versions, the platform, the UTC time
   the audit started (ISO 8601), the model identity and data digest the audit computed
   (:mod:`fimaudit.audit.identity`, read from its settings, not hashed twice) and the
@@ -34,6 +36,7 @@ __all__ = ["collect_warnings", "recorded"]
 
 _DATA_ARGS = ("model", "X", "y", "progress")
 _IDENTITY_KEYS = ("model", "data", "labels")
+_ABOUT_CODE = (DeprecationWarning, PendingDeprecationWarning, ImportWarning, ResourceWarning)
 
 
 def _plain(v):
@@ -90,7 +93,11 @@ def recorded(fn):
                 warnings.warn_explicit(first.message, first.category, first.filename, first.lineno)
         from .. import __version__
 
-        result.warnings = [dict(category=w.category.__name__, message=str(w.message), count=n) for w, n in distinct]
+        result.warnings = [
+            dict(category=w.category.__name__, message=str(w.message), count=n)
+            for w, n in distinct
+            if not issubclass(w.category, _ABOUT_CODE)
+        ]
         result.provenance = dict(
             fimaudit=__version__,
             created=started.isoformat(timespec="seconds"),

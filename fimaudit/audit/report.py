@@ -81,8 +81,7 @@ def _provenance(p):
         (label, _short(p.get(k), 16) if k in ("model", "data", "labels") else _text(p.get(k)))
         for k, label in names.items()
     ]
-    call = p.get("settings")
-    call = {**(call if isinstance(call, dict) else {})}
+    call = p.get("settings") if isinstance(p.get("settings"), dict) else {}
     rows += [(f"setting {_text(k)}", _text(json.dumps(v, default=str))) for k, v in call.items()]
     extra = sorted(k for k in p if k not in names and k != "settings")
     rows += [(_text(k), _text(json.dumps(p[k], default=str))) for k in extra]
