@@ -186,6 +186,23 @@ def test_misclassified_inputs_are_marked_and_failed_rows_come_last():
 # ---------------------------------------------------------------- plots
 
 
+def test_one_input_equal_values_and_no_values_still_render():
+    one = Cells(render(fa.audit(MODEL, X[:1], progress=False)))
+    assert len(_table(one)[1]) == 1 and len(one.ticks[("histogram", "y")]) >= 2
+    same = fa.audit(MODEL, X[:6], progress=False)
+    for r in same.rows:
+        r.update(lambda_max=2.0, confidence=0.5)
+    page = Cells(render(same))
+    assert [float(t) for t in page.ticks[("histogram", "x")]] == [2.0]
+    assert [float(t) for t in page.ticks[("scatter", "y")]] == [0.5]
+    failed = fa.audit(MODEL, X[:6], progress=False)
+    for r in failed.rows:
+        r.update(lambda_max=None, status="error: InvalidModelOutputError: NaN logits")
+    text = "".join(Cells(html := render(failed)).text)
+    assert "No λ_max to plot" in text and "error: InvalidModelOutputError: NaN logits" in text and "6" in text
+    assert "None" not in html
+
+
 def _in_range(labels, lo, hi):
     values = [float(t) for t in labels]
     return values and all(lo <= v <= hi for v in values)

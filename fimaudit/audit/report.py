@@ -18,7 +18,7 @@ import re
 from collections import Counter
 
 from . import report_plots
-from .report_table import finite, has_radius, misclassified, table
+from .report_table import MISSING, finite, has_radius, misclassified, table
 from .report_table import fmt as _fmt
 from .report_table import text as _text
 
@@ -62,11 +62,11 @@ def _bound(bound):
 
 
 def _short(v, n=12):
-    """A hex digest shortened to ``n`` characters, the whole digest in its tooltip; any other value as
-    escaped text (so no value from the file is ever written into an attribute)."""
-    if isinstance(v, str) and re.fullmatch(r"[0-9a-f]{32,128}", v):
+    """A hex digest shortened to ``n`` characters (``n`` > 0), the whole digest in its tooltip; any other
+    value as escaped text, "–" for None (so no value from the file is ever written into an attribute)."""
+    if n and isinstance(v, str) and re.fullmatch(r"[0-9a-f]{32,128}", v):
         return f'<code title="{v}">{v[:n]}…</code>'
-    return _text(v)
+    return MISSING if v is None else _text(v)
 
 
 def _provenance(p):
@@ -77,10 +77,7 @@ def _provenance(p):
     names.update(
         platform="platform", model="model identity (SHA-256)", data="data (SHA-256)", labels="labels (SHA-256)"
     )
-    rows = [
-        (label, _short(p.get(k), 16) if k in ("model", "data", "labels") else _text(p.get(k)))
-        for k, label in names.items()
-    ]
+    rows = [(label, _short(p.get(k), 16 if k in ("model", "data", "labels") else 0)) for k, label in names.items()]
     call = p.get("settings") if isinstance(p.get("settings"), dict) else {}
     rows += [(f"setting {_text(k)}", _text(json.dumps(v, default=str))) for k, v in call.items()]
     extra = sorted(k for k in p if k not in names and k != "settings")

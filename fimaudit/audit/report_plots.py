@@ -128,7 +128,10 @@ def histogram(lams, bins=30):
     if len(v) == 0:
         return "<p>No λ_max to plot.</p>"
     t = np.log10(v) if log else v
-    counts, edges = np.histogram(t, bins=bins) if t.max() > t.min() else ([len(t)], [t[0], t[0]])
+    if t.max() > t.min():
+        counts, edges = np.histogram(t, bins=bins)
+    else:  # one value: one bar
+        counts, edges = np.array([len(t)]), np.array([t[0], t[0]])
     x = Axis(v, LEFT, W - RIGHT, log=log)
     y = Axis([0, max(int(counts.max()), 1)], H - BOTTOM, TOP, integer=True)
     y.a = 0.0  # bars stand on the axis
