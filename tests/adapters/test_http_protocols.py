@@ -244,3 +244,17 @@ def test_the_cache_is_keyed_by_cache_key_when_given(tmp_path):
         assert stack.rows == len(X)  # the same model: answered from the cache
         remote(stack.url, protocol="mlflow", cache=cache, cache_key="clf-v2").forward(X)
         assert stack.rows == 2 * len(X)  # a retrained model behind the same URL is asked again
+
+
+def test_models_sharing_a_caller_client_share_its_event_loop():
+    def answer(req):
+        req.outputs(np.asarray(req.inputs)[:, :2].tolist())
+
+    x = np.random.default_rng(3).standard_normal((4, 3))
+    client = httpx.AsyncClient()  # kept-alive connections (HTTP/1.1) are reused across models
+    with HostileServer(answer) as server:
+        a, b = (HTTPModel(server.url, input_shape=(3,), output="logits", client=client, retries=0) for _ in "ab")
+        for i in range(3):
+            assert np.array_equal(a.forward(x + i), (x + i)[:, :2])
+            assert np.array_equal(b.forward(x - i), (x - i)[:, :2])
+    assert server.requests == 6

@@ -49,7 +49,7 @@ from .protocols import default_decode, default_encode
 from .redact import Redactor
 from .request import exchange
 from .retry import backoff_wait, retry_after
-from .rounds import LoopThread, Pace, Round, run_coroutine
+from .rounds import Pace, Round, loop_for, run_coroutine
 
 RETRY_STATUS = {429, 500, 502, 503, 504}
 PRESET = object()  # encode=/decode= not given: the protocol's
@@ -125,7 +125,6 @@ class HTTPModel(CallableModel):
         self.requests = 0  # answers received (any status)
         self._log_lock = threading.Lock()
         self._tls = None  # the TLS context every round's client shares
-        self._loop = None  # with client=: the one event loop its connections live in
 
     @property
     def sent(self):
@@ -154,8 +153,7 @@ class HTTPModel(CallableModel):
             if self.client is None:
                 run_coroutine(self._fetch_all(rnd, chunks))
             else:
-                self._loop = self._loop or LoopThread()
-                self._loop.run(self._fetch_all(rnd, chunks))
+                loop_for(self.client).run(self._fetch_all(rnd, chunks))
             if rnd.failure is not None:
                 raise rnd.failure
             if rnd.refused:

@@ -6,7 +6,9 @@ send the row cap refuses, no request starts or is retried; requests in flight fi
 their answers are kept. :class:`Pace` spaces request starts (``rate_limit``);
 :func:`run_coroutine` runs the round's event loop, also from inside a running one (Jupyter).
 A user's own ``httpx.AsyncClient`` keeps connections bound to the event loop that opened them,
-so its rounds all run on one :class:`LoopThread`, an event loop that lives as long as the model.
+so every round on it, from any model, runs on the one :class:`LoopThread` of that client
+(:func:`loop_for`), an event loop that lives as long as the client (such a client is for
+fimaudit's use only: the caller's own event loop must not use it at the same time).
 """
 
 from __future__ import annotations
@@ -14,8 +16,9 @@ from __future__ import annotations
 import asyncio
 import threading
 import time
+import weakref
 
-__all__ = ["LoopThread", "Pace", "Round", "run_coroutine"]
+__all__ = ["LoopThread", "Pace", "Round", "loop_for", "run_coroutine"]
 
 
 class Halted(Exception):
@@ -100,6 +103,21 @@ class LoopThread:
         except BaseException:
             future.cancel()
             raise
+
+
+_LOOPS = weakref.WeakKeyDictionary()  # client -> its LoopThread
+_LOOPS_LOCK = threading.Lock()
+
+
+def loop_for(client):
+    """The :class:`LoopThread` of ``client``, started on first use and stopped when the client
+    is garbage collected."""
+    with _LOOPS_LOCK:
+        found = _LOOPS.get(client)
+        if found is None:
+            found = _LOOPS[client] = LoopThread()
+            weakref.finalize(client, found.loop.call_soon_threadsafe, found.loop.stop)
+        return found
 
 
 class Pace:
