@@ -258,3 +258,17 @@ def test_models_sharing_a_caller_client_share_its_event_loop():
             assert np.array_equal(a.forward(x + i), (x + i)[:, :2])
             assert np.array_equal(b.forward(x - i), (x - i)[:, :2])
     assert server.requests == 6
+
+
+def test_a_caller_client_basic_auth_is_redacted():
+    def echo(req):
+        req.send(403, json.dumps({"error": "denied", "headers": req.headers}))
+
+    client = httpx.AsyncClient(auth=("alice-corp", "s3cret-pw-42"))
+    with HostileServer(echo) as server:
+        with pytest.raises(E.ServiceError, match="HTTP 403: 'denied'") as info:
+            HTTPModel(server.url, input_shape=(3,), client=client, retries=0).forward(np.zeros((1, 3)))
+    sent = server.seen[0][1]["Authorization"]
+    assert sent.startswith("Basic ")  # the client's auth reached the server
+    msg = str(info.value)
+    assert "s3cret-pw-42" not in msg and "alice-corp" not in msg and sent.split()[1] not in msg

@@ -13,12 +13,19 @@ What it promises against any server:
 - Redaction: credentials in the URL's userinfo and query string and in header values never
   appear in an error message, the request log or ``repr``, neither as given nor percent-encoded,
   JSON-, HTML- or repr-escaped as a server may echo them (``redact.py`` lists the rules).
+- The caller's client: with ``client=`` (an ``httpx.AsyncClient`` carrying auth, proxies or
+  client certificates) every promise above still holds, and the client's own header values
+  and Basic credentials are redacted too.
+
+``protocol=`` reads and writes the formats of common serving stacks (``protocols.py``: the Open
+Inference Protocol of KServe V2 and Triton, KServe V1 / TF-Serving, MLflow); ``encode=`` and
+``decode=`` of the caller's own win over it.
 
 Importing the package (as plugin discovery does) does not import httpx; the classes
 load on first use.
 """
 
-__all__ = ["HTTPModel", "QueryCache"]
+__all__ = ["HTTPModel", "QueryCache", "open_inference"]
 
 
 def __getattr__(name):
@@ -26,6 +33,10 @@ def __getattr__(name):
         from .model import HTTPModel
 
         return HTTPModel
+    if name == "open_inference":
+        from .protocols import open_inference
+
+        return open_inference
     if name == "QueryCache":
         from fimaudit.blackbox.cache import QueryCache
 
