@@ -183,6 +183,35 @@ def test_misclassified_inputs_are_marked_and_failed_rows_come_last():
     assert rows[-1]["index"] == "3" and rows[-1]["status"].startswith("error:")
 
 
+@settings(max_examples=40, deadline=None)
+@given(
+    st.lists(
+        st.tuples(
+            st.one_of(st.none(), st.just(float("nan")), st.floats(0, 1e6)),
+            st.one_of(st.none(), st.integers(0, 3)),
+            st.integers(0, 3),
+        ),
+        min_size=1,
+        max_size=25,
+    )
+)
+def test_any_rows_are_listed_once_each_largest_lambda_first(cells):
+    rows = [
+        dict(index=i, lambda_max=lam, label=label, prediction=pred, confidence=0.5, margin=0.1, queries=3, status="ok")
+        for i, (lam, label, pred) in enumerate(cells)
+    ]
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", RuntimeWarning)  # no overflow in the plots, even for subnormal λ_max
+        page = Cells(render(fa.Audit(rows=rows, summary={}, settings={}, input_shape=(6,))))
+    _, shown = _table(page)
+    numbers = [i for i, (lam, _, _) in enumerate(cells) if lam is not None and math.isfinite(lam)]
+    want = sorted(numbers, key=lambda i: -cells[i][0]) + [i for i in range(len(cells)) if i not in numbers]
+    assert [int(r["index"]) for r in shown] == want
+    assert [r["label"] for r in shown] == ["–" if cells[i][1] is None else str(cells[i][1]) for i in want]
+    wrong = [i for i in want if cells[i][1] is not None and cells[i][1] != cells[i][2]]
+    assert [int(r["index"]) for r in shown if "✗" in r["prediction"]] == wrong
+
+
 # ---------------------------------------------------------------- plots
 
 

@@ -112,7 +112,7 @@ def lambda_scale(lams):
     """(values plotted, log axis?, how many left off) for the λ_max values ``lams``."""
     v = np.asarray(lams, dtype=np.float64)
     pos = v[v > 0]
-    if len(pos) and pos.max() / pos.min() >= 10:
+    if len(pos) and pos.max() >= 10 * pos.min():
         return pos, True, int(len(v) - len(pos))
     return v, False, 0
 
