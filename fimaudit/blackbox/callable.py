@@ -4,7 +4,10 @@
 logits (means for a Gaussian likelihood), or probabilities (``output="probs"``, the default
 for the categorical and Bernoulli likelihoods). Batches are cut to ``batch_size`` rows per
 call; every answer is validated before any number is computed from it (its shape, and for
-probabilities what the likelihood accepts), and every row sent is counted (``calls``).
+probabilities what the likelihood accepts), and every row sent is counted (``calls``). An answer
+whose every row is a hard label (probabilities exactly 0 or 1, one-hot for a categorical model) is
+refused with :class:`~fimaudit.errors.InvalidModelOutputError`: the Fisher information of hard-label
+outputs is not defined (:meth:`fimaudit.likelihoods.Likelihood.hard_labels`).
 
 ``cache="answers.sqlite", cache_key="my-model-v3"`` keeps every answer in a content-addressed
 SQLite cache, so a rerun (after a crash, or of the same audit) sends no row twice. Answers are
@@ -170,7 +173,9 @@ class CallableModel(Model):
         if self.num_outputs is None:
             self.num_outputs = int(out.shape[1])
         if self.output == "probs":
-            _, why = self._likelihood_of().invalid_probs(to_numpy(out).astype(np.float64), self.prob_tol)
+            p = to_numpy(out).astype(np.float64)
+            _, why = self._likelihood_of().invalid_probs(p, self.prob_tol)
+            why = why or self._likelihood_of().hard_labels(p)
             if why is not None:
                 raise InvalidModelOutputError(why)
         return out

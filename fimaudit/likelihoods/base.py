@@ -90,6 +90,28 @@ class Likelihood:
             why = None
         return bad, why
 
+    def hard_labels(self, p):
+        """Why probabilities p (numpy, (m, C)) are hard labels — every entry of every row
+        exactly 0 or 1, so for a categorical model every row one-hot — or None if they are
+        not. The Fisher information of such outputs is not defined: the output distribution
+        does not vary smoothly with the input, it jumps where the label changes.
+
+        >>> from fimaudit.likelihoods import get_likelihood
+        >>> import numpy as np
+        >>> get_likelihood("categorical").hard_labels(np.array([[0.0, 1.0], [1.0, 0.0]])).split(":")[0]
+        'the model answered every row of a batch of 2 with hard labels (probabilities exactly 0 or 1)'
+        >>> get_likelihood("categorical").hard_labels(np.array([[0.0, 1.0], [0.25, 0.75]])) is None
+        True
+        """
+        if p.size == 0 or not np.all((p == 0.0) | (p == 1.0)):
+            return None
+        return (
+            f"the model answered every row of a batch of {p.shape[0]} with hard labels (probabilities exactly 0 "
+            "or 1): the Fisher information is not defined for hard-label outputs, since the output distribution "
+            "does not vary smoothly with the input (it jumps where the label changes); ask the service for its "
+            "probabilities, or for its scores or logits and wrap it with output='logits'"
+        )
+
     # --- what an audit reports -------------------------------------------------------
     def predict(self, z):
         """The decision read off natural parameters z (numpy, (n, C)), one per row."""
