@@ -11,10 +11,11 @@ imports nothing heavy (``fimaudit --help`` stays immediate).
 
 from __future__ import annotations
 
+import importlib.util
 import math
 import os
 
-from .errors import InvalidArgumentError
+from .errors import InvalidArgumentError, MissingAdapterError
 
 __all__ = ["URL_EXAMPLE", "URL_ONLY", "add_model_options", "input_domain", "is_url", "model_options"]
 
@@ -109,6 +110,8 @@ def model_options(args, environ=None):
         raise InvalidArgumentError(
             "auditing a URL needs --input-shape (one input's shape without the batch axis, e.g. --input-shape 1,16,16)"
         )
+    elif importlib.util.find_spec("fimaudit_http") is None:
+        raise MissingAdapterError('auditing a URL needs the fimaudit-http plugin: pip install "fimaudit[http]"')
     if args.cache_key is not None and not args.cache_key.strip():
         raise InvalidArgumentError("--cache-key must name the model and its version, e.g. --cache-key fraud-v3")
     if args.probs and args.output == "logits":

@@ -141,3 +141,14 @@ def test_help_stays_cheap():
     code = "import sys, fimaudit.cli; print(sorted(m for m in ('numpy', 'httpx', 'torch') if m in sys.modules))"
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60).stdout
     assert out.strip() == "[]"
+
+
+def test_a_url_without_the_http_plugin_says_what_to_install(files, monkeypatch, capsys):
+    import importlib.util
+
+    real = importlib.util.find_spec
+    monkeypatch.setattr(
+        importlib.util, "find_spec", lambda name, *a: None if name == "fimaudit_http" else real(name, *a)
+    )
+    assert main(audit_argv("https://host/v2/models/m/infer", files, "--input-shape", "2,3")) == ExitCode.USAGE
+    assert 'pip install "fimaudit[http]"' in capsys.readouterr().err
