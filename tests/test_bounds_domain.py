@@ -16,7 +16,8 @@ from onnx.reference import ReferenceEvaluator  # noqa: E402
 
 import fimaudit as fa  # noqa: E402
 from fimaudit import errors as E  # noqa: E402
-from fimaudit.bounds.intervals import min_variance, propagate  # noqa: E402
+from fimaudit.bounds.interval_rules import min_variance  # noqa: E402
+from fimaudit.bounds.intervals import propagate  # noqa: E402
 from fimaudit.bounds.lipschitz import Graph  # noqa: E402
 
 

@@ -31,7 +31,8 @@ import math
 import numpy as np
 
 from ..errors import UnsupportedOnnxOpError
-from .intervals import operand, reciprocal, sigma_floor, softmax_interval
+from .interval_rules import reciprocal, sigma_floor, softmax_interval
+from .intervals import operand
 from .rules import attr, spectral_norm
 
 NEEDS_DOMAIN = {"LayerNormalization", "Exp", "Log", "Sqrt", "Reciprocal", "Pow"}
