@@ -1,8 +1,8 @@
-"""Numerics that have no meaning are refused: hard-label black boxes."""
+"""Numerics that have no meaning are refused: hard-label black boxes, input scales finite differences cannot resolve."""
 
 import numpy as np
 import pytest
-from hypothesis import given, settings
+from hypothesis import assume, given, settings
 from hypothesis import strategies as st
 
 import fimaudit as fa
@@ -53,8 +53,9 @@ def test_an_audit_of_a_hard_label_black_box_says_why_each_row_has_no_number():
 @given(seeds)
 def test_probabilities_that_round_to_one_but_are_not_labels_are_measured(seed):
     W, X = linear(seed, scale=2.0)
-    z = X[0] @ W.T
-    X[0] *= 40.0 / (z.max() - np.sort(z)[-2])  # the top class of input 0 rounds to exactly 1.0, no class to 0
+    z = np.sort(X[0] @ W.T)
+    assume(z[-1] - z[0] < 15 * (z[-1] - z[-2]))  # a scale exists where no class rounds to 0
+    X[0] *= 40.0 / (z[-1] - z[-2])  # the top class of input 0 rounds to exactly 1.0, no class to 0
     p = softmax(X @ W.T)
     assert p[0].max() == 1.0 and p.min() > 0.0
     m = fa.wrap(lambda x: softmax(x @ W.T), input_shape=(4,))
@@ -69,3 +70,37 @@ def test_a_batch_where_only_some_rows_are_saturated_is_accepted():
     one_hot = fa.wrap(lambda x: np.array([[0.0, 1.0, 0.0], [1.0, 0.0, 0.0]]), input_shape=(4,))
     with pytest.raises(E.InvalidModelOutputError, match="every row of a batch of 2"):
         one_hot.forward(np.zeros((2, 4)))
+
+
+def scaled_black_box(W, s, calls):
+    """softmax((x / s) Wᵀ): the same model at every input scale s; rows sent are counted."""
+
+    def f(x):
+        calls.append(len(x))
+        return softmax((np.asarray(x, np.float64) / s) @ W.T)
+
+    return fa.wrap(f, input_shape=(W.shape[1],))
+
+
+@pytest.mark.parametrize(
+    ("exponent", "dtype"), [(300, np.float64), (-170, np.float64), (38, np.float32), (-30, np.float32)]
+)
+def test_input_scales_finite_differences_cannot_resolve_are_refused_before_any_query(exponent, dtype):
+    W, X = linear(0)
+    s = 10.0**exponent
+    calls = []
+    with pytest.raises(E.InvalidArgumentError, match=r"input 0 has scale .*e[+-]\d+ .*outside \[.*\]") as err:
+        fa.fisher_norm(scaled_black_box(W, s, calls), (X * s).astype(dtype))
+    assert np.dtype(dtype).name in str(err.value) and "rescale" in str(err.value)
+    assert calls == []
+
+
+@pytest.mark.filterwarnings("ignore::fimaudit.errors.NoiseDominatesWarning")
+@settings(max_examples=10, deadline=None)
+@given(seeds, st.integers(-140, 140))
+def test_input_scales_inside_the_range_are_measured_as_at_scale_one(seed, exponent):
+    W, X = linear(seed)
+    s = 10.0**exponent
+    r = fa.fisher_norm(scaled_black_box(W, s, []), X * s)
+    dense = np.linalg.eigvalsh(dense_fisher(LinearModel(W), X))[:, -1]  # F scales as 1/s²
+    assert np.allclose(np.asarray(r.value) * s**2, dense, rtol=1e-3)

@@ -23,7 +23,7 @@ from ..models import Linearization
 from . import kinks as _kinks
 from . import noise as _noise
 from .diagnostics import FDDiagnostics
-from .step import SCHEMES, auto_step, truncation
+from .step import SCHEMES, auto_step, check_scale, input_scale, truncation
 
 __all__ = ["FiniteDifferenceLinearization", "check_rows"]
 
@@ -42,10 +42,11 @@ class FiniteDifferenceLinearization(Linearization):
         self.n = n = int(x.shape[0])
         self.ledger = QueryLedger(None, n) if ledger is None else ledger
         self.probs = model.output == "probs"
+        flat = to_numpy(xp.reshape(x, (n, -1))).astype(np.float64)
+        check_scale(flat, float(xp.finfo(x.dtype).smallest_normal), str(x.dtype))  # before any query
         self.logits = self._send(x, 1, "the base point")  # raw outputs (probabilities for output="probs")
         model.num_outputs = model.num_outputs or int(self.logits.shape[1])
-        flat = to_numpy(xp.reshape(x, (n, -1))).astype(np.float64)
-        rms = np.sqrt(np.mean(flat**2, axis=1))
+        rms = input_scale(flat)
         scale = np.where(rms > 0, rms, 1.0)
         eps = float(xp.finfo(x.dtype).eps)
         base = self._log(self.logits)
