@@ -76,7 +76,7 @@ def _audit(args):
     check_model_source(args.model)
 
     from .audit import audit
-    from .models import wrap
+    from .plugins import wrap
 
     if args.kinks:
         options["kinks"] = args.kinks

@@ -16,7 +16,7 @@ import numpy as np
 
 from .audit import audit
 from .errors import MissingAdapterError
-from .models import wrap
+from .plugins import wrap
 
 
 def demo_paths():

@@ -23,7 +23,7 @@ from dataclasses import dataclass
 from ._validate import as_batch, choice, positive
 from .errors import InvalidArgumentError
 from .ledger import costs_of
-from .models import wrap
+from .plugins import wrap
 
 __all__ = ["Plan", "plan", "norm_plan", "white_box", "jvp_only", "holds_columns", "EXACT_MAX_OUTPUTS"]
 

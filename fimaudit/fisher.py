@@ -37,7 +37,7 @@ from .dispatch import DEFAULT_MEMORY, EXACT_MAX_OUTPUTS, Plan, plan
 from .errors import InvalidArgumentError, QueryBudgetExceeded
 from .ledger import QueryLedger, costs_of
 from .linalg import hutchinson, hutchpp, lanczos, power_iteration, top_eigh
-from .models import wrap
+from .plugins import wrap
 from .results import FisherNormResult, SpectrumResult, TraceResult
 
 __all__ = ["fisher_norm", "fisher_trace", "fisher_spectrum", "plan", "Plan", "EXACT_MAX_OUTPUTS"]

@@ -110,9 +110,9 @@ def test_bad_arguments_are_usage_errors_before_any_work(d, extra, match, monkeyp
         args[k] = v
     argv = ["audit", model] + [a for k, v in args.items() for a in ((k,) if v is None else (k, v))]
     loaded = []
-    import fimaudit.models
+    import fimaudit.plugins
 
-    monkeypatch.setattr(fimaudit.models, "wrap", lambda *a, **k: loaded.append(a) or pytest.fail("model loaded"))
+    monkeypatch.setattr(fimaudit.plugins, "wrap", lambda *a, **k: loaded.append(a) or pytest.fail("model loaded"))
     assert main(argv) == ExitCode.USAGE
     err = capsys.readouterr().err
     assert match in err and "Traceback" not in err

@@ -198,7 +198,7 @@ def test_flag_policy_returns_flagged_result_with_warning():
 
 def test_missing_plugin_names_what_to_install(monkeypatch):
     torch = pytest.importorskip("torch")
-    monkeypatch.setattr(fa.models, "_entry_points", lambda: [])
+    monkeypatch.setattr(fa.plugins, "_entry_points", lambda: [])
     with pytest.raises(E.MissingAdapterError) as info:
         fa.wrap(torch.nn.Linear(3, 2))
     assert isinstance(info.value, ImportError) and isinstance(info.value, TypeError)

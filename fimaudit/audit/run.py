@@ -14,7 +14,7 @@ from .._array import to_numpy
 from ..errors import FimauditError, InvalidArgumentError
 from ..fisher import fisher_norm, fisher_trace
 from ..likelihoods import get_likelihood
-from ..models import wrap
+from ..plugins import wrap
 from .executors import run_chunks
 from .identity import data_digest, model_identity
 from .journal import Journal

@@ -33,7 +33,7 @@ def _rel(a, b):
 
 def check_adapter(model, x, *, rtol=None, seed=0, k=3):
     """Run the conformance checks on ``model`` at the batch ``x``; see the module docstring."""
-    from ..models import wrap
+    from ..plugins import wrap
 
     m = wrap(model)
     xp = namespace(x)
