@@ -1,5 +1,6 @@
 """Dataset audits: :func:`audit`, the :class:`Audit` result, its journal and report."""
 
-from .run import Audit, audit
+from .result import Audit
+from .run import audit
 
 __all__ = ["Audit", "audit"]

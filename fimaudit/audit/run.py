@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import sys
 import time
-from dataclasses import dataclass, field
 
 import numpy as np
 
@@ -18,51 +17,10 @@ from ..plugins import wrap
 from .executors import run_chunks
 from .identity import data_digest, model_identity
 from .journal import Journal
+from .progress import progress_line
 from .provenance import recorded
+from .result import Audit
 from .summary import summarize
-
-SCHEMA = "fimaudit.audit/1"
-
-
-@dataclass
-class Audit:
-    rows: list
-    summary: dict
-    settings: dict
-    top: list = field(default_factory=list)  # most sensitive inputs: index, λ, input, direction
-    input_shape: tuple = ()
-    provenance: dict = field(default_factory=dict)  # versions, time, identities, settings
-    warnings: list = field(default_factory=list)  # [{category, message, count}] raised during the run
-
-    @property
-    def lambda_max(self):
-        return np.array([r["lambda_max"] if r["lambda_max"] is not None else np.nan for r in self.rows])
-
-    def to_dict(self):
-        return dict(
-            schema=SCHEMA,
-            settings=self.settings,
-            input_shape=list(self.input_shape),
-            summary=self.summary,
-            top=self.top,
-            rows=self.rows,
-            provenance=self.provenance,
-            warnings=self.warnings,
-        )
-
-    def save(self, out):
-        """Write results.json, results.csv and report.html into the folder ``out``."""
-        from .files import save
-
-        return save(self, out)
-
-    @classmethod
-    def load(cls, folder):
-        """The audit saved in ``folder`` (its results.json, checked; see :mod:`fimaudit.audit.files`)."""
-        from .files import load
-
-        data = load(folder, SCHEMA)
-        return cls(**{**data, "input_shape": tuple(data["input_shape"])})
 
 
 def _readouts(m, z):
@@ -81,15 +39,6 @@ def _readouts(m, z):
     conf, margin = lik.confidence(z), lik.margin(z)
     none = [None] * len(z)
     return lik.predict(z).tolist(), none if conf is None else conf.tolist(), none if margin is None else margin.tolist()
-
-
-def _bar(done, total, first, elapsed, width=30):
-    """A one-line progress bar with the rate and the time left."""
-    fill = int(width * done / max(total, 1))
-    rate = (done - first) / elapsed if elapsed > 0 else 0.0
-    left = (total - done) / rate if rate > 0 else float("nan")
-    eta = f"{left:5.0f}s left" if left == left else "   ?  left"
-    return f"fimaudit [{'#' * fill}{'.' * (width - fill)}] {done}/{total} inputs, {rate:6.1f}/s, {eta}"
 
 
 def _chunk(m, X, y, lo, hi, method, budget, seed, top=0):
@@ -238,7 +187,7 @@ def audit(
             jr.commit(new)
         if progress:
             print(
-                "\r" + _bar(len(rows), len(X), first, time.perf_counter() - started),
+                "\r" + progress_line(len(rows), len(X), first, time.perf_counter() - started),
                 end="",
                 file=sys.stderr,
                 flush=True,
