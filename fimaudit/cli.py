@@ -133,16 +133,10 @@ def _verdict(rows, fail_above):
 
 def _bound(args):
     from .bounds import lipschitz_bound
+    from .cli_options import input_domain, input_shape
 
-    shape = tuple(int(s) for s in args.input_shape.split(",")) if args.input_shape else None
-    domain = None
-    if args.input_domain:
-        try:
-            domain = tuple(float(v) for v in args.input_domain.split(","))
-        except ValueError:
-            domain = ()
-        if len(domain) != 2:
-            raise InvalidArgumentError(f"--input-domain takes LOW,HIGH (two numbers), got {args.input_domain!r}")
+    shape = input_shape(args.input_shape) if args.input_shape else None
+    domain = input_domain(args.input_domain)
     b = lipschitz_bound(args.model, input_shape=shape, input_domain=domain)
     if args.json:
         print(json.dumps(dict(lipschitz=b.lipschitz, fisher_bound=b.fisher_bound, layers=b.layers)))

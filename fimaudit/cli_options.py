@@ -17,7 +17,7 @@ import os
 
 from .errors import InvalidArgumentError, MissingAdapterError
 
-__all__ = ["URL_EXAMPLE", "URL_ONLY", "add_model_options", "input_domain", "is_url", "model_options"]
+__all__ = ["URL_EXAMPLE", "URL_ONLY", "add_model_options", "input_domain", "input_shape", "is_url", "model_options"]
 
 PROTOCOLS = ("default", "open-inference", "kserve-v2", "triton", "kserve-v1", "tf-serving", "mlflow")
 LIKELIHOODS = ("categorical", "bernoulli", "gaussian")
@@ -118,7 +118,7 @@ def model_options(args, environ=None):
         raise InvalidArgumentError("--probs and --output logits contradict each other: pass one")
     options = {}
     if args.input_shape is not None:
-        options["input_shape"] = _shape(args.input_shape)
+        options["input_shape"] = input_shape(args.input_shape)
     for key in ("num_outputs", "protocol", "max_batch", "timeout", "dtype", "input_name", "output_name", "likelihood"):
         if getattr(args, key) is not None:
             options[key] = getattr(args, key)
@@ -135,7 +135,8 @@ def model_options(args, environ=None):
     return options
 
 
-def _shape(text):
+def input_shape(text):
+    """``3,32,32`` as a tuple of positive integers."""
     try:
         shape = tuple(int(s) for s in text.split(","))
     except ValueError:
