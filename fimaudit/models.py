@@ -52,7 +52,12 @@ class Model:
     inner = None  # the model whose outputs this one passes on, if any
     _identity = None  # a name for the model and its version, given by the user
 
-    def __init__(self, *, input_shape=None, num_outputs=None, output="logits", likelihood="categorical", sigma=1.0):
+    def __init__(
+        self, *, input_shape=None, num_outputs=None, output="logits", likelihood="categorical", sigma=1.0, inner=None
+    ):
+        if inner is not None:  # passes on inner's outputs: the contract stays on inner alone
+            self.inner = inner
+            return
         self._set_contract(
             input_shape=input_shape, num_outputs=num_outputs, output=output, likelihood=likelihood, sigma=sigma
         )

@@ -52,13 +52,7 @@ class FiniteDifferenceModel(MeteredModel, Model):
         max_rows=1 << 16,
         kinks="repair",
     ):
-        super().__init__(
-            input_shape=inner.input_shape,
-            num_outputs=inner.num_outputs,
-            output=inner.output,
-            likelihood=inner.likelihood,
-            sigma=inner.sigma,
-        )
+        super().__init__(inner=inner)
         if scheme not in SCHEMES:
             raise InvalidArgumentError(f"scheme must be one of {list(SCHEMES)}, got {scheme!r}")
         if not (step == "auto" or (isinstance(step, (int, float)) and step > 0)):

@@ -102,13 +102,7 @@ class ShiftedModel(Model):
     """
 
     def __init__(self, inner, a, c=0.0):
-        super().__init__(
-            input_shape=inner.input_shape,
-            num_outputs=inner.num_outputs,
-            output=inner.output,
-            likelihood=inner.likelihood,
-            sigma=inner.sigma,
-        )
+        super().__init__(inner=inner)
         self.inner, self.a, self.c = inner, np.asarray(a).reshape(-1), float(c)
 
     def _shift(self, v):
@@ -129,13 +123,7 @@ class ScaledInputModel(Model):
     """``z(x / a)``: evaluated at a·x it equals the inner model at x, with F divided by a²."""
 
     def __init__(self, inner, a):
-        super().__init__(
-            input_shape=inner.input_shape,
-            num_outputs=inner.num_outputs,
-            output=inner.output,
-            likelihood=inner.likelihood,
-            sigma=inner.sigma,
-        )
+        super().__init__(inner=inner)
         self.inner, self.a = inner, float(a)
 
     def forward(self, x):
