@@ -26,7 +26,7 @@ _LAZY = {
     "audit": ".audit",
     "Plan": ".fisher",
     "fisher_norm": ".fisher",
-    "fisher_spectrum": ".fisher",
+    "fisher_spectrum": ".spectrum",
     "fisher_trace": ".fisher",
     "plan": ".fisher",
     "get_likelihood": ".likelihoods",

@@ -172,7 +172,15 @@ def plan(
     model calls per input, without running it: the same cost model the estimator charges
     its ledger by (``batch_size`` as given to it: whether W = R J fits ``memory_limit``
     depends on the batch). For a white-box model whose number of outputs is unknown, one
-    forward pass on one input is made to learn it."""
+    forward pass on one input is made to learn it.
+
+    >>> import numpy as np, fimaudit as fa
+    >>> from fimaudit.testing import LinearModel
+    >>> m = LinearModel(np.array([[1.0, 0.0], [0.0, 2.0]]))  # z = W x; at x = 0, p = (½, ½)
+    >>> p = fa.plan(m, np.zeros((1, 2)))
+    >>> p.method, p.calls_per_input  # 1 forward + C = 2 vjps
+    ('exact', 3)
+    """
     model = wrap(model)
     xp, x = as_batch(model, x)
     n, d = int(x.shape[0]), math.prod(x.shape[1:])

@@ -1,4 +1,4 @@
-r"""fisher_norm, fisher_trace, fisher_spectrum: the public estimators.
+r"""fisher_norm and fisher_trace: the public estimators (fisher_spectrum: :mod:`fimaudit.spectrum`).
 
 For each input x of a batch, with logits z(x), Jacobian J = ∂z/∂x and the likelihood's
 metric ``M = RᵀR`` (:mod:`fimaudit.likelihoods`), the input-space Fisher information is
@@ -34,13 +34,13 @@ from ._operator import FisherOperator
 from ._validate import choice, positive
 from .blackbox import estimators as jvp_only
 from .dispatch import DEFAULT_MEMORY, EXACT_MAX_OUTPUTS, Plan, plan
-from .errors import InvalidArgumentError, QueryBudgetExceeded
+from .errors import QueryBudgetExceeded
 from .ledger import QueryLedger, costs_of
 from .linalg import hutchinson, hutchpp, lanczos, power_iteration, top_eigh
 from .plugins import wrap
-from .results import FisherNormResult, SpectrumResult, TraceResult
+from .results import FisherNormResult, TraceResult
 
-__all__ = ["fisher_norm", "fisher_trace", "fisher_spectrum", "plan", "Plan", "EXACT_MAX_OUTPUTS"]
+__all__ = ["fisher_norm", "fisher_trace", "plan", "Plan", "EXACT_MAX_OUTPUTS"]
 
 TRACE_METHODS = ("auto", "exact", "hutchinson", "hutchpp")
 NORM_KEYS = ("value", "lower", "upper", "residual", "stderr", "converged", "steps", "direction", "trace")
@@ -87,6 +87,17 @@ def fisher_norm(
     of J) and ``sketch`` (``probes="random"``, ``"dct"`` or a basis array). ``sketch``
     gives a certified lower bound (``lower``), an estimate (``value``) and a 95% interval
     (``upper``); finite-difference brackets are widened by the estimated error (``fd_error``).
+
+    >>> import numpy as np, fimaudit as fa
+    >>> from fimaudit.testing import LinearModel
+    >>> m = LinearModel(np.array([[1.0, 0.0], [0.0, 2.0]]))  # z = W x; at x = 0, p = (½, ½)
+    >>> r = fa.fisher_norm(m, np.zeros((1, 2)))  # λ_max = ¼ ‖w₁ − w₂‖² = 5/4: 1 forward + 2 vjps
+    >>> round(float(r.value[0]), 12), r.method, int(r.queries[0])
+    (1.25, 'exact', 3)
+    >>> bb = fa.wrap(m.forward, input_shape=(2,), output="logits")  # the same model as a black box
+    >>> r = fa.fisher_norm(bb, np.zeros((1, 2)), budget=40)
+    >>> round(float(r.value[0]), 4), int(r.queries[0]) <= 40
+    (1.25, True)
     """
     positive("tol", tol)
     choice("on_nonconvergence", on_nonconvergence, ("raise", "flag"))
@@ -164,7 +175,14 @@ def fisher_trace(
 ) -> TraceResult:
     """tr F(x) per input: ``exact`` (C vjps), ``hutchinson`` (k jvps, input-space
     Rademacher probes) or ``hutchpp`` (k products of B in output space).
-    ``auto`` is exact for C ≤ EXACT_MAX_OUTPUTS, Hutch++ with k = 30 above."""
+    ``auto`` is exact for C ≤ EXACT_MAX_OUTPUTS, Hutch++ with k = 30 above.
+
+    >>> import numpy as np, fimaudit as fa
+    >>> from fimaudit.testing import LinearModel
+    >>> m = LinearModel(np.array([[1.0, 0.0], [0.0, 2.0]]))  # z = W x; at x = 0, p = (½, ½)
+    >>> round(float(fa.fisher_trace(m, np.zeros((1, 2))).value[0]), 12)  # rank 1: tr F = λ_max = 5/4
+    1.25
+    """
     if k is not None:
         positive("k", k)
     parts, model = [], wrap(model)
@@ -190,51 +208,3 @@ def fisher_trace(
         part["queries"] = op.queries
         parts.append((xp, part, m, op.likelihood.name))
     return assemble(TraceResult, parts)
-
-
-def fisher_spectrum(
-    model,
-    x,
-    k=5,
-    method="auto",
-    tol=1e-4,
-    seed=0,
-    *,
-    return_vectors=False,
-    max_steps=None,
-    batch_size=None,
-    on_nonconvergence="raise",
-    memory_limit=DEFAULT_MEMORY,
-) -> SpectrumResult:
-    """The k largest eigenvalues of F(x) per input (descending), optionally with unit
-    eigenvectors in input space. ``k`` may not exceed rank F (C − 1 for categorical,
-    C otherwise, and at most d)."""
-    positive("tol", tol)
-    positive("k", k)
-    choice("on_nonconvergence", on_nonconvergence, ("raise", "flag"))
-    choice("method", method, ("auto", "exact", "lanczos"))
-    k = int(k)
-    parts, model = [], wrap(model)
-    for xp, xb, lo in batches(model, x, batch_size):
-        if not model.has_vjp and method == "lanczos":
-            raise InvalidArgumentError("a jvp-only model's spectrum needs method='exact' (all d columns of J)")
-        op = FisherOperator(model, xp, xb, offset=lo)
-        if k > op.rank:
-            raise InvalidArgumentError(
-                f"k={k} exceeds the largest possible rank of F, {op.rank} "
-                f"({op.likelihood.name} likelihood, C={op.C} outputs, d={op.d} inputs): use k <= {op.rank}"
-            )
-        m = method if method != "auto" else ("exact" if op.C <= EXACT_MAX_OUTPUTS or not model.has_vjp else "lanczos")
-        if m == "exact":
-            B, W = jvp_only.gram(xp, op, memory_limit)[:2] if not model.has_vjp else op.gram(memory_limit)
-            vals, vecs = top_eigh(xp, B, k)
-            part = dict(values=vals, residuals=xp.zeros_like(vals), converged=np.ones(op.n, bool))
-            U = xp.permute_dims(vecs, (0, 2, 1))
-        else:
-            res = _iterative(xp, op, "lanczos", k, tol, max_steps, seed)
-            part = dict(values=res.values, residuals=res.residuals, converged=to_numpy(res.converged).astype(bool))
-            U, W = res.vectors, None
-        part["vectors"] = op.lift(U, W) if return_vectors else None
-        part["queries"] = op.queries
-        parts.append((xp, part, m, op.likelihood.name))
-    return handle_nonconvergence(assemble(SpectrumResult, parts), on_nonconvergence, "fisher_spectrum")

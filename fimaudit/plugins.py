@@ -58,6 +58,12 @@ def wrap(obj, **options) -> Model:
     Options are passed to the adapter: ``input_shape``, ``num_outputs``,
     ``output="logits"|"probs"``, ``likelihood="categorical"|"bernoulli"|"gaussian"``,
     ``sigma`` and adapter-specific ones.
+
+    >>> import numpy as np, fimaudit as fa
+    >>> from fimaudit.testing import LinearModel
+    >>> m = LinearModel(np.eye(2))
+    >>> fa.wrap(m) is m, type(fa.wrap(m.forward, input_shape=(2,), output="logits")).__name__
+    (True, 'FiniteDifferenceModel')
     """
     if isinstance(obj, Model):
         if not obj.has_jvp:  # forward-only (a black box): products by finite differences

@@ -146,6 +146,13 @@ def audit(
     ``bound``: add the certified Lipschitz bound from the model's ONNX graph (when the
     adapter can give one) and each input's certified radius, margin / (√2 L);
     ``input_domain=(low, high)`` lets Transformers be bounded on that input box.
+
+    >>> import numpy as np, fimaudit as fa
+    >>> from fimaudit.testing import LinearModel
+    >>> m = LinearModel(np.array([[1.0, 0.0], [0.0, 2.0]]))  # z = W x; at x = 0, p = (½, ½)
+    >>> a = fa.audit(m, np.zeros((3, 2)), progress=False)
+    >>> a.summary["completed"], round(a.rows[0]["lambda_max"], 12)
+    (3, 1.25)
     """
     m = wrap(model)
     X = np.asarray(to_numpy(X))

@@ -111,7 +111,17 @@ def lipschitz_bound(
     that box only, which LayerNormalization, attention and other products of activations
     need (:mod:`fimaudit.bounds.domain_rules`); the statements then hold for inputs in the
     box, and a certified radius counts perturbations that stay in it. ``memory_limit``
-    (bytes) caps what loading and bounding may allocate, checked before allocating."""
+    (bytes) caps what loading and bounding may allocate, checked before allocating.
+
+    >>> import numpy as np, onnx
+    >>> from onnx import helper, numpy_helper
+    >>> W = numpy_helper.from_array(np.diag([1.0, 2.0]).astype(np.float32), "W")
+    >>> io = [helper.make_tensor_value_info(v, onnx.TensorProto.FLOAT, ["n", 2]) for v in "xz"]
+    >>> g = helper.make_graph([helper.make_node("MatMul", ["x", "W"], ["z"])], "g", io[:1], io[1:], [W])
+    >>> b = lipschitz_bound(helper.make_model(g, opset_imports=[helper.make_opsetid("", 17)]))
+    >>> round(b.lipschitz, 6), round(b.fisher_bound, 6)  # ‖W‖₂ = 2, and ½ L² = 2
+    (2.0, 2.0)
+    """
     memory.check_limit(memory_limit)
     g = Graph(_proto(model, memory_limit), input_shape or getattr(model, "input_shape", None), memory_limit)
     box = domain = None
