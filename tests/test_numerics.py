@@ -1,4 +1,10 @@
-"""Numerics that have no meaning are refused: hard-label black boxes, input scales finite differences cannot resolve."""
+"""Numerics that have no meaning are refused: hard-label black boxes, input scales finite differences
+cannot resolve; and a black box with many outputs is measured within memory_limit or refused before allocating."""
+
+import json
+import os
+import subprocess
+import sys
 
 import numpy as np
 import pytest
@@ -104,3 +110,69 @@ def test_input_scales_inside_the_range_are_measured_as_at_scale_one(seed, expone
     r = fa.fisher_norm(scaled_black_box(W, s, []), X * s)
     dense = np.linalg.eigvalsh(dense_fisher(LinearModel(W), X))[:, -1]  # F scales as 1/s²
     assert np.allclose(np.asarray(r.value) * s**2, dense, rtol=1e-3)
+
+
+LARGE_C = """
+import json, resource, sys, tracemalloc, warnings
+resource.setrlimit(resource.RLIMIT_AS, (1536 << 20, 1536 << 20))  # C × C floats for 2 inputs: 6.4 GB
+import numpy as np
+import fimaudit as fa
+
+C, d, method, limit = 20000, {d}, {method!r}, {limit}
+rng = np.random.default_rng(0)
+W = rng.standard_normal((C, d)) * 0.5
+X = rng.standard_normal((2, d))
+softmax = lambda z: np.exp(z - z.max(1, keepdims=True)) / np.exp(z - z.max(1, keepdims=True)).sum(1, keepdims=True)
+m = fa.wrap(lambda x: softmax(x @ W.T), input_shape=(d,))
+warnings.simplefilter("ignore")
+p = softmax(X @ W.T)  # F = Wᵀ (diag p − p pᵀ) W, d × d
+g = p @ W
+F = np.einsum("ca,nc,cb->nab", W, p, W) - g[:, :, None] * g[:, None, :]
+out = dict(dense=np.linalg.eigvalsh(F)[:, -1].tolist())
+tracemalloc.start()
+try:
+    r = fa.fisher_norm(m, X, method=method, memory_limit=limit)
+    out.update(value=np.asarray(r.value).tolist(), lower=np.asarray(r.lower).tolist())
+except fa.errors.MemoryLimitError as err:
+    out.update(error=str(err))
+out.update(peak=tracemalloc.get_traced_memory()[1])
+print(json.dumps(out))
+"""
+
+
+def run_large_c(d, method, limit):
+    env = dict(os.environ, OPENBLAS_NUM_THREADS="1", OMP_NUM_THREADS="1", MKL_NUM_THREADS="1")
+    code = LARGE_C.format(d=d, method=method, limit=limit)
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=240, env=env)
+    assert done.returncode == 0, done.stderr[-2000:]
+    return json.loads(done.stdout.strip().splitlines()[-1])
+
+
+@pytest.mark.parametrize(("d", "method"), [(3, "exact"), (3, "auto"), (24, "sketch")])
+def test_a_black_box_with_20000_outputs_is_measured_without_a_c_by_c_array(d, method):
+    limit = 256 << 20  # a twelfth of one input's C × C Gram
+    out = run_large_c(d, method, limit)
+    assert "error" not in out and out["peak"] <= limit
+    if method == "sketch":  # the certified lower bound
+        assert all(lo <= v * (1 + 1e-3) for lo, v in zip(out["lower"], out["dense"]))
+    else:
+        assert np.allclose(out["value"], out["dense"], rtol=1e-3)
+
+
+def test_a_black_box_with_20000_outputs_is_refused_above_memory_limit_before_allocating():
+    out = run_large_c(3, "exact", 1 << 20)
+    assert "bytes" in out["error"] and "memory_limit=" in out["error"] and "C=20000" in out["error"]
+
+
+@pytest.mark.filterwarnings("ignore::fimaudit.errors.NoiseDominatesWarning")
+@settings(max_examples=10, deadline=None)
+@given(seeds, st.integers(1, 4), st.integers(9, 40), st.sampled_from(["repair", "extrapolate"]))
+def test_exact_with_more_outputs_than_columns_equals_the_dense_fisher(seed, d, C, kinks):
+    rng = np.random.default_rng(seed)
+    W, X = rng.standard_normal((C, d)), rng.standard_normal((3, d))
+    m = fa.wrap(lambda x: softmax(x @ W.T), input_shape=(d,), kinks=kinks)
+    r = fa.fisher_norm(m, X, method="exact", return_direction=True)
+    F = dense_fisher(LinearModel(W), X)
+    assert np.allclose(r.value, np.linalg.eigvalsh(F)[:, -1], rtol=1e-4)
+    v = np.asarray(r.direction).reshape(3, d)  # the top eigenvector of F
+    assert np.allclose(np.einsum("na,nab,nb->n", v, F, v), r.value, rtol=1e-3)

@@ -9,6 +9,11 @@ r"""λ_max, trace and spectrum for models with jvps only: forward-mode AD or fin
 * traces: ``exact`` (‖W‖_F²), ``hutchinson`` (Rademacher probes), ``sketch``
   (``(d/k)‖S‖_F²``, unbiased for Haar-random Q, exact at k = d).
 
+With C outputs beyond the columns (or probes) held, the C × C Gram is never formed: its
+top eigenpair and trace come from a thin QR of the columns (:func:`top_of_gram`) or of the
+sketch (:mod:`fimaudit.linalg.sketch`), and the memory needed is checked against
+``memory_limit`` (:class:`~fimaudit.errors.MemoryLimitError`) before it is allocated.
+
 Finite-difference products widen every bracket by the error model of
 :mod:`fimaudit.blackbox.fd_error`, read off the linearization's diagnostics record
 (``op.fd``); products from forward-mode AD are exact and widen nothing.
@@ -20,15 +25,15 @@ import math
 
 import numpy as np
 
-from .._array import to_numpy
-from ..errors import InvalidArgumentError
+from .._array import device, to_numpy
+from ..errors import InvalidArgumentError, MemoryLimitError
 from ..linalg import hutchinson
 from ..linalg.dense import top_eigh
 from ..linalg.sketch import gram_sketch
 from .fd_error import fd_error, warn_if_noisy
 from .probes import dct_basis, fixed, random_orthonormal, user_basis
 
-__all__ = ["norm", "trace", "gram"]
+__all__ = ["norm", "trace", "gram", "top_of_gram"]
 
 
 def _probes(xp, op, k, probes, seed):
@@ -42,14 +47,53 @@ def _probes(xp, op, k, probes, seed):
     return fixed(xp, op.logits, B[:k], op.n), False
 
 
+def _check_memory(op, what, entries, memory_limit):
+    """Refuse, before it is allocated, ``entries`` floats per input above ``memory_limit``."""
+    need = op.n * entries * op.itemsize
+    if need > memory_limit:
+        raise MemoryLimitError(
+            f"{what} needs {need} bytes for {op.n} inputs with C={op.C} outputs and d={op.d} entries, above "
+            f"memory_limit={memory_limit} bytes: pass a larger memory_limit=, or a smaller batch_size= (inputs "
+            "held at once)"
+        )
+
+
 def gram(xp, op, memory_limit):
     """B (n, C, C) from all d columns, W = R J, and the columns at h and 2h when the Gram
     was extrapolated over kinks (else None)."""
+    pairs = 2 if op.fd is not None and op.fd.extrapolate else 1
+    _check_memory(op, "the C × C Gram", op.C * (op.C + pairs * op.d), memory_limit)
     B, W = op.gram(memory_limit)
-    if op.fd is None or not op.fd.extrapolate:
+    if pairs == 1:
         return B, W, None
     W2 = op.columns(memory_limit, step_factor=2.0)
     return 2.0 * B - xp.matmul(W2, xp.permute_dims(W2, (0, 2, 1))), W, (W, W2)
+
+
+def top_of_gram(xp, op, memory_limit):
+    """``(λ_max, u, trace, W, pair)`` of B = A D Aᵀ with A = W = R J (D = I), or A = [W, W₂]
+    and D = diag(2I, −I) when the Gram was extrapolated over kinks; u (n, C) is B's top
+    eigenvector. B is not formed when C exceeds A's m columns: with the thin QR A = Q R,
+    B = Q (R D Rᵀ) Qᵀ, so B's nonzero eigenvalues and its trace are those of the m × m
+    matrix R D Rᵀ and its eigenvectors are Q w (Golub & Van Loan, *Matrix Computations*,
+    4th ed., §5.2). The memory, C·m for A and Q plus m² (C² when B is formed), is checked
+    against ``memory_limit`` before anything is allocated."""
+    pairs = 2 if op.fd is not None and op.fd.extrapolate else 1
+    m = pairs * op.d
+    if op.C <= m:
+        B, W, pair = gram(xp, op, memory_limit)
+        vals, vecs = top_eigh(xp, B, 1)
+        return vals[:, 0], vecs[:, :, 0], xp.sum(xp.linalg.diagonal(B), axis=-1), W, pair
+    _check_memory(op, "the columns of R J and their QR factors", 2 * op.C * m + m * m, memory_limit)
+    W = op.columns(memory_limit)
+    pair = None if pairs == 1 else (W, op.columns(memory_limit, step_factor=2.0))
+    A = W if pair is None else xp.concat(pair, axis=2)
+    Q, Rf = xp.linalg.qr(A)
+    sign = None if pair is None else xp.asarray([2.0] * op.d + [-1.0] * op.d, dtype=Rf.dtype, device=device(Rf))
+    small = xp.matmul(Rf if sign is None else Rf * sign, xp.permute_dims(Rf, (0, 2, 1)))
+    vals, vecs = top_eigh(xp, small, 1)
+    u = xp.matmul(Q, vecs)[:, :, 0]
+    return vals[:, 0], u, xp.sum(xp.linalg.diagonal(small), axis=-1), W, pair
 
 
 def norm(xp, op, plan, per_probe, probes, seed, return_direction, memory_limit):
@@ -57,12 +101,9 @@ def norm(xp, op, plan, per_probe, probes, seed, return_direction, memory_limit):
     A sketch takes the probes the plan names, fewer when the set-up took more rows than
     planned (a widened noise table) and the ledger leaves less room."""
     if plan.method == "exact":
-        B, W, pair = gram(xp, op, memory_limit)
-        vals, vecs = top_eigh(xp, B, 1)
-        value = lower = upper = vals[:, 0]
-        top = vecs[:, :, 0]
-        trace = xp.sum(xp.linalg.diagonal(B), axis=-1)
-        direction = op.lift(xp.permute_dims(vecs, (0, 2, 1)), W)[:, 0] if return_direction else None
+        value, top, trace, W, pair = top_of_gram(xp, op, memory_limit)
+        lower = upper = value
+        direction = op.lift(top[:, None, :], W)[:, 0] if return_direction else None
         stderr, name, k = None, "exact", op.d
     else:
         k = op.ledger.affordable(plan.probes, per_probe)
@@ -100,8 +141,7 @@ def norm(xp, op, plan, per_probe, probes, seed, return_direction, memory_limit):
 def trace(xp, op, method, k, seed, memory_limit, auto_exact_max_d):
     """(method, value, stderr) of tr F for a jvp-only model."""
     if method in ("exact", "auto") and (method == "exact" or op.d <= auto_exact_max_d):
-        B, _, _ = gram(xp, op, memory_limit)
-        value = xp.sum(xp.linalg.diagonal(B), axis=-1)
+        value = top_of_gram(xp, op, memory_limit)[2]
         return "exact", value, xp.zeros_like(value)
     kk = int(k) if k is not None else min(op.d, 64)
     if method == "hutchinson":

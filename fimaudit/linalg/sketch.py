@@ -34,8 +34,14 @@ class SketchEstimate:
 
 
 def _top(xp, S, scale):
-    vals, vecs = top_eigh(xp, scale * xp.matmul(S, xp.permute_dims(S, (0, 2, 1))), 1)
-    return vals[:, 0], vecs[:, :, 0]
+    """Top eigenpair of scale · S Sᵀ; for C > k from the thin QR S = Q R, as Q (R Rᵀ) Qᵀ,
+    so that no C × C matrix is formed."""
+    if S.shape[-2] <= S.shape[-1]:
+        vals, vecs = top_eigh(xp, scale * xp.matmul(S, xp.permute_dims(S, (0, 2, 1))), 1)
+        return vals[:, 0], vecs[:, :, 0]
+    Q, R = xp.linalg.qr(S)
+    vals, vecs = top_eigh(xp, scale * xp.matmul(R, xp.permute_dims(R, (0, 2, 1))), 1)
+    return vals[:, 0], xp.matmul(Q, vecs)[:, :, 0]
 
 
 def gram_sketch(xp, S, d: int, random: bool, groups=None, level: float = 0.95) -> SketchEstimate:
