@@ -57,8 +57,9 @@ class Rows:
 
 
 def _lost_worker_errors():
-    """The exceptions that mean the worker, not the chunk, failed."""
-    kinds = [cf.BrokenExecutor, ConnectionError, EOFError]
+    """The exceptions that mean the worker, not the chunk, failed (a model's own socket
+    errors are not among them: retrying those would send its rows again)."""
+    kinds = [cf.BrokenExecutor]
     try:
         from distributed import KilledWorker
         from distributed.comm.core import CommClosedError
