@@ -10,7 +10,8 @@ sketch at budgets 201 (the seed's query count), d/16 and d/4 (median and 90th
 percentile over inputs × seeds, with the coverage of its 95% interval and how often its
 certified lower bound stayed below the truth; for exact, how often its finite-difference
 bracket held the truth), and the seed's estimator, max over 100
-random unit probes of vᵀFv (201 calls), with the same finite differences.
+random unit probes of vᵀFv (201 calls), with the same finite differences; and the rows per input
+that reach the service during ``fa.audit`` at budget 201, counted by the service.
 """
 
 import argparse
@@ -50,6 +51,24 @@ def service(net):
             return torch.softmax(net(torch.from_numpy(batch)), dim=1).numpy()
 
     return fn
+
+
+def audit_rows(net, xn, budget, served):
+    """Rows per input that reach the service during ``fa.audit(..., budget=budget)``, counted by
+    the service itself: each row it answers is attributed to the nearest audited input (every
+    row is an input plus a finite-difference step far smaller than the inputs' distances)."""
+    flat = xn.reshape(len(xn), -1).astype(np.float64)
+    norms = (flat**2).sum(1)
+    counts = np.zeros(len(xn), dtype=np.int64)
+    fn = service(net)
+
+    def counted(batch):
+        b = batch.reshape(len(batch), -1).astype(np.float64)
+        np.add.at(counts, np.argmin(norms[None, :] - 2 * b @ flat.T, axis=1), 1)
+        return fn(batch)
+
+    a = fa.audit(fa.wrap(counted, **served), xn, budget=budget, progress=False)
+    return int(counts.max()), max(int(r["queries"]) for r in a.rows)
 
 
 def run(name, make, n, seeds):
@@ -93,12 +112,14 @@ def run(name, make, n, seeds):
     est, calls = seed_estimator(bb, xn)
     rows.append(("seed estimator (max of 100 vᵀFv)", calls, np.abs(est / truth - 1), None, None))
     ratio = np.median(est / truth)
+    sent, booked = audit_rows(net, xn, 201, served)
     print(
         f"\n{name}: d = {d}, C = 10, {n} inputs × {seeds} seeds; median λ_max {np.median(truth):.3g}; "
         f"seed estimator / truth = {ratio:.4f} (median); mean signed error of exact: "
         + ", ".join(f"{k} {v.mean():+.2e}" for k, v in signed.items())
         + "; median bracket half-width of exact: "
         + ", ".join(f"{k} {v:.1%}" for k, v in width.items())
+        + f"; fa.audit at budget 201: at most {sent} rows per input reached the service ({booked} booked)"
     )
     print(
         "| estimator | calls per input | median rel. error | 90th pct rel. error | interval coverage | lower ≤ truth |"
