@@ -188,6 +188,43 @@ def test_graph_bound_and_certified_radius_when_a_graph_exists():
     assert fa.audit(MODEL, X[:4], progress=False).summary["bound"]["available"] is False
 
 
+def test_a_torch_module_gets_its_bound_with_the_input_shape_of_the_data():
+    torch = pytest.importorskip("torch")
+    pytest.importorskip("fimaudit_torch")
+    pytest.importorskip("onnx")
+    torch.manual_seed(0)
+    net = torch.nn.Sequential(torch.nn.Linear(4, 8), torch.nn.Tanh(), torch.nn.Linear(8, 3)).eval()
+    x = np.random.default_rng(0).standard_normal((5, 4)).astype(np.float32)
+    a = fa.audit(net, x, progress=False)  # no input_shape given: the data says (4,)
+    b = a.summary["bound"]
+    assert b["available"], b
+    assert b["lipschitz"] == pytest.approx(fa.lipschitz_bound(fa.wrap(net, input_shape=(4,))).lipschitz)
+    assert all(r["certified_radius"] == pytest.approx(r["margin"] / (np.sqrt(2) * b["lipschitz"])) for r in a.rows)
+
+
+def test_an_onnx_model_ending_in_softmax_gets_the_bound_of_its_logits(tmp_path):
+    torch = pytest.importorskip("torch")
+    pytest.importorskip("fimaudit_onnx")
+    torch.manual_seed(0)
+    logits = torch.nn.Sequential(torch.nn.Linear(4, 8), torch.nn.Tanh(), torch.nn.Linear(8, 3)).eval()
+    path = str(tmp_path / "probs.onnx")
+    torch.onnx.export(
+        torch.nn.Sequential(logits, torch.nn.Softmax(dim=1)).eval(),
+        (torch.zeros(2, 4),),
+        path,
+        dynamo=True,
+        external_data=False,
+        dynamic_shapes=({0: torch.export.Dim("batch", min=1)},),
+    )
+    x = np.random.default_rng(0).standard_normal((5, 4)).astype(np.float32)
+    b = fa.audit(path, x, progress=False).summary["bound"]
+    direct = fa.lipschitz_bound(path)
+    assert b["available"] and b["softmax_skipped"] and direct.softmax_skipped, b
+    assert b["lipschitz"] == pytest.approx(direct.lipschitz)
+    W1, W2 = (logits[i].weight.detach().double().numpy() for i in (0, 2))
+    assert direct.lipschitz == pytest.approx(np.linalg.norm(W2, 2) * np.linalg.norm(W1, 2), rel=1e-5)  # tanh' ≤ 1
+
+
 def test_layer_norm_models_get_a_bound_on_their_input_domain():
     torch = pytest.importorskip("torch")
     pytest.importorskip("fimaudit_torch")

@@ -162,6 +162,8 @@ def audit(
         raise InvalidArgumentError(
             f"X has shape {X.shape}; the model expects (n, {', '.join(map(str, m.input_shape))})"
         )
+    if m.input_shape is None:  # a framework module learns its input shape from the data (the bound's export needs it)
+        m = m.with_options(input_shape=tuple(X.shape[1:]))
     if not np.all(np.isfinite(X)):
         bad = np.flatnonzero(~np.all(np.isfinite(X.reshape(len(X), -1)), axis=1))
         raise InvalidArgumentError(f"X has NaN or infinite values in rows {bad[:10].tolist()}; clean or drop them")

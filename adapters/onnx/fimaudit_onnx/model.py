@@ -162,7 +162,14 @@ class OnnxModel(CallableModel):
         return np.asarray(out, dtype=np.float64).reshape(out.shape[0], -1)[:m]
 
     def to_onnx(self):
-        return self.proto
+        """The graph as loaded: without the logits output added to read a final Softmax's input
+        (the bounds skip a final Softmax themselves)."""
+        if not self.softmax_skipped:
+            return self.proto
+        proto = onnx.ModelProto()
+        proto.CopyFrom(self.proto)
+        del proto.graph.output[-1]
+        return proto
 
     def __getstate__(self):  # sessions do not pickle: executors get the graph and rebuild one
         state = dict(self.__dict__)
