@@ -33,6 +33,7 @@ from ._assemble import assemble, batches, handle_nonconvergence
 from ._operator import FisherOperator
 from ._validate import choice, positive
 from .blackbox import estimators as jvp_only
+from .blackbox.fd_error import warn_noise
 from .dispatch import DEFAULT_MEMORY, EXACT_MAX_OUTPUTS, Plan, plan
 from .errors import QueryBudgetExceeded
 from .ledger import QueryLedger, costs_of
@@ -103,7 +104,7 @@ def fisher_norm(
     choice("on_nonconvergence", on_nonconvergence, ("raise", "flag"))
     if budget is not None:
         positive("budget", budget)
-    parts, model = [], wrap(model)
+    parts, notes, model = [], [], wrap(model)
     for xp, xb, lo in batches(model, x, batch_size):
         n, d = int(xb.shape[0]), math.prod(xb.shape[1:])
         itemsize = xp.finfo(xb.dtype).bits // 8
@@ -115,7 +116,10 @@ def fisher_norm(
                 )
                 ledger.reserve = p.after_setup
                 op = FisherOperator(model, xp, xb, offset=lo, ledger=ledger)
-                m, part = jvp_only.norm(xp, op, p, costs_of(model).jvp, probes, seed, return_direction, memory_limit)
+                m, part, note = jvp_only.norm(
+                    xp, op, p, costs_of(model).jvp, probes, seed, return_direction, memory_limit
+                )
+                notes.append(note)
             else:
                 op = FisherOperator(model, xp, xb, offset=lo, ledger=ledger)
                 p = dispatch.norm_plan(
@@ -133,6 +137,7 @@ def fisher_norm(
         part = {key: part.get(key) for key in NORM_KEYS} | {k: v for k, v in part.items() if k not in NORM_KEYS}
         part.update(queries=op.queries, floored=op.floored, logits=op.logits)
         parts.append((xp, part, m, op.likelihood.name))
+    warn_noise(notes)  # one warning for the call, at the line of the call
     return handle_nonconvergence(assemble(FisherNormResult, parts), on_nonconvergence, "fisher_norm")
 
 

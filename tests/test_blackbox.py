@@ -318,3 +318,25 @@ def test_budgets_hold_with_kink_repair():
     bb = fa.wrap(fn, input_shape=(X.shape[1],), output="probs")
     r = fa.fisher_norm(bb, X, method="sketch", budget=20)
     assert np.all(r.queries <= 20) and int(np.sum(r.queries)) == bb.inner.calls
+
+
+def test_one_noise_warning_per_call_at_the_callers_line():
+    """A call over several batches warns once, for the inputs of every batch, at the line of
+    the call (not once per batch at a line inside fimaudit)."""
+    import warnings
+
+    rng = np.random.default_rng(3)
+
+    def very_noisy(b):
+        return MLP.forward(b) + 1e-2 * rng.standard_normal((len(b), C))
+
+    bb = fa.wrap(very_noisy, input_shape=(D,), output="logits")
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        r = fa.fisher_norm(bb, X, method="exact", batch_size=3)  # 8 inputs: batches of 3, 3 and 2
+    noisy = [w for w in caught if issubclass(w.category, E.NoiseDominatesWarning)]
+    assert len(noisy) == 1, [str(w.message) for w in noisy]
+    assert noisy[0].filename == __file__
+    flagged = np.flatnonzero(r.fd_error > 0.1 * r.value)
+    assert flagged.size > 3 and flagged.max() >= 6  # inputs from the last batch too
+    assert f"for {flagged.size} inputs (first: {flagged[:10].tolist()})" in str(noisy[0].message)

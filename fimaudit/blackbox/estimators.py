@@ -30,7 +30,7 @@ from ..errors import InvalidArgumentError, MemoryLimitError
 from ..linalg import hutchinson
 from ..linalg.dense import top_eigh
 from ..linalg.sketch import gram_sketch
-from .fd_error import fd_error, warn_if_noisy
+from .fd_error import fd_error, noisy_inputs
 from .probes import dct_basis, fixed, random_orthonormal, user_basis
 
 __all__ = ["norm", "trace", "gram", "top_of_gram"]
@@ -134,8 +134,8 @@ def norm(xp, op, plan, per_probe, probes, seed, return_direction, memory_limit):
             fd_error=to_numpy(err),
             nondeterministic=np.asarray(diag.nondeterministic),
         )
-        warn_if_noisy(to_numpy(err), to_numpy(value), diag, op.offset)
-    return name, part
+        return name, part, noisy_inputs(to_numpy(err), to_numpy(value), diag, op.offset)
+    return name, part, None
 
 
 def trace(xp, op, method, k, seed, memory_limit, auto_exact_max_d):

@@ -29,13 +29,14 @@ from __future__ import annotations
 
 import math
 import warnings
+from dataclasses import dataclass
 
 import numpy as np
 
 from .._array import device, to_numpy
 from ..errors import NoiseDominatesWarning
 
-__all__ = ["fd_error", "warn_if_noisy", "NOISE_WARN"]
+__all__ = ["fd_error", "noisy_inputs", "warn_noise", "NoiseNote", "NOISE_WARN"]
 
 NOISE_WARN = 0.1  # warn when the estimated error exceeds this fraction of λ_max
 
@@ -64,11 +65,22 @@ def fd_error(xp, diag, metric_norm, C, value, k, top=None, pair=None):
     return xp.asarray(err, dtype=value.dtype, device=device(value))
 
 
-def warn_if_noisy(err, value, diag, offset, stacklevel=4):
-    """NoiseDominatesWarning for the inputs whose error exceeds ``NOISE_WARN`` of λ_max."""
+@dataclass
+class NoiseNote:
+    """Inputs of one batch whose finite-difference error may exceed ``NOISE_WARN`` of λ_max,
+    with the cause; a call gathers its batches' notes into one warning (:func:`warn_noise`)."""
+
+    inputs: list
+    cause: str
+    kinky: bool  # the step-halving check points at kinks or curvature
+    extrapolated: bool
+
+
+def noisy_inputs(err, value, diag, offset):
+    """The :class:`NoiseNote` of a batch, or None when every input's error is within bounds."""
     bad = np.flatnonzero(err > NOISE_WARN * np.maximum(value, np.finfo(np.float64).tiny))
     if not bad.size:
-        return
+        return None
     tau = float(np.max(diag.truncation[bad]))
     kinky = 6 * tau > NOISE_WARN
     cause = (
@@ -82,13 +94,26 @@ def warn_if_noisy(err, value, diag, offset, stacklevel=4):
             "the answers did not change across the noise table at any spacing tried (outputs quantised more "
             "coarsely than the model's slope moves them), so the noise is unknown and the bracket is [0, inf]"
         )
+    return NoiseNote((bad + offset).tolist(), cause, kinky, bool(diag.extrapolate))
+
+
+def warn_noise(notes, stacklevel=3):
+    """One NoiseDominatesWarning for all the batches of a call (``notes``: NoiseNote or None),
+    attributed ``stacklevel`` frames up: 3 is the line that called the function calling this."""
+    notes = [n for n in notes if n is not None]
+    if not notes:
+        return
+    inputs = [i for n in notes for i in n.inputs]
+    kinky = any(n.kinky and not n.extrapolated for n in notes)
+    causes = list(dict.fromkeys(n.cause for n in notes))
+    cause = causes[0] + (f" (and {len(causes) - 1} more causes in other batches)" if len(causes) > 1 else "")
     warnings.warn(
-        f"finite-difference error may exceed 10% of λ_max for inputs {(bad + offset)[:10].tolist()}: {cause} "
-        "(see .fd_error); the brackets are widened accordingly. Rounded or quantised probabilities and "
+        f"finite-difference error may exceed 10% of λ_max for {len(inputs)} inputs (first: {inputs[:10]}): "
+        f"{cause} (see .fd_error); the brackets are widened accordingly. Rounded or quantised probabilities and "
         "TF32/bf16 serving cause noise; pass step= or scheme='richardson' to trade noise against truncation"
         + (
             "; for a ReLU/max-pool network, kinks='extrapolate' removes the kinks' bias from method='exact'"
-            if kinky and not diag.extrapolate
+            if kinky
             else ""
         ),
         NoiseDominatesWarning,
