@@ -13,6 +13,7 @@ import pytest
 import fimaudit as fa
 from fimaudit import errors as E
 from fimaudit.testing import MLPModel
+from tests.browser import CHROMIUM, headless
 
 MODEL = MLPModel.random([6, 12, 4], seed=2, scale=2.0)
 X = np.random.default_rng(0).standard_normal((50, 6))
@@ -138,34 +139,12 @@ def test_unwritable_output_folder(tmp_path):
         fa.audit(MODEL, X[:5], progress=False).save(blocker / "x")
 
 
+@pytest.mark.skipif(CHROMIUM is None, reason="chromium is not installed")
 def test_report_renders_in_chromium(tmp_path):
-    import shutil
-
-    chromium = shutil.which("chromium") or shutil.which("chromium-browser")
-    if chromium is None:
-        pytest.skip("chromium is not installed")
     page = fa.audit(MODEL, X, Y, progress=False).save(tmp_path / "out")
     shot = tmp_path / "shot.png"
-    proc = subprocess.run(
-        [
-            chromium,
-            "--headless",
-            "--no-sandbox",
-            "--disable-gpu",
-            "--no-first-run",
-            "--disable-background-networking",
-            "--disable-component-update",
-            "--disable-sync",
-            f"--user-data-dir={tmp_path / 'profile'}",
-            f"--screenshot={shot}",
-            "--window-size=1100,1400",
-            "--enable-logging=stderr",
-            "--v=0",
-            f"file://{page}",
-        ],
-        capture_output=True,
-        text=True,
-        timeout=120,
+    proc = headless(
+        tmp_path, page, f"--screenshot={shot}", "--window-size=1100,1400", "--enable-logging=stderr", "--v=0"
     )
     assert shot.exists() and shot.stat().st_size > 10_000, proc.stderr[-2000:]
     assert "Uncaught" not in proc.stderr and "CONSOLE" not in proc.stderr.upper().replace("CONSOLE_", "")

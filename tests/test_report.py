@@ -6,12 +6,9 @@ import base64
 import datetime
 import hashlib
 import math
-import os
 import platform
 import re
-import shutil
 import struct
-import subprocess
 import warnings
 import zlib
 from collections import Counter
@@ -29,6 +26,7 @@ from fimaudit.audit.report import render
 from fimaudit.audit.report_plots import log_ticks, nice_ticks
 from fimaudit.cli import main
 from fimaudit.testing import LinearModel, MLPModel
+from tests.browser import CHROMIUM, headless
 
 MODEL = MLPModel.random([6, 8, 3], seed=4)
 X = np.random.default_rng(5).standard_normal((30, 6))
@@ -409,32 +407,6 @@ def _template(message):
 # ---------------------------------------------------------------- in a browser
 
 
-def _chromium():
-    return shutil.which("chromium") or ("/usr/bin/chromium" if os.path.exists("/usr/bin/chromium") else None)
-
-
-def _browser(tmp_path, page, *args):
-    return subprocess.run(
-        [
-            _chromium(),
-            "--headless",
-            "--no-sandbox",
-            "--disable-gpu",
-            "--no-first-run",
-            "--disable-background-networking",
-            "--disable-component-update",
-            "--disable-sync",
-            f"--user-data-dir={tmp_path / 'profile'}",
-            *args,
-            f"file://{page}",
-        ],
-        capture_output=True,
-        text=True,
-        timeout=120,
-        cwd=tmp_path,
-    )
-
-
 @pytest.fixture(scope="module")
 def demo_audit():
     from fimaudit.demo import load_demo
@@ -443,11 +415,11 @@ def demo_audit():
     return fa.audit(model, Xd[:24], method="exact", progress=False)  # no labels; an ONNX graph: a bound
 
 
-@pytest.mark.skipif(_chromium() is None, reason="chromium is not installed")
+@pytest.mark.skipif(CHROMIUM is None, reason="chromium is not installed")
 def test_the_page_in_a_browser_has_every_row_the_radius_and_the_provenance(demo_audit, tmp_path):
     a = demo_audit
     page = a.save(tmp_path / "out")
-    proc = _browser(tmp_path, page, "--dump-dom")
+    proc = headless(tmp_path, page, "--dump-dom")
     dom = Cells(proc.stdout)
     head, rows = _table(dom)
     assert len(rows) == 24, proc.stderr[-2000:]
@@ -464,11 +436,11 @@ def test_the_page_in_a_browser_has_every_row_the_radius_and_the_provenance(demo_
     assert "Provenance" in text and fa.__version__ in text and "None" not in text
 
 
-@pytest.mark.skipif(_chromium() is None, reason="chromium is not installed")
+@pytest.mark.skipif(CHROMIUM is None, reason="chromium is not installed")
 def test_a_screenshot_of_the_page_is_not_blank(demo_audit, tmp_path):
     page = demo_audit.save(tmp_path / "out")
     shot = tmp_path / "page.png"
-    proc = _browser(tmp_path, page, f"--screenshot={shot}", "--window-size=800,900")
+    proc = headless(tmp_path, page, f"--screenshot={shot}", "--window-size=800,900")
     assert shot.exists(), proc.stderr[-2000:]
     data = shot.read_bytes()
     assert len(data) > 10_000

@@ -6,8 +6,6 @@ import copy
 import json
 import os
 import re
-import shutil
-import subprocess
 from html.parser import HTMLParser
 
 import numpy as np
@@ -21,6 +19,7 @@ from fimaudit.audit.report import render
 from fimaudit.cli import main
 from fimaudit.errors import InvalidArgumentError
 from fimaudit.testing import MLPModel
+from tests.browser import CHROMIUM, headless
 
 MODEL = MLPModel.random([6, 8, 3], seed=4)
 X = np.random.default_rng(5).standard_normal((12, 6))
@@ -152,31 +151,10 @@ def test_any_label_text_is_shown_as_text_and_runs_nothing(label):
     assert shown.count(label) >= len(a.rows)
 
 
-def _chromium():
-    return shutil.which("chromium") or ("/usr/bin/chromium" if os.path.exists("/usr/bin/chromium") else None)
-
-
-@pytest.mark.skipif(_chromium() is None, reason="chromium is not installed")
+@pytest.mark.skipif(CHROMIUM is None, reason="chromium is not installed")
 def test_no_script_runs_in_a_browser(hostile, tmp_path):
     assert main(["report", str(hostile)]) == 0
-    proc = subprocess.run(
-        [
-            _chromium(),
-            "--headless",
-            "--no-sandbox",
-            "--disable-gpu",
-            "--no-first-run",
-            "--disable-background-networking",
-            "--disable-component-update",
-            "--disable-sync",
-            f"--user-data-dir={tmp_path / 'profile'}",
-            "--dump-dom",
-            f"file://{hostile / 'report.html'}",
-        ],
-        capture_output=True,
-        text=True,
-        timeout=120,
-    )
+    proc = headless(tmp_path, hostile / "report.html", "--dump-dom")
     dom = proc.stdout
     assert "<h1>fimaudit report</h1>" in dom, proc.stderr[-2000:]
     assert re.search(r"<title>fimaudit report</title>", dom)  # document.title was never set
