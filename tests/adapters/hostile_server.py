@@ -9,7 +9,9 @@ daemons."""
 import json
 import threading
 import time
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from http.server import BaseHTTPRequestHandler
+
+from fimaudit_http.testing import LocalServer
 
 MAX_SECONDS = 20.0
 
@@ -89,7 +91,7 @@ class Request:
         return stop.wait(gap) if gap else stop.is_set() or time.monotonic() - self.server.started > MAX_SECONDS
 
 
-class HostileServer:
+class HostileServer(LocalServer):
     def __init__(self, respond):
         self.respond = respond
         self.lock = threading.Lock()
@@ -119,19 +121,12 @@ class HostileServer:
                     owner.seen.append((req.path, req.headers, body))
                 owner.respond(req)
 
-        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        self.server.daemon_threads = True
-        self.port = self.server.server_address[1]
-        self.url = f"http://127.0.0.1:{self.port}/predict"
-        self.thread = threading.Thread(target=self.server.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True)
+        self._listen(Handler, "/predict", poll_interval=0.05)
 
     def __enter__(self):
         self.started = time.monotonic()
-        self.thread.start()
-        return self
+        return super().__enter__()
 
     def __exit__(self, *exc):
         self.stopped.set()
-        self.server.shutdown()
-        self.server.server_close()
-        self.thread.join(timeout=5)
+        super().__exit__(*exc)

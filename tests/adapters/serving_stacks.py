@@ -18,9 +18,10 @@ keeps every request's headers. Serves until the ``with`` block ends.
 import json
 import math
 import threading
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from http.server import BaseHTTPRequestHandler
 
 import numpy as np
+from fimaudit_http.testing import LocalServer
 
 PATHS = {
     "open-inference": "/v2/models/{name}/infer",
@@ -34,7 +35,7 @@ class BadRequest(Exception):
     pass
 
 
-class ServingStack:
+class ServingStack(LocalServer):
     def __init__(self, kind, predict, input_shape, *, name="clf", datatype="FP64", token=None, input_name="input-0"):
         self.kind, self.predict, self.input_shape, self.input_name = kind, predict, tuple(input_shape), input_name
         self.name, self.datatype, self.token = name, datatype, token
@@ -61,17 +62,7 @@ class ServingStack:
                 self.end_headers()
                 self.wfile.write(data)
 
-        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        self.url = f"http://127.0.0.1:{self.server.server_address[1]}{self.path}"
-        self.thread = threading.Thread(target=self.server.serve_forever, daemon=True)
-
-    def __enter__(self):
-        self.thread.start()
-        return self
-
-    def __exit__(self, *exc):
-        self.server.shutdown()
-        self.server.server_close()
+        self._listen(Handler, self.path)
 
     # --- one request ---------------------------------------------------------------------------
     def answer(self, path, headers, body):

@@ -9,7 +9,29 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 import numpy as np
 
 
-class FakeVendor:
+class LocalServer:
+    """An HTTP server on 127.0.0.1 (a free port) that serves ``handler`` from a daemon thread
+    while its ``with`` block runs, and is shut down and joined when it ends."""
+
+    def _listen(self, handler, path, poll_interval=0.5):
+        self.server = ThreadingHTTPServer(("127.0.0.1", 0), handler)
+        self.port = self.server.server_address[1]
+        self.url = f"http://127.0.0.1:{self.port}{path}"
+        self.thread = threading.Thread(
+            target=self.server.serve_forever, kwargs={"poll_interval": poll_interval}, daemon=True
+        )
+
+    def __enter__(self):
+        self.thread.start()
+        return self
+
+    def __exit__(self, *exc):
+        self.server.shutdown()
+        self.server.server_close()
+        self.thread.join(timeout=5)
+
+
+class FakeVendor(LocalServer):
     def __init__(self, predict, faults=()):
         self.predict = predict
         self.faults = list(faults)  # consumed one per request: "429", "500", "503", "slow", ...
@@ -65,14 +87,4 @@ class FakeVendor:
                 except (BrokenPipeError, ConnectionResetError):
                     pass
 
-        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        self.url = f"http://127.0.0.1:{self.server.server_address[1]}/predict"
-        self.thread = threading.Thread(target=self.server.serve_forever, daemon=True)
-
-    def __enter__(self):
-        self.thread.start()
-        return self
-
-    def __exit__(self, *exc):
-        self.server.shutdown()
-        self.server.server_close()
+        self._listen(Handler, "/predict")
