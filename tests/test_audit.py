@@ -4,7 +4,6 @@ import json
 import os
 import subprocess
 import sys
-import time
 from concurrent.futures import ThreadPoolExecutor
 
 import numpy as np
@@ -14,6 +13,7 @@ import fimaudit as fa
 from fimaudit import errors as E
 from fimaudit.testing import MLPModel
 from tests.browser import CHROMIUM, headless
+from tests.journals import journal_rows, wait_for_rows
 
 MODEL = MLPModel.random([6, 12, 4], seed=2, scale=2.0)
 X = np.random.default_rng(0).standard_normal((50, 6))
@@ -78,20 +78,10 @@ fa.audit(slow, X, batch_size=5, journal={journal!r}, progress=False)
 def test_kill_9_and_resume_gives_the_same_table(tmp_path):
     journal = str(tmp_path / "j.sqlite")
     proc = subprocess.Popen([sys.executable, "-c", SLOW.format(root=os.getcwd(), journal=journal)])
-    deadline = time.time() + 60
-    import sqlite3
-
-    while time.time() < deadline:
-        time.sleep(0.2)
-        try:
-            n = sqlite3.connect(journal).execute("SELECT COUNT(*) FROM rows").fetchone()[0]
-        except sqlite3.Error:
-            n = 0
-        if n >= 15:
-            break
+    wait_for_rows(journal, 15, timeout=60)
     proc.kill()
     proc.wait()
-    committed = sqlite3.connect(journal).execute("SELECT COUNT(*) FROM rows").fetchone()[0]
+    committed = journal_rows(journal)
     assert 15 <= committed < 50
 
     calls = []
@@ -230,14 +220,7 @@ def test_ctrl_c_leaves_a_consistent_journal(tmp_path):
     proc = subprocess.Popen(
         [sys.executable, "-c", SLOW.format(root=os.getcwd(), journal=journal)], stderr=subprocess.PIPE, text=True
     )
-    deadline = time.time() + 60
-    n = 0
-    while time.time() < deadline and n < 10:
-        time.sleep(0.2)
-        try:
-            n = sqlite3.connect(journal).execute("SELECT COUNT(*) FROM rows").fetchone()[0]
-        except sqlite3.Error:
-            n = 0
+    wait_for_rows(journal, 10, timeout=60)
     proc.send_signal(signal.SIGINT)
     _, err = proc.communicate(timeout=60)
     assert proc.returncode != 0 and "KeyboardInterrupt" in err

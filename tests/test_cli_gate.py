@@ -8,7 +8,6 @@ import signal
 import sqlite3
 import subprocess
 import sys
-import time
 
 import numpy as np
 import pytest
@@ -21,6 +20,8 @@ from fimaudit.cli import ExitCode, main
 onnx = pytest.importorskip("onnx")
 pytest.importorskip("fimaudit_onnx")
 from onnx import TensorProto, helper, numpy_helper  # noqa: E402
+
+from tests.journals import wait_for_rows  # noqa: E402
 
 
 def _cli(*args, timeout=300):
@@ -201,13 +202,7 @@ def test_sigint_during_an_audit_exits_130_with_a_resume_hint(d):
         stderr=subprocess.PIPE,
         text=True,
     )
-    n, deadline = 0, time.time() + 120
-    while time.time() < deadline and n < 5 and proc.poll() is None:
-        time.sleep(0.2)
-        try:
-            n = sqlite3.connect(journal).execute("SELECT COUNT(*) FROM rows").fetchone()[0]
-        except sqlite3.Error:
-            n = 0
+    wait_for_rows(journal, 5, timeout=120, proc=proc)
     proc.send_signal(signal.SIGINT)
     _, err = proc.communicate(timeout=120)
     assert proc.returncode == ExitCode.INTERRUPTED, err
