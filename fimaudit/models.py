@@ -196,10 +196,6 @@ class Linearization:
     the forward pass (e.g. a saved autograd graph) across products.
     """
 
-    cost_forward = 1  # model calls per input to set up (the forward pass)
-    cost_jvp = 1  # model calls per input for one jvp vector
-    cost_vjp = 1
-
     def __init__(self, model: Model, x, logits=None):
         self.model = model
         self.x = x
