@@ -23,26 +23,9 @@ import torch
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 from _models import seed_estimator  # noqa: E402
-from fimaudit_torch.testing import cifar_cnn  # noqa: E402
+from fimaudit_torch.testing import cifar_cnn, smooth_cifar_cnn  # noqa: E402
 
 import fimaudit as fa  # noqa: E402
-
-
-def smooth_cnn(C=10):
-    from torch import nn
-
-    return nn.Sequential(
-        nn.Conv2d(3, 32, 3, padding=1),
-        nn.GELU(),
-        nn.AvgPool2d(2),
-        nn.Conv2d(32, 64, 3, padding=1),
-        nn.GELU(),
-        nn.AvgPool2d(2),
-        nn.Flatten(),
-        nn.Linear(64 * 8 * 8, 64),
-        nn.Tanh(),
-        nn.Linear(64, C),
-    )
 
 
 def service(net):
@@ -139,7 +122,7 @@ def main():
     n, seeds = (4, 2) if args.quick else (args.inputs, args.seeds)
     print(f"machine: {os.cpu_count()} CPUs, torch {torch.__version__}; float32 models served as probabilities")
     run("small CNN (ReLU, max-pool)", cifar_cnn, n, seeds)
-    run("smooth CNN (GELU, average-pool)", smooth_cnn, n, seeds)
+    run("smooth CNN (GELU, average-pool)", smooth_cifar_cnn, n, seeds)
 
 
 if __name__ == "__main__":

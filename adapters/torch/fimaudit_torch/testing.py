@@ -243,6 +243,22 @@ def cifar_cnn(C=10):
     )
 
 
+def smooth_cifar_cnn(C=10):
+    """The smooth twin of :func:`cifar_cnn` for 3×32×32: GELU and average pooling, a tanh head."""
+    return nn.Sequential(
+        nn.Conv2d(3, 32, 3, padding=1),
+        nn.GELU(),
+        nn.AvgPool2d(2),
+        nn.Conv2d(32, 64, 3, padding=1),
+        nn.GELU(),
+        nn.AvgPool2d(2),
+        nn.Flatten(),
+        nn.Linear(64 * 8 * 8, 64),
+        nn.Tanh(),
+        nn.Linear(64, C),
+    )
+
+
 class BasicBlock(nn.Module):
     def __init__(self, cin, cout, stride):
         super().__init__()
