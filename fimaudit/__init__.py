@@ -30,6 +30,7 @@ _LAZY = {
     "fisher_trace": ".fisher",
     "plan": ".fisher",
     "get_likelihood": ".likelihoods",
+    "lipschitz_bound": ".bounds",
     "Linearization": ".models",
     "Model": ".models",
     "installed_adapters": ".plugins",
@@ -63,17 +64,6 @@ class _Package(types.ModuleType):
 
 
 sys.modules[__name__].__class__ = _Package
-
-
-def lipschitz_bound(model, input_shape=None, likelihood="categorical", sigma=1.0, input_domain=None, **options):
-    """Certified Lipschitz and Fisher bounds from a model's ONNX graph (see fimaudit.bounds);
-    ``input_domain=(low, high)`` bounds Transformers on that input box; ``memory_limit=``
-    (bytes, 4 GiB by default) caps what loading and bounding may allocate."""
-    from .bounds import lipschitz_bound as bound
-
-    return bound(
-        model, input_shape=input_shape, likelihood=likelihood, sigma=sigma, input_domain=input_domain, **options
-    )
 
 
 __all__ = [

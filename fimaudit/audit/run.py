@@ -151,7 +151,8 @@ def audit(
     >>> from fimaudit.testing import LinearModel
     >>> m = LinearModel(np.array([[1.0, 0.0], [0.0, 2.0]]))  # z = W x; at x = 0, p = (½, ½)
     >>> a = fa.audit(m, np.zeros((3, 2)), progress=False)
-    >>> a.summary["completed"], round(a.rows[0]["lambda_max"], 12)
+    >>> first = a.rows[0]
+    >>> a.summary["completed"], round(first["lambda_max"], 12)
     (3, 1.25)
     """
     m = wrap(model)
