@@ -89,16 +89,26 @@ def load_labels(path, n):
     return y
 
 
+def _unwritable(folder):
+    """Why a file cannot be created in ``folder`` (None when it can)."""
+    try:
+        with tempfile.TemporaryFile(dir=folder):
+            pass
+    except OSError as err:
+        return err.strerror or err
+    return None
+
+
 def writable_folder(out):
     """Create the folder ``out`` if needed and check that a file can be written in it."""
     try:
         os.makedirs(out, exist_ok=True)
-        with tempfile.TemporaryFile(dir=out):
-            pass
     except OSError as err:
-        raise InvalidArgumentError(
-            f"cannot write into the output folder {out!r}: {err.strerror or err}; pick another --out"
-        ) from None
+        why = err.strerror or err
+    else:
+        why = _unwritable(out)
+    if why is not None:
+        raise InvalidArgumentError(f"cannot write into the output folder {out!r}: {why}; pick another --out")
 
 
 def check_journal(path):
@@ -108,13 +118,9 @@ def check_journal(path):
         raise InvalidArgumentError(f"the journal {path!r} is a folder; pass a file name, e.g. {path}/audit.sqlite")
     if not os.path.isdir(folder):
         raise InvalidArgumentError(f"the journal's folder {folder!r} does not exist; create it or pick another path")
-    try:
-        with tempfile.TemporaryFile(dir=folder):
-            pass
-    except OSError as err:
-        raise InvalidArgumentError(
-            f"cannot write the journal {path!r} into {folder!r}: {err.strerror or err}; pick another path"
-        ) from None
+    why = _unwritable(folder)
+    if why is not None:
+        raise InvalidArgumentError(f"cannot write the journal {path!r} into {folder!r}: {why}; pick another path")
 
 
 def check_model_source(model):
