@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import argparse
 import enum
-import json
 import math
 import sys
 
@@ -94,7 +93,9 @@ def _audit(args):
     )
     path = a.save(args.out)
     if args.json:
-        print(json.dumps(a.summary))
+        from .audit.files import to_json
+
+        print(to_json(a.summary))
     elif not args.quiet:
         q = a.summary.get("lambda_max_quantiles", {})
         print(
@@ -139,7 +140,9 @@ def _bound(args):
     domain = input_domain(args.input_domain)
     b = lipschitz_bound(args.model, input_shape=shape, input_domain=domain)
     if args.json:
-        print(json.dumps(dict(lipschitz=b.lipschitz, fisher_bound=b.fisher_bound, layers=b.layers)))
+        from .audit.files import to_json
+
+        print(to_json(dict(lipschitz=b.lipschitz, fisher_bound=b.fisher_bound, layers=b.layers)))
         return ExitCode.OK
     print(f"{'node':32s} {'op':20s} {'local':>10s} {'cumulative':>12s}")
     for layer in b.layers:

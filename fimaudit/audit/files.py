@@ -5,6 +5,10 @@ fsynced, then ``os.replace``-d over the old one — and all three are rendered b
 first is written, so a save that fails (a ``fimaudit report`` on a damaged results.json
 included) leaves the files already there whole. :func:`load` refuses a results.json that
 is not JSON, or not an audit of the expected schema, with an error naming the file.
+
+results.json is strict JSON (RFC 8259, which has no infinities or NaN): a non-finite number
+is written as the string ``"inf"``, ``"-inf"`` or ``"nan"`` and read back as that float, so
+any JSON parser reads the file and a saved audit loads back equal to itself.
 """
 
 from __future__ import annotations
@@ -13,6 +17,7 @@ import contextlib
 import csv
 import io
 import json
+import math
 import os
 import stat
 import tempfile
@@ -79,13 +84,51 @@ def _csv(rows):
     return buf.getvalue()
 
 
+NON_FINITE = {"inf": math.inf, "-inf": -math.inf, "nan": math.nan}
+
+
+def _strict(v):
+    """``v`` with every non-finite float replaced by its name in :data:`NON_FINITE`."""
+    if isinstance(v, float) and not math.isfinite(v):
+        return "nan" if math.isnan(v) else ("inf" if v > 0 else "-inf")
+    if isinstance(v, dict):
+        return {k: _strict(x) for k, x in v.items()}
+    if isinstance(v, (list, tuple)):
+        return [_strict(x) for x in v]
+    return v
+
+
+def _numbers(v):
+    """The inverse of :func:`_strict`: the names of non-finite floats become floats again."""
+    if isinstance(v, str):
+        return NON_FINITE.get(v, v)
+    if isinstance(v, dict):
+        return {k: _numbers(x) for k, x in v.items()}
+    if isinstance(v, list):
+        return [_numbers(x) for x in v]
+    return v
+
+
+def to_json(data):
+    """``data`` as strict JSON text (non-finite floats named, see the module docstring)."""
+    return json.dumps(_strict(data), allow_nan=False, default=_default)
+
+
+def _default(v):
+    """numpy scalars and arrays (an adapter's numbers) as plain JSON numbers and lists."""
+    tolist = getattr(v, "tolist", None)
+    if tolist is None:
+        raise TypeError(f"{type(v).__name__} is not JSON serialisable")
+    return _strict(tolist())
+
+
 def save(audit, out):
     """Write results.json, results.csv and report.html into the folder ``out``; the page's path."""
     from .report import render
 
     out = os.fspath(out)
     texts = {
-        "results.json": json.dumps(audit.to_dict()),
+        "results.json": to_json(audit.to_dict()),
         "results.csv": _csv(audit.rows),
         "report.html": render(audit),
     }
@@ -110,7 +153,7 @@ def load(folder, schema):
     path = os.path.join(os.fspath(folder), "results.json")
     try:
         with open(path, encoding="utf-8") as f:
-            data = json.load(f)
+            data = _numbers(json.load(f))
     except OSError as err:
         raise InvalidArgumentError(
             f"cannot read {path!r}: {err.strerror or err}; pass the --out folder of a finished audit"
