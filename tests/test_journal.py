@@ -244,3 +244,58 @@ def test_failed_rows_are_measured_again_on_resume(tmp_path):
     again = fa.audit(Flaky(W), X, batch_size=4, journal=j, progress=False)
     assert again.summary["completed"] == 12
     assert np.allclose(again.lambda_max, fa.fisher_norm(LinearModel(W), X).value, rtol=1e-12)
+
+
+NET = None  # a module-level model that a plain function uses as a global
+
+
+def _global_net(x):
+    return NET(x)
+
+
+def test_model_identity_of_a_plain_function_follows_the_model_it_calls():
+    torch = pytest.importorskip("torch")
+
+    def make(seed):
+        torch.manual_seed(seed)
+        return torch.nn.Sequential(torch.nn.Linear(4, 3), torch.nn.Softmax(-1)).double()
+
+    def closure_of(net):
+        def f(x):
+            return net(torch.as_tensor(x)).detach().numpy()
+
+        return f
+
+    def ident(fn):
+        return model_identity(fa.wrap(fn, input_shape=(4,)))
+
+    a, retrained = make(0), make(1)
+    assert ident(closure_of(a)) == ident(closure_of(make(0))) != ident(closure_of(retrained))
+
+    global NET
+    NET = a
+    before = ident(_global_net)
+    NET = make(0)
+    assert ident(_global_net) == before  # same weights, same identity
+    NET = retrained
+    assert ident(_global_net) != before  # retrained behind the same global name
+
+    class Service:  # a bound method of an object holding the weights
+        def __init__(self, W):
+            self.W = W
+
+        def predict(self, x):
+            z = np.asarray(x) @ self.W
+            return np.exp(z) / np.exp(z).sum(-1, keepdims=True)
+
+    W1 = np.arange(12.0).reshape(4, 3) / 10
+    assert ident(Service(W1).predict) == ident(Service(W1.copy()).predict) != ident(Service(W1 + 1).predict)
+
+    def helper(x):  # a function that calls a helper holding the model
+        return _global_net(x)
+
+    assert ident(helper) != ident(lambda x: _global_net(x) * 1.0)
+    NET = a
+    first = ident(helper)
+    NET = retrained
+    assert ident(helper) != first

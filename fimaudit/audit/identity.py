@@ -12,8 +12,12 @@ first of these that it offers, walking from the outer wrapper to the inner model
 4. a TensorFlow/Keras model (``tf_model``): its class, config and every variable's bytes;
 5. an HTTP service: its ``url`` (a service that changes its model behind one URL is not
    detected: give it an ``identity``);
-6. a callable (``fn``): its qualified name and code, with the arrays, floats and strings
-   among its defaults, closure cells or attributes;
+6. a callable (``fn``): its qualified name and code, and what it computes with — its
+   defaults, closure cells, the globals its code names (functions among them followed
+   three calls deep), the object of a bound method, or a callable object's attributes:
+   arrays, floats and strings by value, and a torch module or Keras model found there by
+   its weights (as in 3 and 4), so retraining the model behind a plain function changes
+   its identity;
 7. any other model: the arrays, floats and strings among its public attributes and those
    of the models it wraps (``inner``); integers are left out, since adapters count calls
    in them. A model with none of these is named by its class and its outputs on the
@@ -28,6 +32,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import sys
 import types
 
 import numpy as np
@@ -93,19 +98,64 @@ def _tf_digest(h, model):
         h.update(np.ascontiguousarray(np.asarray(v)).tobytes())
 
 
-def _fn_digest(h, fn):
+def _is_instance(value, module, name):
+    """``isinstance(value, module.name)`` when that framework is already imported (never imports it)."""
+    mod = sys.modules.get(module)
+    cls = getattr(mod, name, None) if mod is not None else None
+    return isinstance(cls, type) and isinstance(value, cls)
+
+
+def _value_digest(h, value, seen, depth):
+    """Hash what a callable computes with: a model by its weights, a function by its code, data by value."""
+    if id(value) in seen or isinstance(value, (types.ModuleType, type)):
+        return
+    seen.add(id(value))
+    if _is_instance(value, "torch.nn", "Module"):
+        _torch_digest(h, value, None)
+    elif _is_instance(value, "keras", "Model") or _is_instance(value, "keras", "Layer"):
+        _tf_digest(h, value)
+    elif isinstance(value, (types.FunctionType, types.MethodType)):
+        if depth < 3:
+            _fn_digest(h, value, seen, depth + 1)
+    elif isinstance(value, (list, tuple)):
+        for v in value[:64]:
+            _value_digest(h, v, seen, depth)
+    elif isinstance(value, dict):
+        for k in sorted(value, key=str)[:256]:
+            if not (isinstance(k, str) and k.startswith("_")):
+                h.update(f"key|{k}|".encode())
+                _value_digest(h, value[k], seen, depth)
+    elif isinstance(value, (np.ndarray, float, complex, str, np.floating)):
+        _update_state(h, value)
+    elif hasattr(value, "__dict__") and depth < 3:  # any other object: its public attributes
+        h.update(f"object|{type(value).__module__}.{type(value).__qualname__}|".encode())
+        _value_digest(h, vars(value), seen, depth + 1)
+
+
+def _fn_digest(h, fn, seen=None, depth=0):
+    seen = set() if seen is None else seen
+    seen.add(id(fn))
     h.update(f"fn|{getattr(fn, '__module__', '')}.{getattr(fn, '__qualname__', type(fn).__qualname__)}|".encode())
+    owner = getattr(fn, "__self__", None)
+    if owner is not None and not isinstance(owner, types.ModuleType):  # a bound method: its object too
+        _value_digest(h, owner, seen, depth)
+        fn = getattr(fn, "__func__", fn)
     code = getattr(fn, "__code__", None)
     if code is not None:
         h.update(code.co_code + repr(code.co_consts).encode())
         _update_state(h, list(getattr(fn, "__defaults__", None) or ()))
         for cell in getattr(fn, "__closure__", None) or ():
             try:
-                _update_state(h, cell.cell_contents)
+                _value_digest(h, cell.cell_contents, seen, depth)
             except ValueError:  # an empty cell
                 pass
+        scope = getattr(fn, "__globals__", {})
+        for name in code.co_names:
+            if name in scope:
+                h.update(f"global|{name}|".encode())
+                _value_digest(h, scope[name], seen, depth)
     elif not isinstance(fn, types.BuiltinFunctionType):
-        _update_state(h, getattr(fn, "__dict__", {}))
+        _value_digest(h, getattr(fn, "__dict__", {}), seen, depth)
 
 
 def _source(h, layer):
