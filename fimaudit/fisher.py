@@ -45,6 +45,7 @@ __all__ = ["fisher_norm", "fisher_trace", "plan", "Plan", "EXACT_MAX_OUTPUTS"]
 
 TRACE_METHODS = ("auto", "exact", "hutchinson", "hutchpp")
 NORM_KEYS = ("value", "lower", "upper", "residual", "stderr", "converged", "steps", "direction", "trace")
+FIRST_ORDER = ("first_order_distance", "first_order_class")
 
 
 def _start(xp, op, seed):
@@ -120,6 +121,8 @@ def fisher_norm(
                     xp, op, p, costs_of(model).jvp, probes, seed, return_direction, memory_limit
                 )
                 notes.append(note)
+                if m == "exact":  # every column of J was formed: the first-order distances come with it
+                    part.update(op.first_order)
             else:
                 op = FisherOperator(model, xp, xb, offset=lo, ledger=ledger)
                 p = dispatch.norm_plan(
@@ -134,25 +137,39 @@ def fisher_norm(
                 f"{err} (inputs {lo}–{lo + n - 1}; .partial['result'] holds the {lo} inputs before them)",
                 partial=dict(result=done, queries=ledger.spent.copy(), first_input=lo),
             ) from None
-        part = {key: part.get(key) for key in NORM_KEYS} | {k: v for k, v in part.items() if k not in NORM_KEYS}
+        keys = NORM_KEYS + FIRST_ORDER
+        part = {key: part.get(key) for key in keys} | {k: v for k, v in part.items() if k not in keys}
         part.update(queries=op.queries, floored=op.floored, logits=op.logits)
         parts.append((xp, part, m, op.likelihood.name))
     warn_noise(notes)  # one warning for the call, at the line of the call
+    _fill_first_order(parts)
     return handle_nonconvergence(assemble(FisherNormResult, parts), on_nonconvergence, "fisher_norm")
+
+
+def _fill_first_order(parts):
+    """Batches that took another method than ``exact`` (``auto`` decides per batch) have no
+    first-order distance: NaN and class −1 there, when other batches have one."""
+    have = [p[1]["first_order_distance"] is not None for p in parts]
+    if any(have) and not all(have):
+        for xp, part, *_ in parts:
+            if part["first_order_distance"] is None:
+                part["first_order_distance"] = xp.full_like(part["value"], float("nan"))
+                part["first_order_class"] = np.full(int(part["value"].shape[0]), -1, np.int64)
 
 
 def _white_box_norm(xp, op, plan, tol, seed, return_direction, memory_limit):
     if plan.method == "exact":
         B, W = op.gram(memory_limit)
         vals, vecs = top_eigh(xp, B, 1)
-        value = vals[:, 0]
+        value = op.cast(vals[:, 0])
         part = dict(
             value=value,
             lower=value,
             upper=value,
             residual=xp.zeros_like(value),
             converged=np.ones(op.n, bool),
-            trace=xp.sum(xp.linalg.diagonal(B), axis=-1),
+            trace=op.cast(xp.sum(xp.linalg.diagonal(B), axis=-1)),
+            **op.first_order,
         )
         if return_direction:
             part["direction"] = op.lift(xp.permute_dims(vecs, (0, 2, 1)), W)[:, 0]
@@ -201,7 +218,7 @@ def fisher_trace(
             m = ("exact" if op.C <= EXACT_MAX_OUTPUTS else "hutchpp") if method == "auto" else method
             if m == "exact":
                 B, _ = op.gram(memory_limit)
-                value = xp.sum(xp.linalg.diagonal(B), axis=-1)
+                value = op.cast(xp.sum(xp.linalg.diagonal(B), axis=-1))
                 part = dict(value=value, stderr=xp.zeros_like(value))
             else:
                 kk = int(k) if k is not None else 30
