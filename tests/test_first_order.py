@@ -1,0 +1,181 @@
+"""The first-order distance d₁ = min_j (z_y − z_j)/‖∇(z_y − z_j)‖ against independent answers:
+explicit projections onto a linear model's boundaries, float64 Jacobians (hand-written and
+torch autograd), a saturated softmax, and black-box finite differences."""
+
+import numpy as np
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+import fimaudit as fa
+from fimaudit.testing import LinearModel, MLPModel
+from fimaudit.testing import strategies as fst
+
+
+def reference(J, z, likelihood="categorical"):
+    """d₁ and the set of minimizing classes from a float64 Jacobian (n, C, d), class by class."""
+    dist, classes = [], []
+    for Ji, zi in zip(np.asarray(J, np.float64), np.asarray(z, np.float64)):
+        if likelihood == "categorical":
+            y = int(np.argmax(zi))
+            cand = {j: (zi[y] - zi[j]) / np.linalg.norm(Ji[y] - Ji[j]) for j in range(len(zi)) if j != y}
+        else:
+            cand = {c: abs(zi[c]) / np.linalg.norm(Ji[c]) for c in range(len(zi))}
+        best = min(cand.values())
+        dist.append(best)
+        classes.append({j for j, v in cand.items() if v <= best * (1 + 1e-9)})
+    return np.array(dist), classes
+
+
+def projection_distance(W, b, x):
+    """For z = W x + b: the explicit projection of x onto each pairwise boundary z_y = z_j, and
+    the smallest ‖x − x'‖ over j — the exact ℓ2 distance to the nearest pairwise boundary."""
+    out, cls = [], []
+    for xi in x:
+        z = W @ xi + b
+        y = int(np.argmax(z))
+        best = (np.inf, -1)
+        for j in range(len(z)):
+            if j == y:
+                continue
+            a, c = W[y] - W[j], b[y] - b[j]
+            xp = xi - (a @ xi + c) / (a @ a) * a  # the foot of the perpendicular on aᵀx + c = 0
+            zp = W @ xp + b
+            assert abs(zp[y] - zp[j]) <= 1e-9 * (1 + np.abs(zp).max())  # it lies on the boundary
+            best = min(best, (float(np.linalg.norm(xi - xp)), j))
+        out.append(best[0])
+        cls.append(best[1])
+    return np.array(out), np.array(cls)
+
+
+@settings(max_examples=40, deadline=None)
+@given(fst.linear_models(likelihood="categorical"), st.data())
+def test_linear_softmax_is_the_exact_distance_to_the_nearest_boundary(m, data):
+    x = data.draw(fst.inputs(m))
+    r = fa.fisher_norm(m, x, method="exact")
+    dist, cls = projection_distance(m.W, m.b, x.reshape(len(x), -1))
+    assert np.allclose(r.first_order_distance, dist, rtol=1e-9, atol=1e-12)
+    z = m.forward(x)
+    _, sets = reference(np.broadcast_to(m.W, (len(x), *m.W.shape)), z)
+    assert all(int(c) in s for c, s in zip(r.first_order_class, sets))
+    assert np.all(r.first_order_class != np.argmax(z, axis=1))
+
+
+@settings(max_examples=30, deadline=None)
+@given(fst.linear_models(likelihood="bernoulli"), st.data())
+def test_bernoulli_linear_is_the_distance_to_the_nearest_label_flip(m, data):
+    x = data.draw(fst.inputs(m)).reshape(-1, m.W.shape[1])
+    r = fa.fisher_norm(m, x, method="exact")
+    z = m.forward(x)
+    planes = np.abs(z) / np.linalg.norm(m.W, axis=1)[None, :]  # distance to each hyperplane z_c = 0
+    assert np.allclose(r.first_order_distance, planes.min(axis=1), rtol=1e-9, atol=1e-12)
+    picked = planes[np.arange(len(x)), r.first_order_class]
+    assert np.allclose(picked, planes.min(axis=1), rtol=1e-9, atol=1e-12)
+
+
+@settings(max_examples=30, deadline=None)
+@given(fst.mlp_models(likelihood="categorical"), st.data())
+def test_mlp_matches_the_hand_written_jacobian(m, data):
+    x = data.draw(fst.inputs(m))
+    r = fa.fisher_norm(m, x, method="exact")
+    dist, sets = reference(fa.testing.jacobian(m, x), m.forward(x))
+    assert np.allclose(r.first_order_distance, dist, rtol=1e-9)
+    assert all(int(c) in s for c, s in zip(r.first_order_class, sets))
+
+
+def test_torch_autograd_reference_float64_and_float32():
+    torch = pytest.importorskip("torch")
+    pytest.importorskip("fimaudit_torch")
+    from fimaudit_torch.testing import small_cnn
+
+    torch.manual_seed(3)
+    net = small_cnn().double().eval()
+    x = torch.rand(4, 3, 16, 16, dtype=torch.float64)
+    J = torch.stack(
+        [torch.autograd.functional.jacobian(lambda a: net(a[None])[0], x[i]).reshape(10, -1) for i in range(4)]
+    )
+    with torch.no_grad():
+        z = net(x)
+    dist, sets = reference(J.numpy(), z.numpy())
+    r = fa.fisher_norm(net, x, method="exact")
+    assert isinstance(r.first_order_distance, torch.Tensor) and r.first_order_distance.dtype == torch.float64
+    assert np.allclose(r.first_order_distance.numpy(), dist, rtol=1e-10)
+    assert all(int(c) in s for c, s in zip(r.first_order_class, sets))
+    r32 = fa.fisher_norm(net.float(), x.float(), method="exact")
+    assert r32.first_order_distance.dtype == torch.float32
+    assert np.allclose(r32.first_order_distance.numpy(), dist, rtol=1e-4)
+
+
+@pytest.mark.parametrize("gap", [np.log(1e12), 40.0])
+def test_saturated_softmax_keeps_the_distance(gap):
+    """p_y = 1 − 1e-12 (and e^-40): R J scales the runner-up rows by √p_j ≈ 1e-6, yet the
+    differences of J's rows are taken directly, so d₁ = gap / ‖w_y − w_j‖ to machine precision."""
+    rng = np.random.default_rng(0)
+    W = rng.standard_normal((5, 7))
+    x = rng.standard_normal((3, 7))
+    z = x @ W.T
+    b = -z[0]  # all logits 0 at x[0] …
+    b[2] += gap  # … except class 2, saturated
+    m = LinearModel(W, b)
+    zz = m.forward(x[:1])
+    p = np.exp(zz - zz.max()) / np.exp(zz - zz.max()).sum()
+    assert p[0, 2] > 1 - 1e-11
+    r = fa.fisher_norm(m, x[:1], method="exact")
+    expected = min(gap / np.linalg.norm(W[2] - W[j]) for j in range(5) if j != 2)
+    assert r.first_order_distance[0] == pytest.approx(expected, rel=1e-12)
+    assert np.isfinite(r.value[0]) and r.value[0] >= 0
+
+
+def test_served_as_probabilities_reads_log_p():
+    """log p_y − log p_j = z_y − z_j: the probability model gives the logits' distance."""
+    rng = np.random.default_rng(1)
+    W, b = rng.standard_normal((4, 6)), rng.standard_normal(4)
+    x = rng.standard_normal((5, 6))
+    a = fa.fisher_norm(LinearModel(W, b), x, method="exact")
+    sm = lambda v: np.exp(v - v.max(axis=1, keepdims=True)) / np.exp(v - v.max(axis=1, keepdims=True)).sum(1)[:, None]  # noqa: E731
+    bb = fa.wrap(lambda v: sm(v @ W.T + b), input_shape=(6,), output="probs")
+    r = fa.fisher_norm(bb, x, method="exact")
+    assert np.allclose(r.first_order_distance, a.first_order_distance, rtol=1e-5)
+    assert np.array_equal(r.first_order_class, a.first_order_class)
+
+
+def test_white_box_and_black_box_exact_agree_within_finite_difference_error():
+    m = MLPModel.random([8, 12, 6], seed=2, scale=1.5)
+    x = np.random.default_rng(2).standard_normal((6, 8))
+    wb = fa.fisher_norm(m, x, method="exact")
+    bb = fa.fisher_norm(fa.wrap(m.forward, input_shape=(8,), output="logits"), x, method="exact")
+    assert np.allclose(bb.first_order_distance, wb.first_order_distance, rtol=1e-5)
+    assert np.array_equal(bb.first_order_class, wb.first_order_class)
+
+
+@pytest.mark.parametrize("likelihood", ["categorical", "bernoulli"])
+def test_chunked_gram_gives_the_same_distances(likelihood):
+    """W too large for memory_limit: J Jᵀ chunk by chunk, the anchor row first."""
+    m = MLPModel.random([9, 10, 7], seed=5, scale=2.0, likelihood=likelihood)
+    x = np.random.default_rng(5).standard_normal((4, 9))
+    held = fa.fisher_norm(m, x, method="exact")
+    tight = fa.fisher_norm(m, x, method="exact", memory_limit=2 * 4 * 9 * 8)  # two rows of J at a time
+    assert np.all(tight.queries == 1 + 2 * 7)  # the chunked path: C vjps + C jvps
+    assert np.allclose(tight.first_order_distance, held.first_order_distance, rtol=1e-12)
+    assert np.array_equal(tight.first_order_class, held.first_order_class)
+    assert np.allclose(tight.value, held.value, rtol=1e-10)
+
+
+def test_zero_gradient_is_inf_never_nan():
+    W = np.array([[1.0, 2.0], [1.0, 2.0], [0.0, 1.0]])  # classes 0 and 1 move together
+    r = fa.fisher_norm(LinearModel(W, np.array([1.0, 0.0, 0.0])), np.array([[0.0, 0.0]]), method="exact")
+    assert r.first_order_distance[0] == pytest.approx(1.0 / np.linalg.norm(W[0] - W[2]))
+    flat = fa.fisher_norm(LinearModel(np.zeros((3, 2)), np.array([2.0, 1.0, 0.0])), np.zeros((2, 2)), method="exact")
+    assert np.all(np.isposinf(flat.first_order_distance))
+    assert flat.first_order_class.tolist() == [1, 1]  # every pair +inf: the runner-up class
+
+
+def test_gaussian_and_iterative_methods_have_none():
+    m = MLPModel.random([5, 6, 3], seed=1)
+    x = np.random.default_rng(1).standard_normal((2, 5))
+    g = fa.fisher_norm(MLPModel(m.weights, m.biases, likelihood="gaussian"), x, method="exact")
+    assert g.first_order_distance is None and g.first_order_class is None
+    lz = fa.fisher_norm(m, x, method="lanczos")
+    assert lz.first_order_distance is None and lz.first_order_class is None
+    s = fa.fisher_spectrum(m, x, k=2, method="exact")
+    assert np.allclose(s.first_order_distance, fa.fisher_norm(m, x, method="exact").first_order_distance)
