@@ -33,7 +33,7 @@ import numpy as np
 
 from ._array import device, promote, to_numpy
 
-__all__ = ["anchor", "gaps", "gradient_gaps", "pick", "from_jacobian"]
+__all__ = ["anchor", "gaps", "gradient_gaps", "pick", "from_jacobian", "per_row"]
 
 
 def anchor(kind, z):
@@ -90,3 +90,17 @@ def from_jacobian(xp, kind, z, J):
         sel = xp.asarray(onehot, dtype=J.dtype, device=device(J))
         Jy = xp.matmul(sel[:, None, :], J)[:, 0, :]  # the row J_y: a product with 0s and one 1, exact
     return pick(gaps(kind, z, y), gradient_gaps(xp, kind, J, Jy), y)
+
+
+def per_row(distance, cls, n):
+    """The n inputs' distances and classes as Python floats and ints (audit rows); None for
+    every input when there are none (a method other than exact, a Gaussian model) and for
+    the inputs of a batch that took another method (NaN, class −1).
+
+    >>> per_row(np.array([0.5, np.inf, np.nan]), np.array([2, 0, -1]), 3)
+    ([0.5, inf, None], [2, 0, None])
+    """
+    if distance is None:
+        return [None] * n, [None] * n
+    d, k = np.asarray(to_numpy(distance), dtype=np.float64), np.asarray(cls)
+    return [None if np.isnan(v) else float(v) for v in d], [None if c < 0 else int(c) for c in k]
