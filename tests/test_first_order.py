@@ -179,3 +179,116 @@ def test_gaussian_and_iterative_methods_have_none():
     assert lz.first_order_distance is None and lz.first_order_class is None
     s = fa.fisher_spectrum(m, x, k=2, method="exact")
     assert np.allclose(s.first_order_distance, fa.fisher_norm(m, x, method="exact").first_order_distance)
+
+
+# ---------------------------------------------------------------- per-pair certified radius
+
+
+def _torch_net(kind, seed, width):
+    import torch
+    from fimaudit_torch.testing import Standardize
+
+    torch.manual_seed(seed)
+    nn = torch.nn
+    if kind == "mlp":
+        layers = [nn.Flatten(), nn.Linear(12, width), nn.ReLU(), nn.Linear(width, width), nn.Tanh()]
+        shape = (12,)
+    elif kind == "cnn":
+        layers = [
+            nn.Conv2d(1, 3, 3, padding=1),
+            nn.ReLU(),
+            nn.AvgPool2d(2),
+            nn.Flatten(),
+            nn.Linear(27, width),
+            nn.ReLU(),
+        ]
+        shape = (1, 6, 6)
+    else:  # standardised linear: the scale folds into the only (last) layer
+        layers = [Standardize(torch.rand(12) * 0.5, torch.rand(12) * 1.9 + 0.1), nn.Linear(12, 5)]
+        return nn.Sequential(*layers).eval(), (12,)
+    return nn.Sequential(*layers, nn.Linear(width, 5)).eval(), shape
+
+
+def _attack(net, x, r, steps=40):
+    """Projected gradient ascent on max_j z_j − z_y inside the ℓ2 ball of radius r around each x."""
+    import torch
+
+    y = net(x).argmax(1)
+    delta = torch.zeros_like(x, requires_grad=True)
+    for _ in range(steps):
+        z = net(x + delta)
+        top = z.gather(1, y[:, None])[:, 0]
+        other = z.masked_fill(torch.nn.functional.one_hot(y, z.shape[1]).bool(), -torch.inf).max(1).values
+        (g,) = torch.autograd.grad((other - top).sum(), delta)
+        with torch.no_grad():
+            flat = g.flatten(1)
+            step = flat / flat.norm(dim=1, keepdim=True).clamp_min(1e-300)
+            d = delta.flatten(1) + 0.25 * r[:, None] * step
+            d = d * torch.clamp(r[:, None] / d.norm(dim=1, keepdim=True).clamp_min(1e-300), max=1.0)
+            delta.copy_(d.view_as(x))
+    with torch.no_grad():
+        return net(x + delta).argmax(1) == y
+
+
+@settings(max_examples=4, deadline=None)
+@given(st.sampled_from(["mlp", "cnn"]), st.integers(0, 10_000), st.sampled_from([8, 16]))
+def test_per_pair_radius_is_sound_and_never_below_the_margin_radius(kind, seed, width):
+    torch = pytest.importorskip("torch")
+    pytest.importorskip("fimaudit_torch")
+    net, shape = _torch_net(kind, seed, width)
+    b = fa.lipschitz_bound(fa.wrap(net, input_shape=shape))
+    assert b.head is not None and b.penultimate is not None
+    g = torch.Generator().manual_seed(seed)
+    x = torch.randn(16, *shape, generator=g, dtype=torch.float64)
+    net64 = net.double()
+    with torch.no_grad():
+        z = net64(x).numpy()
+    top2 = np.sort(z, axis=1)
+    old = (top2[:, -1] - top2[:, -2]) / (np.sqrt(2.0) * b.lipschitz)
+    r = b.certified_radius(z)
+    assert np.all(r >= old * (1 - 1e-12))
+    assert np.any(r > old * (1 + 1e-3))  # the pairwise weights are tighter than √2 ‖W‖₂ somewhere
+    rt = torch.from_numpy(r * 0.999)
+    assert _attack(net64, x, rt).all()  # no perturbation found inside the radius changes the class
+    with torch.no_grad():
+        for i in range(len(x)):
+            d = torch.randn(128, *shape, generator=g, dtype=torch.float64)
+            d = d / d.flatten(1).norm(dim=1).view(-1, *[1] * len(shape)) * rt[i]
+            assert (net64(x[i] + d).argmax(1) == int(z[i].argmax())).all()
+
+
+def test_per_pair_radius_of_a_linear_model_is_the_exact_distance():
+    """One (standardised) linear layer: L_pen = 1 and the radius is the distance to the nearest
+    pairwise boundary — the first-order distance, which is exact there too — and just past it
+    the class changes."""
+    torch = pytest.importorskip("torch")
+    pytest.importorskip("fimaudit_torch")
+    net, shape = _torch_net("linear", 3, None)
+    b = fa.lipschitz_bound(fa.wrap(net, input_shape=shape))
+    assert b.penultimate == pytest.approx(1.0)
+    x = torch.randn(8, 12, dtype=torch.float64)
+    net64 = net.double()
+    with torch.no_grad():
+        z = net64(x)
+    r = b.certified_radius(z.numpy())
+    d1 = fa.fisher_norm(net64, x, method="exact")
+    assert np.allclose(r, d1.first_order_distance.numpy(), rtol=1e-5)  # float32 graph weights vs float64
+    x.requires_grad_(True)
+    for i in range(8):  # step to the nearest boundary along its normal, 0.1% past it: the class changes
+        y, j = int(z[i].argmax()), int(d1.first_order_class[i])
+        (gd,) = torch.autograd.grad(net64(x[i : i + 1])[0, j] - net64(x[i : i + 1])[0, y], x)
+        with torch.no_grad():
+            step = gd[i] / gd[i].norm() * float(r[i]) * 1.001
+            assert int(net64((x[i] + step)[None]).argmax()) != y
+
+
+def test_a_graph_without_a_linear_last_layer_keeps_the_margin_radius():
+    torch = pytest.importorskip("torch")
+    pytest.importorskip("fimaudit_torch")
+    torch.manual_seed(0)
+    net = torch.nn.Sequential(torch.nn.Linear(6, 4), torch.nn.Tanh()).eval()
+    b = fa.lipschitz_bound(fa.wrap(net, input_shape=(6,)))
+    assert b.head is None
+    z = np.random.default_rng(0).standard_normal((5, 4))
+    top2 = np.sort(z, axis=1)
+    assert np.allclose(b.certified_radius(z), (top2[:, -1] - top2[:, -2]) / (np.sqrt(2.0) * b.lipschitz))
