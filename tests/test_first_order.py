@@ -8,8 +8,10 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 import fimaudit as fa
+from fimaudit.audit.report import render
 from fimaudit.testing import LinearModel, MLPModel
 from fimaudit.testing import strategies as fst
+from tests.browser import CHROMIUM, headless
 
 
 def reference(J, z, likelihood="categorical"):
@@ -292,3 +294,124 @@ def test_a_graph_without_a_linear_last_layer_keeps_the_margin_radius():
     z = np.random.default_rng(0).standard_normal((5, 4))
     top2 = np.sort(z, axis=1)
     assert np.allclose(b.certified_radius(z), (top2[:, -1] - top2[:, -2]) / (np.sqrt(2.0) * b.lipschitz))
+
+
+# ---------------------------------------------------------------- audits: rows, summary, files, report, CLI
+
+
+def _report_table(html_text):
+    """The inputs table of report.html as dicts keyed by its header (the test's own parser)."""
+    from html.parser import HTMLParser
+
+    class Table(HTMLParser):
+        def __init__(self):
+            super().__init__(convert_charrefs=True)
+            self.rows, self.cell, self.inside = [], None, False
+
+        def handle_starttag(self, tag, attrs):
+            if tag == "table":
+                self.inside = dict(attrs).get("class") == "inputs"
+            elif self.inside and tag == "tr":
+                self.rows.append([])
+            elif self.inside and tag in ("td", "th"):
+                self.cell = []
+
+        def handle_endtag(self, tag):
+            if tag in ("td", "th") and self.cell is not None:
+                self.rows[-1].append("".join(self.cell).strip())
+                self.cell = None
+            elif tag == "table":
+                self.inside = False
+
+        def handle_data(self, data):
+            if self.cell is not None:
+                self.cell.append(data)
+
+    t = Table()
+    t.feed(html_text)
+    head, *body = t.rows
+    return head, [dict(zip(head, r)) for r in body]
+
+
+def test_audit_rows_summary_json_csv_and_report_carry_the_first_order_distance(tmp_path):
+    import csv
+    import json
+
+    m = MLPModel.random([6, 8, 4], seed=7, scale=2.0)
+    X = np.random.default_rng(7).standard_normal((12, 6))
+    a = fa.audit(m, X, progress=False, method="exact", batch_size=5)
+    ref = fa.fisher_norm(m, X, method="exact")
+    got = np.array([r["first_order_distance"] for r in a.rows])
+    assert np.allclose(got, ref.first_order_distance, rtol=1e-12)
+    assert [r["first_order_class"] for r in a.rows] == ref.first_order_class.tolist()
+    assert a.summary["first_order_distance_median"] == pytest.approx(float(np.median(ref.first_order_distance)))
+    a.save(tmp_path / "out")
+    data = json.loads((tmp_path / "out" / "results.json").read_text())
+    assert [r["first_order_distance"] for r in data["rows"]] == got.tolist()
+    assert (
+        fa.Audit.load(tmp_path / "out").summary["first_order_distance_median"]
+        == a.summary["first_order_distance_median"]
+    )
+    with open(tmp_path / "out" / "results.csv", newline="") as f:
+        assert np.allclose([float(r["first_order_distance"]) for r in csv.DictReader(f)], got, rtol=1e-12)
+    page = (tmp_path / "out" / "report.html").read_text()
+    head, rows = _report_table(page)
+    assert head.index("d₁") == head.index("[lower, upper]") + 1  # next to λ_max and its bracket
+    by_index = {r["index"]: r for r in a.rows}
+    for r in rows:
+        assert float(r["d₁"]) == pytest.approx(by_index[int(r["index"])]["first_order_distance"], rel=1e-3)
+        assert int(r["d₁ class"]) == by_index[int(r["index"])]["first_order_class"]
+    assert "not a certificate" in page and "proven lower bound" in page and "sensitivity" in page
+
+
+def test_audit_without_an_exact_method_or_with_a_gaussian_model_has_no_first_order_column():
+    m = MLPModel.random([6, 8, 4], seed=7)
+    X = np.random.default_rng(7).standard_normal((4, 6))
+    for a in (
+        fa.audit(m, X, progress=False, method="lanczos"),
+        fa.audit(MLPModel(m.weights, m.biases, likelihood="gaussian"), X, progress=False),
+    ):
+        assert all(r["first_order_distance"] is None and r["first_order_class"] is None for r in a.rows)
+        assert "first_order_distance_median" not in a.summary
+        head, _ = _report_table(render(a))
+        assert "d₁" not in head
+
+
+@pytest.mark.skipif(CHROMIUM is None, reason="chromium is not installed")
+def test_the_report_in_a_browser_shows_the_first_order_column(tmp_path):
+    m = MLPModel.random([6, 8, 4], seed=8)
+    a = fa.audit(m, np.random.default_rng(8).standard_normal((6, 6)), progress=False, method="exact")
+    proc = headless(tmp_path, a.save(tmp_path / "out"), "--dump-dom")
+    head, rows = _report_table(proc.stdout)
+    assert len(rows) == 6, proc.stderr[-2000:]
+    want = sorted(r["first_order_distance"] for r in a.rows)
+    assert sorted(float(r["d₁"]) for r in rows) == pytest.approx(want, rel=1e-3)
+
+
+def test_cli_prints_the_median_first_order_distance(tmp_path):
+    import subprocess
+    import sys
+
+    pytest.importorskip("fimaudit_onnx")
+    onnx = pytest.importorskip("onnx")
+    from onnx import TensorProto, helper, numpy_helper
+
+    rng = np.random.default_rng(0)
+    W = rng.standard_normal((4, 3)).astype(np.float32)
+    g = helper.make_graph(
+        [helper.make_node("Gemm", ["x", "W"], ["logits"])],
+        "g",
+        [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["N", 4])],
+        [helper.make_tensor_value_info("logits", TensorProto.FLOAT, ["N", 3])],
+        [numpy_helper.from_array(W, "W")],
+    )
+    onnx.save(helper.make_model(g, opset_imports=[helper.make_opsetid("", 17)]), tmp_path / "m.onnx")
+    x = rng.standard_normal((8, 4)).astype(np.float32)
+    np.save(tmp_path / "x.npy", x)
+    cmd = [sys.executable, "-m", "fimaudit.cli", "audit", str(tmp_path / "m.onnx"), "--data", str(tmp_path / "x.npy")]
+    p = subprocess.run([*cmd, "--out", str(tmp_path / "out")], capture_output=True, text=True, timeout=300)
+    assert p.returncode == 0, p.stderr
+    exact, _ = projection_distance(W.T.astype(np.float64), np.zeros(3), x.astype(np.float64))
+    line = p.stdout.strip().splitlines()[-1]
+    assert "median d₁" in line and "median λ_max" in line and "an estimate" in line
+    assert float(line.split("median d₁ ")[1].split()[0]) == pytest.approx(float(np.median(exact)), rel=1e-3)
