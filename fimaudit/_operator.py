@@ -151,7 +151,7 @@ class FisherOperator:
             eye = xp.eye(C, dtype=self.logits.dtype, device=device(self.logits))
             J = self.vjp_many(xp.broadcast_to(eye[None, :, :], (n, C, C)))  # rows of J
             self._first = first_order.from_jacobian(xp, kind, self.logits, J)
-            W = xp.permute_dims(R64.apply(xp.permute_dims(promote(xp, J), (0, 2, 1))), (0, 2, 1))
+            W = self._apply_rows(R64, J, memory_limit)
             return xp.matmul(W, xp.permute_dims(W, (0, 2, 1))), W
         # Too large to hold: G = J Jᵀ from rows of J chunk by chunk (C vjps + C jvps), then B = R G Rᵀ.
         y = first_order.anchor(kind, self.logits)
@@ -175,6 +175,22 @@ class FisherOperator:
             self._first = first_order.pick(first_order.gaps(kind, self.logits, y), gnorm, y)
         GR = R64.apply(G)  # rows R g_r: G Rᵀ
         return R64.apply(xp.permute_dims(GR, (0, 2, 1))), None
+
+    def _apply_rows(self, R, J, memory_limit):
+        """W = R J (n, C, d) in R's dtype, a block of columns at a time so that R's temporaries
+        stay within ``memory_limit`` beside W itself."""
+        xp, (n, C, d) = self.xp, J.shape
+        step = max(1, min(d, int(memory_limit) // max(1, 8 * 8 * n * C)))
+
+        def block(lo):
+            return xp.permute_dims(R.apply(xp.permute_dims(promote(xp, J[:, :, lo : lo + step]), (0, 2, 1))), (0, 2, 1))
+
+        if step >= d:
+            return block(0)
+        W = xp.zeros((n, C, d), dtype=promote(xp, self.logits).dtype, device=device(J))
+        for lo in range(0, d, step):
+            W[:, :, lo : lo + step] = block(lo)
+        return W
 
     @property
     def first_order(self):

@@ -33,6 +33,8 @@ import numpy as np
 
 from ._array import device, promote, to_numpy
 
+CHUNK_BYTES = 1 << 26  # float64 gradient differences formed at once
+
 __all__ = ["anchor", "gaps", "gradient_gaps", "pick", "from_jacobian", "per_row"]
 
 
@@ -89,7 +91,10 @@ def from_jacobian(xp, kind, z, J):
         onehot[np.arange(len(y)), y] = 1.0
         sel = xp.asarray(onehot, dtype=J.dtype, device=device(J))
         Jy = xp.matmul(sel[:, None, :], J)[:, 0, :]  # the row J_y: a product with 0s and one 1, exact
-    return pick(gaps(kind, z, y), gradient_gaps(xp, kind, J, Jy), y)
+    n, C, d = (int(s) for s in J.shape)
+    k = max(1, min(C, CHUNK_BYTES // max(1, 8 * n * d)))  # classes at a time: the float64 differences stay small
+    norms = [gradient_gaps(xp, kind, J[:, lo : lo + k, :], Jy) for lo in range(0, C, k)]
+    return pick(gaps(kind, z, y), np.concatenate(norms, axis=1), y)
 
 
 def per_row(distance, cls, n):

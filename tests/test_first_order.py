@@ -161,6 +161,13 @@ def test_chunked_gram_gives_the_same_distances(likelihood):
     assert np.allclose(tight.first_order_distance, held.first_order_distance, rtol=1e-12)
     assert np.array_equal(tight.first_order_class, held.first_order_class)
     assert np.allclose(tight.value, held.value, rtol=1e-10)
+    just = fa.fisher_norm(m, x, method="exact", memory_limit=4 * 7 * 9 * 8, return_direction=True)  # W held,
+    assert np.all(just.queries == 1 + 7)  # formed from J a block of columns at a time
+    assert np.allclose(just.value, held.value, rtol=1e-12) and np.array_equal(
+        just.first_order_class, held.first_order_class
+    )
+    ref = fa.fisher_norm(m, x, method="exact", return_direction=True)
+    assert np.allclose(np.abs(np.sum(just.direction * ref.direction, axis=1)), 1.0)
 
 
 def test_zero_gradient_is_inf_never_nan():
