@@ -5,8 +5,10 @@ metric ``M = RᵀR`` (:mod:`fimaudit.likelihoods`), the input-space Fisher infor
 ``F(x) = Jᵀ M J`` (d × d, never formed). Its nonzero eigenvalues are those of the C × C
 matrix ``B = R J Jᵀ Rᵀ``, so
 
-* ``exact``: C vector–Jacobian products for the whole batch give ``W = R J``; then
-  ``B = W Wᵀ`` and a batched dense eigensolver (float64) — machine precision;
+* ``exact``: C vector–Jacobian products with the unit cotangents give the rows of J for the
+  whole batch; then ``W = R J`` and ``B = W Wᵀ`` in float64 and a batched dense eigensolver —
+  machine precision; the same rows give the first-order distance to the nearest decision
+  boundary (:mod:`fimaudit.first_order`);
 * ``lanczos``: Krylov iteration on B in output space, one vjp + one jvp per step for the
   whole batch, with a per-input residual bound (:mod:`fimaudit.linalg.lanczos`);
 * ``power``: power iteration on B, for comparison;
@@ -83,7 +85,8 @@ def fisher_norm(
     ``tol`` is the relative residual at which an iterative method stops.
     ``on_nonconvergence="raise"`` raises :class:`~fimaudit.errors.NotConvergedError`
     carrying the partial result; ``"flag"`` returns it with ``converged`` False and a warning.
-    ``return_direction=True`` adds the unit top eigenvector of F per input.
+    ``return_direction=True`` adds the unit top eigenvector of F per input. ``exact`` also
+    returns ``first_order_distance`` and ``first_order_class`` (:class:`FisherNormResult`).
 
     jvp-only models (a wrapped callable, forward-mode AD) support ``exact`` (all d columns
     of J) and ``sketch`` (``probes="random"``, ``"dct"`` or a basis array). ``sketch``
@@ -142,19 +145,7 @@ def fisher_norm(
         part.update(queries=op.queries, floored=op.floored, logits=op.logits)
         parts.append((xp, part, m, op.likelihood.name))
     warn_noise(notes)  # one warning for the call, at the line of the call
-    _fill_first_order(parts)
     return handle_nonconvergence(assemble(FisherNormResult, parts), on_nonconvergence, "fisher_norm")
-
-
-def _fill_first_order(parts):
-    """Batches that took another method than ``exact`` (``auto`` decides per batch) have no
-    first-order distance: NaN and class −1 there, when other batches have one."""
-    have = [p[1]["first_order_distance"] is not None for p in parts]
-    if any(have) and not all(have):
-        for xp, part, *_ in parts:
-            if part["first_order_distance"] is None:
-                part["first_order_distance"] = xp.full_like(part["value"], float("nan"))
-                part["first_order_class"] = np.full(int(part["value"].shape[0]), -1, np.int64)
 
 
 def _white_box_norm(xp, op, plan, tol, seed, return_direction, memory_limit):

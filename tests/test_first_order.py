@@ -422,3 +422,42 @@ def test_cli_prints_the_median_first_order_distance(tmp_path):
     line = p.stdout.strip().splitlines()[-1]
     assert "median d₁" in line and "median λ_max" in line and "an estimate" in line
     assert float(line.split("median d₁ ")[1].split()[0]) == pytest.approx(float(np.median(exact)), rel=1e-3)
+
+
+@settings(max_examples=40, deadline=None)
+@given(st.data())
+def test_degenerate_gradients_give_inf_never_nan(data):
+    """Rows of W drawn from a pool with repeats and a zero row: pairs whose rows coincide never
+    reach their boundary (+inf); the result is never NaN and matches the pairwise closed form."""
+    rng = np.random.default_rng(data.draw(st.integers(0, 2**31 - 1)))
+    C, d = data.draw(st.integers(2, 6)), data.draw(st.integers(1, 5))
+    pool = np.vstack([np.zeros(d), rng.standard_normal((2, d))])
+    W = pool[data.draw(st.lists(st.integers(0, 2), min_size=C, max_size=C))]
+    b = rng.standard_normal(C)
+    x = rng.standard_normal((3, d))
+    r = fa.fisher_norm(LinearModel(W, b), x, method="exact")
+    assert not np.any(np.isnan(r.first_order_distance))
+    z = x @ W.T + b
+    for i in range(3):
+        y = int(np.argmax(z[i]))
+        pairs = [
+            (z[i, y] - z[i, j]) / np.linalg.norm(W[y] - W[j]) if np.any(W[y] != W[j]) else np.inf
+            for j in range(C)
+            if j != y
+        ]
+        assert r.first_order_distance[i] == pytest.approx(min(pairs), rel=1e-9)
+        assert r.first_order_class[i] != y
+
+
+def test_batches_that_auto_sends_to_lanczos_get_nan_and_class_minus_one():
+    """auto decides per batch: a batch whose W does not fit goes to Lanczos under this budget, the
+    last, smaller one fits and is exact; the joined result marks the Lanczos rows."""
+    m = MLPModel.random([5, 6, 4], seed=9)
+    x = np.random.default_rng(9).standard_normal((5, 5))
+    with pytest.warns(fa.errors.NotConvergedWarning):  # the budget stops Lanczos early: flagged, kept
+        r = fa.fisher_norm(m, x, batch_size=4, budget=6, memory_limit=1 * 4 * 5 * 8, on_nonconvergence="flag")
+    assert r.method == "exact+lanczos"
+    d = np.asarray(r.first_order_distance)
+    assert np.all(np.isnan(d[:4])) and r.first_order_class[:4].tolist() == [-1] * 4
+    assert d[4] == pytest.approx(float(fa.fisher_norm(m, x[4:], method="exact").first_order_distance[0]))
+    assert r.steps[4] == -1 and np.all(r.steps[:4] > 0)  # and the exact row has no Lanczos steps
