@@ -11,6 +11,7 @@ import warnings
 
 import numpy as np
 
+from ._array import device
 from ._validate import as_batch, positive
 from .errors import NotConvergedError, NotConvergedWarning
 
@@ -26,12 +27,25 @@ def batches(model, x, batch_size):
         yield xp, x[lo : min(n, lo + bs), ...], lo
 
 
+def _fill(xp, like, n):
+    """A stand-in for a batch whose method has no such field: NaN, −1 for integers, False for flags."""
+    shape = (n, *like.shape[1:])
+    if isinstance(like, np.ndarray):
+        return np.full(shape, {"i": -1, "u": 0, "b": False}.get(like.dtype.kind, np.nan), like.dtype)
+    return xp.full(shape, float("nan"), dtype=like.dtype, device=device(like))
+
+
 def assemble(cls, parts):
+    """One result from per-batch parts. A field that only some batches have (``auto`` chose
+    different methods for different batches) is NaN there, −1 for integer fields, False for flags."""
     xp = parts[0][0]
     methods = sorted({p[2] for p in parts})
     out = {}
     for key in parts[0][1]:
         vals = [p[1][key] for p in parts]
+        like = next((v for v in vals if v is not None), None)
+        if like is not None and hasattr(like, "shape") and getattr(like, "ndim", 0) > 0:
+            vals = [_fill(xp, like, int(p[1]["queries"].shape[0])) if v is None else v for v, p in zip(vals, parts)]
         if vals[0] is None:
             out[key] = None
         elif isinstance(vals[0], np.ndarray):

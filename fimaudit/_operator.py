@@ -20,7 +20,10 @@ from __future__ import annotations
 
 import math
 
-from ._array import device
+import numpy as np
+
+from . import first_order
+from ._array import device, promote
 from ._probs import ProbsLinearization
 from ._validate import check_finite, check_logits
 from .dispatch import holds_columns
@@ -57,6 +60,7 @@ class FisherOperator:
                 f"outputs, the model has {self.C}; for one logit use likelihood='bernoulli'"
             )
         self.R = self.likelihood.factor(xp, z)
+        self._first = (None, None)  # first-order distance and class, once a Jacobian is formed
         self.rank = min(self.likelihood.metric_rank(self.C), self.d)
 
     @property
@@ -106,15 +110,20 @@ class FisherOperator:
         return self.xp.permute_dims(self.R.apply(self.jvp_many(Q, **options)), (0, 2, 1))
 
     def columns(self, memory_limit, **options):
-        """W = R J (n, C, d) from d jvps along the coordinate axes (jvp-only models)."""
+        """W = R J (n, C, d) from d jvps along the coordinate axes (jvp-only models); at the
+        plain step (no ``options``) the first-order distances are read off J on the way."""
         xp, n, d = self.xp, self.n, self.d
         eye = xp.eye(d, dtype=self.logits.dtype, device=device(self.logits))
         chunk = holds_columns(n, d, d, self.itemsize, memory_limit)
         cols = [
-            self.sketch(xp.broadcast_to(eye[None, lo : lo + chunk, :], (n, min(chunk, d - lo), d)), **options)
+            self.jvp_many(xp.broadcast_to(eye[None, lo : lo + chunk, :], (n, min(chunk, d - lo), d)), **options)
             for lo in range(0, d, chunk)
         ]
-        return cols[0] if len(cols) == 1 else xp.concat(cols, axis=2)
+        JT = cols[0] if len(cols) == 1 else xp.concat(cols, axis=1)  # (n, d, C): Jᵀ
+        if not options:
+            J = xp.permute_dims(JT, (0, 2, 1))
+            self._first = first_order.from_jacobian(xp, self.likelihood.name, self.logits, J)
+        return xp.permute_dims(self.R.apply(JT), (0, 2, 1))
 
     # --- dense ---------------------------------------------------------------------
     @property
@@ -123,28 +132,84 @@ class FisherOperator:
 
     def gram(self, memory_limit):
         """B (n, C, C) from C vjps (or, for a jvp-only model, d jvps: :meth:`columns`); also
-        W = R J (n, C, d) when it fits ``memory_limit`` bytes (always, for jvp only)."""
+        W = R J (n, C, d) when it fits ``memory_limit`` bytes (always, for jvp only).
+
+        With vjps the cotangents are the unit vectors e_c, so the rows of J itself come back
+        (the same C products as R's rows would take); ``W = R J`` and ``B = W Wᵀ`` are then
+        formed in float64 (when the backend has it) and returned in float64, and the
+        first-order distances are read off J (:mod:`fimaudit.first_order`). When W does not
+        fit, ``J Jᵀ`` is built chunk by chunk (C vjps + C jvps) with the anchor class's row
+        first, so the gradient differences are still taken between rows of J."""
         xp, n, C, d = self.xp, self.n, self.C, self.d
         if not self.model.has_vjp:
             W = self.columns(memory_limit)
             return xp.matmul(W, xp.permute_dims(W, (0, 2, 1))), W
-        Rd = self.R.dense(n, C, self.logits)  # (n, C, C); row c of R is the cotangent of W_c
+        kind = self.likelihood.name
+        R64 = self.likelihood.factor(xp, promote(xp, self.logits))
         chunk = holds_columns(n, C, d, self.itemsize, memory_limit)
         if chunk >= C:
-            W = self.vjp_many(Rd)  # rows of W = R J
+            eye = xp.eye(C, dtype=self.logits.dtype, device=device(self.logits))
+            J = self.vjp_many(xp.broadcast_to(eye[None, :, :], (n, C, C)))  # rows of J
+            self._first = first_order.from_jacobian(xp, kind, self.logits, J)
+            W = self._apply_rows(R64, J, memory_limit)
             return xp.matmul(W, xp.permute_dims(W, (0, 2, 1))), W
-        # Too large to hold: B[:, :, c] = R J (W_c)ᵀ, chunk by chunk (C vjps + C jvps).
-        cols = []
+        # Too large to hold: G = J Jᵀ from rows of J chunk by chunk (C vjps + C jvps), then B = R G Rᵀ.
+        y = first_order.anchor(kind, self.logits)
+        order = np.broadcast_to(np.arange(C), (n, C))
+        if y is not None:  # the anchor's row first: every chunk's differences are taken against it
+            order = np.argsort(np.arange(C)[None, :] != y[:, None], axis=1, kind="stable")
+        P = np.zeros((n, C, C))
+        P[np.arange(n)[:, None], np.arange(C)[None, :], order] = 1.0  # row r of P is e_{order[r]}
+        P = xp.asarray(P, dtype=self.logits.dtype, device=device(self.logits))
+        rows, norms, Jy = [], [], None
         for lo in range(0, C, chunk):
-            Wc = self.vjp_many(Rd[:, lo : lo + chunk, :])
-            cols.append(self.R.apply(self.jvp_many(Wc)))
-        B = xp.permute_dims(xp.concat(cols, axis=1), (0, 2, 1))
-        return B, None
+            Jc = self.vjp_many(P[:, lo : lo + chunk, :])  # rows order[lo:hi] of J
+            Jy = Jc[:, 0, :] if Jy is None else Jy
+            if kind in ("categorical", "bernoulli"):
+                norms.append(first_order.gradient_gaps(xp, kind, Jc, Jy))
+            rows.append(promote(xp, self.jvp_many(Jc)))
+        Pt = xp.permute_dims(promote(xp, P), (0, 2, 1))
+        G = xp.matmul(Pt, xp.concat(rows, axis=1))  # back to class order: a permutation, exact
+        if norms:
+            gnorm = np.take_along_axis(np.concatenate(norms, axis=1), np.argsort(order, axis=1), axis=1)
+            self._first = first_order.pick(first_order.gaps(kind, self.logits, y), gnorm, y)
+        GR = R64.apply(G)  # rows R g_r: G Rᵀ
+        return R64.apply(xp.permute_dims(GR, (0, 2, 1))), None
+
+    def _apply_rows(self, R, J, memory_limit):
+        """W = R J (n, C, d) in R's dtype, a block of columns at a time so that R's temporaries
+        stay within ``memory_limit`` beside W itself."""
+        xp, (n, C, d) = self.xp, J.shape
+        step = max(1, min(d, int(memory_limit) // max(1, 8 * 8 * n * C)))
+
+        def block(lo):
+            return xp.permute_dims(R.apply(xp.permute_dims(promote(xp, J[:, :, lo : lo + step]), (0, 2, 1))), (0, 2, 1))
+
+        if step >= d:
+            return block(0)
+        W = xp.zeros((n, C, d), dtype=promote(xp, self.logits).dtype, device=device(J))
+        for lo in range(0, d, step):
+            W[:, :, lo : lo + step] = block(lo)
+        return W
+
+    @property
+    def first_order(self):
+        """``first_order_distance`` (n,) and ``first_order_class`` (n,) of the last Jacobian
+        :meth:`gram` or :meth:`columns` held (:mod:`fimaudit.first_order`); None for a
+        Gaussian model or before any Jacobian was formed."""
+        dist, cls = self._first
+        if dist is not None:
+            dist = self.xp.asarray(dist, dtype=self.logits.dtype, device=device(self.logits))
+        return dict(first_order_distance=dist, first_order_class=cls)
+
+    def cast(self, a):
+        """``a`` in the logits' dtype (results come back in the caller's dtype)."""
+        return None if a is None else self.xp.astype(a, self.logits.dtype)
 
     def lift(self, U, W=None):
         """Input-space unit vectors Jᵀ Rᵀ u for U (n, k, C) → (n, k, *input_shape)."""
         xp = self.xp
-        V = xp.matmul(U, W) if W is not None else self.vjp_many(self.R.apply_t(U))
+        V = self.cast(xp.matmul(U, W) if W is not None else self.vjp_many(self.R.apply_t(self.cast(U))))
         norm = xp.linalg.vector_norm(V, axis=-1, keepdims=True)
         V = xp.where(norm > 0, V / xp.where(norm > 0, norm, xp.ones_like(norm)), xp.zeros_like(V))
         return self._unflat(V, (self.n, U.shape[1]))

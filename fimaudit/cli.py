@@ -97,11 +97,11 @@ def _audit(args):
 
         print(to_json(a.summary))
     elif not args.quiet:
-        q = a.summary.get("lambda_max_quantiles", {})
+        q, d1, nan = a.summary.get("lambda_max_quantiles", {}), a.summary.get("first_order_distance_median"), math.nan
+        d1 = "" if d1 is None else f"; median d₁ {d1:.4g} (first-order ℓ2 distance to a decision boundary, an estimate)"
         print(
-            f"audited {a.summary['completed']}/{a.summary['inputs']} inputs; "
-            f"median λ_max {q.get('median', float('nan')):.4g}, "
-            f"max {q.get('max', float('nan')):.4g}; report: {path}"
+            f"audited {a.summary['completed']}/{a.summary['inputs']} inputs; median λ_max {q.get('median', nan):.4g} "
+            f"(worst-case local KL per unit ‖δ‖², a sensitivity), max {q.get('max', nan):.4g}{d1}; report: {path}"
         )
     return _verdict(a.rows, args.fail_above)
 

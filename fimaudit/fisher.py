@@ -5,8 +5,10 @@ metric ``M = RᵀR`` (:mod:`fimaudit.likelihoods`), the input-space Fisher infor
 ``F(x) = Jᵀ M J`` (d × d, never formed). Its nonzero eigenvalues are those of the C × C
 matrix ``B = R J Jᵀ Rᵀ``, so
 
-* ``exact``: C vector–Jacobian products for the whole batch give ``W = R J``; then
-  ``B = W Wᵀ`` and a batched dense eigensolver (float64) — machine precision;
+* ``exact``: C vector–Jacobian products with the unit cotangents give the rows of J for the
+  whole batch; then ``W = R J`` and ``B = W Wᵀ`` in float64 and a batched dense eigensolver —
+  machine precision; the same rows give the first-order distance to the nearest decision
+  boundary (:mod:`fimaudit.first_order`);
 * ``lanczos``: Krylov iteration on B in output space, one vjp + one jvp per step for the
   whole batch, with a per-input residual bound (:mod:`fimaudit.linalg.lanczos`);
 * ``power``: power iteration on B, for comparison;
@@ -45,6 +47,7 @@ __all__ = ["fisher_norm", "fisher_trace", "plan", "Plan", "EXACT_MAX_OUTPUTS"]
 
 TRACE_METHODS = ("auto", "exact", "hutchinson", "hutchpp")
 NORM_KEYS = ("value", "lower", "upper", "residual", "stderr", "converged", "steps", "direction", "trace")
+FIRST_ORDER = ("first_order_distance", "first_order_class")
 
 
 def _start(xp, op, seed):
@@ -82,7 +85,8 @@ def fisher_norm(
     ``tol`` is the relative residual at which an iterative method stops.
     ``on_nonconvergence="raise"`` raises :class:`~fimaudit.errors.NotConvergedError`
     carrying the partial result; ``"flag"`` returns it with ``converged`` False and a warning.
-    ``return_direction=True`` adds the unit top eigenvector of F per input.
+    ``return_direction=True`` adds the unit top eigenvector of F per input. ``exact`` also
+    returns ``first_order_distance`` and ``first_order_class`` (:class:`FisherNormResult`).
 
     jvp-only models (a wrapped callable, forward-mode AD) support ``exact`` (all d columns
     of J) and ``sketch`` (``probes="random"``, ``"dct"`` or a basis array). ``sketch``
@@ -120,6 +124,8 @@ def fisher_norm(
                     xp, op, p, costs_of(model).jvp, probes, seed, return_direction, memory_limit
                 )
                 notes.append(note)
+                if m == "exact":  # every column of J was formed: the first-order distances come with it
+                    part.update(op.first_order)
             else:
                 op = FisherOperator(model, xp, xb, offset=lo, ledger=ledger)
                 p = dispatch.norm_plan(
@@ -134,7 +140,8 @@ def fisher_norm(
                 f"{err} (inputs {lo}–{lo + n - 1}; .partial['result'] holds the {lo} inputs before them)",
                 partial=dict(result=done, queries=ledger.spent.copy(), first_input=lo),
             ) from None
-        part = {key: part.get(key) for key in NORM_KEYS} | {k: v for k, v in part.items() if k not in NORM_KEYS}
+        keys = NORM_KEYS + FIRST_ORDER
+        part = {key: part.get(key) for key in keys} | {k: v for k, v in part.items() if k not in keys}
         part.update(queries=op.queries, floored=op.floored, logits=op.logits)
         parts.append((xp, part, m, op.likelihood.name))
     warn_noise(notes)  # one warning for the call, at the line of the call
@@ -145,14 +152,15 @@ def _white_box_norm(xp, op, plan, tol, seed, return_direction, memory_limit):
     if plan.method == "exact":
         B, W = op.gram(memory_limit)
         vals, vecs = top_eigh(xp, B, 1)
-        value = vals[:, 0]
+        value = op.cast(vals[:, 0])
         part = dict(
             value=value,
             lower=value,
             upper=value,
             residual=xp.zeros_like(value),
             converged=np.ones(op.n, bool),
-            trace=xp.sum(xp.linalg.diagonal(B), axis=-1),
+            trace=op.cast(xp.sum(xp.linalg.diagonal(B), axis=-1)),
+            **op.first_order,
         )
         if return_direction:
             part["direction"] = op.lift(xp.permute_dims(vecs, (0, 2, 1)), W)[:, 0]
@@ -201,7 +209,7 @@ def fisher_trace(
             m = ("exact" if op.C <= EXACT_MAX_OUTPUTS else "hutchpp") if method == "auto" else method
             if m == "exact":
                 B, _ = op.gram(memory_limit)
-                value = xp.sum(xp.linalg.diagonal(B), axis=-1)
+                value = op.cast(xp.sum(xp.linalg.diagonal(B), axis=-1))
                 part = dict(value=value, stderr=xp.zeros_like(value))
             else:
                 kk = int(k) if k is not None else 30

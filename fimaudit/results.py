@@ -40,6 +40,14 @@ class FisherNormResult(_Result):
     ends by ``fd_error``. ``queries`` counts model evaluations per input: one forward plus
     one per jvp/vjp vector, or every row sent to a black-box model for that input (set-up,
     noise, probes, kink re-measures); it never exceeds the call's ``budget``.
+
+    ``first_order_distance`` is the first-order (DeepFool-step) estimate of the ℓ2 distance to
+    the nearest decision boundary, ``min_{j≠y} (z_y − z_j) / ‖∇ₓ(z_y − z_j)‖₂`` (for Bernoulli
+    ``min_c |z_c| / ‖∇z_c‖₂``), and ``first_order_class`` the j attaining it
+    (:mod:`fimaudit.first_order`); ``+inf`` where the gradient difference is zero. An estimate,
+    not a certificate. Only ``exact`` forms the whole Jacobian that it needs: for the other
+    methods both are None (NaN and −1 for their batches when ``auto`` mixed methods), and for
+    a Gaussian model, which has no decision boundary, both are always None.
     """
 
     value: object
@@ -60,6 +68,8 @@ class FisherNormResult(_Result):
     trace: object = None  # tr F(x), free with the exact methods (tr B); None otherwise
     logits: object = None  # (n, C) the logits the estimator used (log p for output="probs")
     stderr: object = None  # sketch: jackknife standard error of value; None otherwise
+    first_order_distance: object = None  # exact: min_j (z_y − z_j)/‖∇(z_y − z_j)‖ (fimaudit.first_order)
+    first_order_class: np.ndarray = None  # exact: the class j attaining it
 
 
 @dataclass(repr=False)
@@ -84,3 +94,5 @@ class SpectrumResult(_Result):
     residuals: object = None
     converged: np.ndarray = None
     vectors: object = None  # (n, k, *input_shape), unit norm
+    first_order_distance: object = None  # exact only, as in FisherNormResult
+    first_order_class: np.ndarray = None

@@ -64,11 +64,13 @@ def fisher_spectrum(
         if m == "exact":
             B, W = jvp_only.gram(xp, op, memory_limit)[:2] if not model.has_vjp else op.gram(memory_limit)
             vals, vecs = top_eigh(xp, B, k)
-            part = dict(values=vals, residuals=xp.zeros_like(vals), converged=np.ones(op.n, bool))
+            vals = op.cast(vals)
+            part = dict(values=vals, residuals=xp.zeros_like(vals), converged=np.ones(op.n, bool), **op.first_order)
             U = xp.permute_dims(vecs, (0, 2, 1))
         else:
             res = _iterative(xp, op, "lanczos", k, tol, max_steps, seed)
             part = dict(values=res.values, residuals=res.residuals, converged=to_numpy(res.converged).astype(bool))
+            part.update(first_order_distance=None, first_order_class=None)
             U, W = res.vectors, None
         part["vectors"] = op.lift(U, W) if return_vectors else None
         part["queries"] = op.queries

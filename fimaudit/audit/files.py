@@ -34,6 +34,8 @@ COLUMNS = [
     "lower",
     "upper",
     "trace",
+    "first_order_distance",
+    "first_order_class",
     "queries",
     "seconds",
     "status",

@@ -36,6 +36,8 @@ def _facts(s):
         facts.append(("mean λ_max (95% bootstrap)", f"{value} [{low}, {high}]"))
     q = s.get("lambda_max_quantiles")
     facts += [(f"λ_max {_text(k)}", _fmt(v)) for k, v in (q.items() if isinstance(q, dict) else ())]
+    if "first_order_distance_median" in s:
+        facts.append(("median first-order distance d₁", _fmt(s["first_order_distance_median"])))
     if "spearman_lambda_vs_margin" in s:
         facts.append(("Spearman(λ_max, margin)", _fmt(s["spearman_lambda_vs_margin"], "+.2f")))
     return "".join(f"<tr><th>{k}</th><td>{v}</td></tr>" for k, v in facts)
@@ -145,7 +147,10 @@ code {{ font-size: 0.85em; }}
 </style></head><body>
 <h1>fimaudit report</h1>
 <p>λ_max is the largest eigenvalue of the input-space Fisher information: the worst-case local KL divergence of the
-model's output distribution per unit ‖δ‖² of input perturbation. Larger is more fragile.</p>
+model's output distribution per unit ‖δ‖² of input perturbation, a sensitivity. Larger is more fragile.
+d₁ (column “d₁”, with the class it points to) is a first-order estimate of the ℓ2 distance to the nearest decision
+boundary, min over classes j of (z_y − z_j) / ‖∇(z_y − z_j)‖: one DeepFool step, not a certificate. The certified
+radius, when a graph bound exists, is a proven lower bound on that distance.</p>
 <table>{_facts(s)}</table>
 {_provenance(getattr(audit, "provenance", None))}
 {_warnings(getattr(audit, "warnings", None), audit.rows)}

@@ -2,8 +2,9 @@
 
 Rows are sorted by λ_max, descending; rows without a number (failed) come last, in index
 order. Columns: rank, index, label ("–" when missing), prediction, confidence, margin,
-λ_max with its bracket [lower, upper], the certified radius (when the audit carries a
-graph bound), queries, status. A misclassified input (label given and not the prediction)
+λ_max with its bracket [lower, upper], the first-order distance d₁ and the class j it
+points to (when any row has one: exact estimators), the certified radius (when the audit
+carries a graph bound), queries, status. A misclassified input (label given and not the prediction)
 is marked ✗ and tinted. Image inputs get thumbnails (input and top direction, PNG data
 URIs, :mod:`fimaudit.audit.report_png`) where results.json holds the input — the audit's
 ``top`` most sensitive — until the thumbnails reach ``THUMBNAIL_BYTES``; the page says how
@@ -82,7 +83,7 @@ def _img(uri, alt):
     return f'<img class="thumb" src="{uri}" alt="{alt}" width="48" height="48">' if uri else ""
 
 
-def _cells(r, rank, radius, pics):
+def _cells(r, rank, radius, pics, first=False):
     bad = misclassified(r)
     label = MISSING if r.get("label") is None else text(r.get("label"))
     bracket = f"[{fmt(r.get('lower'))}, {fmt(r.get('upper'))}]"
@@ -96,6 +97,9 @@ def _cells(r, rank, radius, pics):
         fmt(r.get("lambda_max")),
         bracket,
     ]
+    if first:
+        cls = r.get("first_order_class")
+        cells += [fmt(r.get("first_order_distance")), MISSING if cls is None else text(cls)]
     if radius:
         cells.append(fmt(r.get("certified_radius")))
     cells += [text(r.get("queries")), text(r.get("status"))]
@@ -106,6 +110,11 @@ def _cells(r, rank, radius, pics):
     return f'<tr class="miss">{row}</tr>' if bad else f"<tr>{row}</tr>"
 
 
+def has_first_order(audit):
+    """Whether any row carries a first-order distance (rows of exact estimators)."""
+    return any(isinstance(r, dict) and r.get("first_order_distance") is not None for r in audit.rows)
+
+
 def has_radius(audit):
     bound = audit.summary.get("bound")
     return isinstance(bound, dict) and bound.get("available") is True
@@ -114,14 +123,15 @@ def has_radius(audit):
 def table(audit):
     """The table of inputs and a sentence on what it shows (rule in the module docstring)."""
     rows = ranked([r for r in audit.rows if isinstance(r, dict)])
-    radius = has_radius(audit)
+    radius, first = has_radius(audit), has_first_order(audit)
     image_like = len(tuple(audit.input_shape)) in (2, 3)
     pics, drawn = _thumbnails(audit) if image_like else ({}, 0)
     heads = ["rank", "index", "label", "prediction", "confidence", "margin", "λ_max", "[lower, upper]"]
+    heads += ["d₁", "d₁ class"] if first else []
     heads += ["certified radius"] if radius else []
     heads += ["queries", "status"] + (["input", "top direction"] if image_like else [])
     head = "".join(f"<th>{h}</th>" for h in heads)
-    body = "".join(_cells(r, i + 1, radius, pics if image_like else None) for i, r in enumerate(rows[:MAX_ROWS]))
+    body = "".join(_cells(r, i + 1, radius, pics if image_like else None, first) for i, r in enumerate(rows[:MAX_ROWS]))
     wrong = sum(misclassified(r) for r in rows)
     notes = [f"{len(rows)} inputs, sorted by λ_max (largest first); {wrong} misclassified, marked ✗."]
     if len(rows) > MAX_ROWS:

@@ -11,6 +11,7 @@ import numpy as np
 
 from .._array import to_numpy
 from ..errors import FimauditError, InvalidArgumentError
+from ..first_order import per_row
 from ..fisher import fisher_norm, fisher_trace
 from ..likelihoods import get_likelihood
 from ..plugins import wrap
@@ -42,7 +43,8 @@ def _readouts(m, z):
 
 
 def _chunk(m, X, y, lo, hi, method, budget, seed, top=0):
-    """The rows of inputs lo..hi; the ``top`` largest λ_max of the chunk carry their direction
+    """The rows of inputs lo..hi (with the first-order distance and class when the method was
+    ``exact``); the ``top`` largest λ_max of the chunk carry their direction
     (``"direction"``), found in the same estimator call, so every row sent is on the budget."""
     t0 = time.perf_counter()
     xb = X[lo:hi]
@@ -56,6 +58,7 @@ def _chunk(m, X, y, lo, hi, method, budget, seed, top=0):
         prediction, confidence, margin = _readouts(m, r.logits)
         status = ["ok" if c else "not converged" for c in r.converged]
         vals, low, up = (to_numpy(a).astype(np.float64) for a in (r.value, r.lower, r.upper))
+        first, first_class = per_row(r.first_order_distance, r.first_order_class, hi - lo)
     except FimauditError as err:  # keep going: these rows say why they have no number
         msg = f"error: {type(err).__name__}: {err}"
         return [
@@ -69,6 +72,8 @@ def _chunk(m, X, y, lo, hi, method, budget, seed, top=0):
                 lower=None,
                 upper=None,
                 trace=None,
+                first_order_distance=None,
+                first_order_class=None,
                 queries=None,
                 seconds=None,
                 status=msg,
@@ -89,6 +94,8 @@ def _chunk(m, X, y, lo, hi, method, budget, seed, top=0):
                 lower=float(low[j]),
                 upper=float(up[j]),
                 trace=None if trace is None else float(trace[j]),
+                first_order_distance=first[j],
+                first_order_class=first_class[j],
                 queries=int(r.queries[j]),
                 seconds=seconds,
                 status=status[j],

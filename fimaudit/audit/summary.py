@@ -1,6 +1,7 @@
 """Dataset summary of per-input λ_max: quantiles, the mean with a percentile bootstrap
 interval (Efron & Tibshirani, *An Introduction to the Bootstrap*, 1993, ch. 13), and the
-Spearman rank correlation of λ_max with the logit margin."""
+Spearman rank correlation of λ_max with the logit margin, and the median first-order distance
+to the nearest decision boundary (:mod:`fimaudit.first_order`) over the rows that have one."""
 
 from __future__ import annotations
 
@@ -34,6 +35,10 @@ def summarize(rows, seed=0, resamples=2000, level=0.95):
         from scipy import stats  # imported on use: scipy.stats costs seconds at start-up
 
         out["spearman_lambda_vs_margin"] = float(stats.spearmanr(lam, margin).statistic)
+    first = [r.get("first_order_distance") for r in ok]  # absent from journals of older runs
+    first = np.array([v for v in first if v is not None], dtype=np.float64)
+    if first.size:
+        out["first_order_distance_median"] = float(np.median(first))  # +inf only if half the rows are
     labels = [r["label"] for r in ok if r["label"] is not None]
     if labels:
         out["accuracy"] = float(np.mean([r["label"] == r["prediction"] for r in ok if r["label"] is not None]))

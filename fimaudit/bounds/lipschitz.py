@@ -12,8 +12,10 @@ gets elementwise intervals (:mod:`fimaudit.bounds.intervals`) that the rules of
 
 Consequences (docs/design.md): ``λ_max(F(x)) ≤ λ_max(M(x)) L² ≤ ½ L²`` (categorical) for
 every x, and the top-1 class cannot change within ``margin(x) / (√2 L)`` of x, since each
-logit difference ``z_i − z_j`` is ``√2 L``-Lipschitz. Bounds hold up to floating-point
-rounding of the computed norms.
+logit difference ``z_i − z_j`` is ``√2 L``-Lipschitz. When the logits come out of a last
+Gemm/MatMul (+ Add of a constant bias), ``z = W h(x) + b`` with h bounded by ``L_pen``, the
+per-pair radius of :meth:`LipschitzBound.certified_radius` is tighter. Bounds hold up to
+floating-point rounding of the computed norms.
 
 Memory: before any interval, FFT grid or folded constant is allocated, its size is estimated
 from static shapes (:mod:`fimaudit.bounds.memory`) and a graph over ``memory_limit`` is
@@ -38,7 +40,7 @@ from .domain_rules import NEEDS_DOMAIN, TIGHTER_ON_DOMAIN, elementwise, matmul, 
 from .finite import guarded, require_finite, require_finite_constants
 from .graph import Graph
 from .intervals import Domain
-from .rules import unary
+from .rules import attr, unary
 
 
 @dataclass
@@ -52,6 +54,8 @@ class LipschitzBound:
     softmax_skipped: bool = False
     input_domain: tuple | None = None  # the box the bound holds on (None: everywhere)
     intervals: dict | None = field(default=None, repr=False)  # tensor name → (lo, hi) on that box
+    penultimate: float | None = None  # L_pen: the bound up to the input h of a linear last layer, if any
+    head: np.ndarray | None = field(default=None, repr=False)  # that layer's weights W (C × h): z = W h + b
 
     @property
     def fisher_bound(self):
@@ -73,9 +77,64 @@ class LipschitzBound:
         return np.linalg.norm(R, ord=2, axis=(1, 2)) ** 2 * self.lipschitz**2  # λ_max(M) = ‖R‖² as M = RᵀR
 
     def certified_radius(self, logits):
-        """ℓ2 radius around each input within which the top-1 class cannot change."""
-        z = np.sort(np.asarray(to_numpy(logits), dtype=np.float64), axis=1)
-        return (z[:, -1] - z[:, -2]) / (math.sqrt(2.0) * self.lipschitz)
+        r"""ℓ2 radius around each input within which the top-1 class cannot change.
+
+        Always ``margin / (√2 L)``. With a linear last layer ``z = W h(x) + b`` (``head``) and
+        ``h`` ``L_pen``-Lipschitz (``penultimate``), also the per-pair radius
+
+            r(x) = min_{j ≠ y} (z_y − z_j) / (‖w_y − w_j‖₂ · L_pen),
+
+        and the larger of the two is returned. Proof: for ‖x' − x‖ < r(x) and every j ≠ y,
+        ``z_y(x') − z_j(x') = (w_y − w_j)ᵀ h(x') + b_y − b_j
+        ≥ z_y(x) − z_j(x) − ‖w_y − w_j‖ ‖h(x') − h(x)‖ (Cauchy–Schwarz)
+        ≥ z_y(x) − z_j(x) − ‖w_y − w_j‖ L_pen ‖x' − x‖ > 0``, so y stays the arg-max; a pair
+        with ``w_y = w_j`` never changes order (its term is +inf). The per-pair radius is never
+        smaller: the cumulative bound is ``L = ‖W‖₂ L_pen`` and ``‖w_y − w_j‖ = ‖Wᵀ(e_y − e_j)‖
+        ≤ √2 ‖W‖₂``, while ``z_y − z_j ≥ margin``.
+        """
+        z = np.asarray(to_numpy(logits), dtype=np.float64)
+        top2 = np.sort(z, axis=1)
+        radius = (top2[:, -1] - top2[:, -2]) / (math.sqrt(2.0) * self.lipschitz)
+        if self.head is None or self.penultimate is None or z.shape[1] != self.head.shape[0]:
+            return radius
+        W, y = np.asarray(self.head, dtype=np.float64), np.argmax(z, axis=1)
+        pair = np.empty_like(radius)
+        for c in np.unique(y):  # one row of pairwise weight distances per predicted class
+            rows = np.flatnonzero(y == c)
+            dw = np.linalg.norm(W[c][None, :] - W, axis=1) * self.penultimate  # (C,)
+            gap = z[rows, c][:, None] - z[rows]  # (m, C)
+            ratio = np.where(dw[None, :] > 0, gap / np.where(dw > 0, dw, 1.0)[None, :], np.inf)
+            ratio[:, c] = np.inf
+            pair[rows] = ratio.min(axis=1)
+        return np.maximum(radius, pair)
+
+
+def _head(g, L):
+    """``(L_pen, W)`` when the logits are ``W h + b`` out of a last Gemm/MatMul with a constant
+    2-D weight (and an Add of a constant after a MatMul); else None. A standardisation scale
+    folded into that layer (:mod:`fimaudit.bounds.graph`) is folded into W as the bound did."""
+    producer = {o: n for n in g.nodes for o in n.output}
+    node = producer.get(g.output)
+    if node is not None and node.op_type == "Add":
+        var = [i for i in node.input if i in L]
+        if len(var) != 1 or not all(g.is_const(i) for i in node.input if i != var[0]):
+            return None
+        node = producer.get(var[0])
+        if node is None or node.op_type != "MatMul":
+            return None
+    if node is None or node.op_type not in ("Gemm", "MatMul") or node.input[0] not in L:
+        return None
+    if len(node.input) < 2 or not g.is_const(node.input[1]) or (len(node.input) > 2 and node.input[2] in L):
+        return None
+    shape, B = g.known_shape(node.input[0]), g.const(node.input[1]).astype(np.float64)
+    trans_b = node.op_type == "Gemm" and attr(node, "transB", 0)
+    if B.ndim != 2 or shape is None or len(shape) != 2 or (node.op_type == "Gemm" and attr(node, "transA", 0)):
+        return None
+    scale = g.scale_fold.get(node.output[0])
+    if scale is not None:
+        B = B * scale[None, :] if trans_b else scale[:, None] * B
+    alpha = attr(node, "alpha", 1.0) if node.op_type == "Gemm" else 1.0
+    return L[node.input[0]], alpha * (B if trans_b else B.T)  # W (C × h)
 
 
 def _proto(model, memory_limit=memory.DEFAULT_LIMIT):
@@ -157,7 +216,9 @@ def lipschitz_bound(
             break
     if g.output not in L:
         raise InvalidArgumentError(f"the graph output {g.output!r} does not depend on its input")
-    return LipschitzBound(L[g.output], layers, likelihood, sigma, g.softmax_skipped, input_domain, box)
+    head = _head(g, L)
+    pen, W = head if head is not None else (None, None)
+    return LipschitzBound(L[g.output], layers, likelihood, sigma, g.softmax_skipped, input_domain, box, pen, W)
 
 
 def _compose(node, g, var, L, box, domain):
