@@ -48,16 +48,8 @@ def _chunk(m, X, y, lo, hi, method, budget, seed, top=0, progress=False):
     t0 = time.perf_counter()
     xb = X[lo:hi]
     try:
-        r = fisher_norm(
-            m,
-            xb,
-            method=method,
-            budget=budget,
-            seed=seed + lo,
-            on_nonconvergence="flag",
-            return_direction=top > 0,
-            progress=progress,
-        )
+        opts = dict(on_nonconvergence="flag", return_direction=top > 0, progress=progress)
+        r = fisher_norm(m, xb, method=method, budget=budget, seed=seed + lo, **opts)
         trace = None  # white-box models only: free with exact; a trace estimator when no budget caps the calls
         if m.has_vjp and (r.trace is not None or budget is None):
             trace = to_numpy(r.trace if r.trace is not None else fisher_trace(m, xb, progress=progress).value)
@@ -208,10 +200,11 @@ def audit(
         tracker.start(len(X), initial=len(rows))
 
         def finish(new):
+            before = len(rows)
             rows.update({r["index"]: r for r in new})
             if jr:
                 jr.commit(new)
-            tracker.advance(len(new))
+            tracker.advance(len(rows) - before)
 
         try:
             if executor is None:
