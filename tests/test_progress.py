@@ -205,3 +205,23 @@ def test_cli_progress_flags(onnx_files, stderr, capsys, flags, tty, bar):
     if bar:
         assert final(s.getvalue(), "audit")[:2] == (len(X), len(X))
     assert ("audited" in capsys.readouterr().out) == ("--quiet" not in flags)
+
+
+def test_an_error_closes_the_bar_and_lets_the_held_warnings_out(stderr, monkeypatch):
+    s = stderr(True)
+    calls = []
+
+    def failing(batch):
+        calls.append(len(batch))
+        warnings.warn("slow answer", UserWarning, stacklevel=1)
+        if len(calls) > 3:
+            raise ConnectionError("service down")
+        return LinearModel(W).forward(batch)
+
+    closed = []  # whether the bar had closed when each warning was shown
+    monkeypatch.setattr(warnings, "showwarning", lambda *a, **k: closed.append(s.getvalue().endswith("\n")))
+    with warnings.catch_warnings():
+        warnings.simplefilter("always")
+        with pytest.raises(ConnectionError):
+            fa.fisher_norm(fa.wrap(failing, input_shape=(6,), output="logits"), X, progress=True)
+    assert closed == [True] * len(calls)
