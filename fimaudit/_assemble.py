@@ -1,8 +1,9 @@
 """Batches in, one result out: the bookkeeping the estimators share.
 
 ``batches`` cuts x into the batches ``batch_size`` asks for (each is one estimator call's
-ledger), ``assemble`` joins the per-batch parts into one typed result, and
-``handle_nonconvergence`` applies the ``on_nonconvergence`` policy.
+ledger) and reports them to the call's progress tracker, ``assemble`` joins the per-batch
+parts into one typed result, and ``handle_nonconvergence`` applies the ``on_nonconvergence``
+policy.
 """
 
 from __future__ import annotations
@@ -14,17 +15,25 @@ import numpy as np
 from ._array import device
 from ._validate import as_batch, positive
 from .errors import NotConvergedError, NotConvergedWarning
+from .hints import first_input, say
+from .progress import tracking
 
 __all__ = ["batches", "assemble", "handle_nonconvergence"]
 
 
-def batches(model, x, batch_size):
-    """(xp, batch, offset) for the batches of x; ``model`` already wrapped."""
+def batches(model, x, batch_size, progress=False, desc=""):
+    """(xp, batch, offset, tracker) for the batches of x; ``model`` already wrapped.
+    ``progress`` as :func:`fimaudit.progress.tracking` takes it: the tracker counts each batch
+    once the caller has finished it and its bar (if any) closes when the last one is done,
+    before the caller's closing warnings."""
     xp, x = as_batch(model, x)
     n = int(x.shape[0])
     bs = n if batch_size is None else int(positive("batch_size", batch_size))
-    for lo in range(0, n, bs):
-        yield xp, x[lo : min(n, lo + bs), ...], lo
+    with tracking(progress, desc) as tracker:
+        tracker.start(n)
+        for lo in range(0, n, bs):
+            yield xp, x[lo : min(n, lo + bs), ...], lo, tracker
+            tracker.advance(min(n, lo + bs) - lo)
 
 
 def _fill(xp, like, n):
@@ -58,11 +67,11 @@ def assemble(cls, parts):
 def handle_nonconvergence(result, policy, what):
     if result.converged is None or bool(np.all(result.converged)):
         return result
-    bad = np.flatnonzero(~result.converged)
+    bad = np.flatnonzero(~result.converged) + first_input()
     msg = (
         f"{what} did not converge for {len(bad)} of {len(result.converged)} inputs "
         f"(rows {bad[:10].tolist()}{'…' if len(bad) > 10 else ''}); their brackets "
-        "[lower, upper] still hold: raise max_steps or budget, or loosen tol"
+        f"[lower, upper] still hold: raise {say('max_steps')} or {say('budget')}, or loosen {say('tol')}"
     )
     if policy == "raise":
         raise NotConvergedError(msg + "; the partial result is in .partial", partial=result)

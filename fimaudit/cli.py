@@ -16,7 +16,9 @@ import sys
 
 from . import __version__
 from .cli_options import URL_EXAMPLE, add_model_options, input_domain, model_options
+from .cli_summary import closing_line, interrupted, progress_of, reported_warnings
 from .errors import FimauditError, InvalidArgumentError
+from .hints import for_command_line
 
 METHODS = ("auto", "exact", "lanczos", "power", "sketch")
 
@@ -79,30 +81,26 @@ def _audit(args):
 
     if args.kinks:
         options["kinks"] = args.kinks
-    model = wrap(args.model, **options)
-    a = audit(
-        model,
-        X,
-        y,
-        method=args.method,
-        budget=args.budget,
-        journal=args.journal,
-        progress=not args.quiet,
-        batch_size=args.batch_size,
-        input_domain=domain,
-    )
+    with reported_warnings():  # printed once each after the bar, their hints naming flags
+        model = wrap(args.model, **options)
+        a = audit(
+            model,
+            X,
+            y,
+            method=args.method,
+            budget=args.budget,
+            journal=args.journal,
+            progress=progress_of(args),
+            batch_size=args.batch_size,
+            input_domain=domain,
+        )
     path = a.save(args.out)
     if args.json:
         from .audit.files import to_json
 
         print(to_json(a.summary))
     elif not args.quiet:
-        q, d1, nan = a.summary.get("lambda_max_quantiles", {}), a.summary.get("first_order_distance_median"), math.nan
-        d1 = "" if d1 is None else f"; median d₁ {d1:.4g} (first-order ℓ2 distance to a decision boundary, an estimate)"
-        print(
-            f"audited {a.summary['completed']}/{a.summary['inputs']} inputs; median λ_max {q.get('median', nan):.4g} "
-            f"(worst-case local KL per unit ‖δ‖², a sensitivity), max {q.get('max', nan):.4g}{d1}; report: {path}"
-        )
+        print(closing_line(a.summary, path))
     return _verdict(a.rows, args.fail_above)
 
 
@@ -198,7 +196,13 @@ def _parser():
     )
     au.add_argument("--fail-above", type=_finite_float, help="exit with status 3 if any λ_max exceeds this")
     au.add_argument("--json", action="store_true", help="print the summary as JSON")
-    au.add_argument("--quiet", action="store_true")
+    au.add_argument("--quiet", action="store_true", help="no progress bar, no closing line: only the warnings' summary")
+    au.add_argument(
+        "--progress",
+        action=argparse.BooleanOptionalAction,
+        default=None,
+        help="force the progress bar on or off (default: on when standard error is a terminal, off with --quiet)",
+    )
     add_model_options(au, _positive_int, _finite_float)
     bd = sub.add_parser("bound", help="certified Lipschitz and Fisher bounds from an ONNX graph")
     bd.add_argument("model")
@@ -214,19 +218,16 @@ def _parser():
     return ap
 
 
-def _interrupted(args):
-    if getattr(args, "command", None) != "audit":
-        return "fimaudit: interrupted"
-    if args.journal:
-        return f"fimaudit: interrupted; finished inputs are kept in {args.journal}: run the same command to resume"
-    return "fimaudit: interrupted; nothing was kept: pass --journal FILE to make the audit resumable"
-
-
 def main(argv=None):
     try:
         args = _parser().parse_args(argv)
     except SystemExit as stop:  # --help, --version, or a usage error (argparse prints it)
         return stop.code if isinstance(stop.code, int) else ExitCode.USAGE
+    with for_command_line():  # every message's hints name this command's flags
+        return _run(args)
+
+
+def _run(args):
     try:
         if args.command == "demo":
             from .demo import run
@@ -239,7 +240,7 @@ def main(argv=None):
             return _bound(args)
         return _report(args)
     except KeyboardInterrupt:
-        print(_interrupted(args), file=sys.stderr)
+        print(interrupted(args), file=sys.stderr)
         return ExitCode.INTERRUPTED
     except (FimauditError, OSError) as err:
         print(f"fimaudit: {err}", file=sys.stderr)

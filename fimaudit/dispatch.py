@@ -22,6 +22,7 @@ from dataclasses import dataclass
 
 from ._validate import as_batch, choice, positive
 from .errors import InvalidArgumentError
+from .hints import say
 from .ledger import costs_of
 from .plugins import wrap
 
@@ -72,9 +73,9 @@ def white_box(n, C, d, itemsize, budget, method, *, return_direction=False, max_
             raise InvalidArgumentError(
                 f"method='exact' needs {exact} products per input ({how}"
                 + ("" if held else " + 1 vjp for the direction")
-                + f"), budget={budget}; raise the budget"
-                + ("" if held else " or memory_limit")
-                + " or use method='lanczos'"
+                + f"), budget={budget}; pass {say('budget', exact)}"
+                + ("" if held else f" or a larger {say('memory_limit')}")
+                + f", or {say('method_lanczos')}"
             )
         note = "1 forward + C vjps" if held else "1 forward + C vjps + C jvps (W too large to hold)"
         return Plan("exact", n, exact, exact * n, note=note + ("" if held or not return_direction else " + 1 vjp"))
@@ -83,10 +84,11 @@ def white_box(n, C, d, itemsize, budget, method, *, return_direction=False, max_
     else:
         steps = (int(budget) - 1 - int(bool(return_direction))) // 2
         if steps < 1:
+            least = 3 + int(bool(return_direction))
             raise InvalidArgumentError(
                 f"budget={budget} leaves no {method} step (each costs 2 products after 1 forward"
                 + (" and 1 vjp for the direction" if return_direction else "")
-                + f"); use budget >= {3 + int(bool(return_direction))}"
+                + f"); use budget >= {least}: pass {say('budget', least)}"
             )
         steps = steps if max_steps is None else min(steps, int(max_steps))
     if method == "lanczos":
@@ -106,7 +108,7 @@ def jvp_only(costs, n, d, budget, method):
         if budget is not None and exact > budget:
             raise InvalidArgumentError(
                 f"black-box exact needs {exact} model calls per input ({costs.setup} set-up + {costs.column}·d, "
-                f"d={d}); budget={budget}: raise the budget or use method='sketch'"
+                f"d={d}); budget={budget}: pass {say('budget', exact)}, or {say('method_sketch')}"
             )
         k, per, each = (
             d,
@@ -122,7 +124,8 @@ def jvp_only(costs, n, d, budget, method):
             if k < 2:
                 raise InvalidArgumentError(
                     f"budget={budget} leaves fewer than 2 probes ({costs.setup} calls set up the products, "
-                    f"{costs.jvp} per probe): use budget >= {costs.setup + 2 * costs.jvp}"
+                    f"{costs.jvp} per probe): use budget >= {costs.setup + 2 * costs.jvp}: "
+                    f"pass {say('budget', costs.setup + 2 * costs.jvp)}"
                 )
             k = min(k, d)
         per, each = costs.setup + costs.jvp * k, f"{costs.jvp} per probe"

@@ -117,7 +117,12 @@ class QueryBudgetExceeded(FimauditError, RuntimeError):
 
 
 class NoiseDominatesWarning(RuntimeWarning):
-    """Finite differences are dominated by the model's output noise for some inputs."""
+    """Finite differences are dominated by the model's output noise for some inputs.
+    ``notes``: the per-batch records it summarises (:class:`fimaudit.blackbox.fd_error.NoiseNote`)."""
+
+    def __init__(self, message: str, notes=()):
+        super().__init__(message)
+        self.notes = list(notes)
 
 
 class ServiceError(FimauditError, RuntimeError):

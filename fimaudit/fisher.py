@@ -75,6 +75,7 @@ def fisher_norm(
     on_nonconvergence="raise",
     probes="random",
     memory_limit=DEFAULT_MEMORY,
+    progress=None,
 ) -> FisherNormResult:
     """λ_max(F(x)) for every input of the batch x (shape (n, *input_shape)).
 
@@ -87,6 +88,8 @@ def fisher_norm(
     carrying the partial result; ``"flag"`` returns it with ``converged`` False and a warning.
     ``return_direction=True`` adds the unit top eigenvector of F per input. ``exact`` also
     returns ``first_order_distance`` and ``first_order_class`` (:class:`FisherNormResult`).
+    ``progress``: a bar per batch and model-call round, None (default) when standard error
+    is a terminal, True/False to force it (:mod:`fimaudit.progress`).
 
     jvp-only models (a wrapped callable, forward-mode AD) support ``exact`` (all d columns
     of J) and ``sketch`` (``probes="random"``, ``"dct"`` or a basis array). ``sketch``
@@ -109,10 +112,10 @@ def fisher_norm(
     if budget is not None:
         positive("budget", budget)
     parts, notes, model = [], [], wrap(model)
-    for xp, xb, lo in batches(model, x, batch_size):
+    for xp, xb, lo, tracker in batches(model, x, batch_size, progress, "fisher_norm"):
         n, d = int(xb.shape[0]), math.prod(xb.shape[1:])
         itemsize = xp.finfo(xb.dtype).bits // 8
-        ledger = QueryLedger(budget, n)
+        ledger = QueryLedger(budget, n, meter=tracker)
         try:
             if not model.has_vjp:
                 p = dispatch.norm_plan(
@@ -184,11 +187,12 @@ def _white_box_norm(xp, op, plan, tol, seed, return_direction, memory_limit):
 
 
 def fisher_trace(
-    model, x, method="auto", k=None, seed=0, *, batch_size=None, memory_limit=DEFAULT_MEMORY
+    model, x, method="auto", k=None, seed=0, *, batch_size=None, memory_limit=DEFAULT_MEMORY, progress=None
 ) -> TraceResult:
     """tr F(x) per input: ``exact`` (C vjps), ``hutchinson`` (k jvps, input-space
     Rademacher probes) or ``hutchpp`` (k products of B in output space).
     ``auto`` is exact for C ≤ EXACT_MAX_OUTPUTS, Hutch++ with k = 30 above.
+    ``progress`` as for :func:`fisher_norm`.
 
     >>> import numpy as np, fimaudit as fa
     >>> from fimaudit.testing import LinearModel
@@ -199,9 +203,9 @@ def fisher_trace(
     if k is not None:
         positive("k", k)
     parts, model = [], wrap(model)
-    for xp, xb, lo in batches(model, x, batch_size):
+    for xp, xb, lo, tracker in batches(model, x, batch_size, progress, "fisher_trace"):
         choice("method", method, TRACE_METHODS + (() if model.has_vjp else ("sketch",)))
-        op = FisherOperator(model, xp, xb, offset=lo)
+        op = FisherOperator(model, xp, xb, offset=lo, ledger=QueryLedger(None, int(xb.shape[0]), meter=tracker))
         if not model.has_vjp:
             m, value, stderr = jvp_only.trace(xp, op, method, k, seed, memory_limit, dispatch.AUTO_EXACT_MAX_D)
             part = dict(value=value, stderr=stderr)

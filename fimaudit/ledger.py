@@ -32,14 +32,16 @@ __all__ = ["QueryLedger", "Costs", "MeteredModel", "linearize", "costs_of"]
 
 
 class QueryLedger:
-    """Rows sent per input of a batch of ``n``; ``budget`` None counts without a cap."""
+    """Rows sent per input of a batch of ``n``; ``budget`` None counts without a cap.
+    ``meter``: told of every charge (``meter.sent(rows)``, a :class:`fimaudit.progress.Tracker`)."""
 
-    def __init__(self, budget, n, reserve=0):
+    def __init__(self, budget, n, reserve=0, meter=None):
         self.budget = None if budget is None else int(budget)
         self.n = int(n)
         self.spent = np.zeros(self.n, dtype=np.int64)
         self.reserve = int(reserve)  # rows per input the estimator needs after the set-up
         self.refused = False  # whether a charge was refused
+        self.meter = meter
 
     @property
     def bounded(self):
@@ -79,6 +81,8 @@ class QueryLedger:
                     partial=dict(queries=self.spent.copy()),
                 )
         self.spent = self.spent + add
+        if self.meter is not None:
+            self.meter.sent(int(add.sum()))
 
 
 @dataclass(frozen=True)

@@ -14,6 +14,7 @@ from .blackbox import estimators as jvp_only
 from .dispatch import DEFAULT_MEMORY, EXACT_MAX_OUTPUTS
 from .errors import InvalidArgumentError
 from .fisher import _iterative
+from .ledger import QueryLedger
 from .linalg import top_eigh
 from .plugins import wrap
 from .results import SpectrumResult
@@ -34,10 +35,12 @@ def fisher_spectrum(
     batch_size=None,
     on_nonconvergence="raise",
     memory_limit=DEFAULT_MEMORY,
+    progress=None,
 ) -> SpectrumResult:
     """The k largest eigenvalues of F(x) per input (descending), optionally with unit
     eigenvectors in input space. ``k`` may not exceed rank F (C − 1 for categorical,
-    C otherwise, and at most d).
+    C otherwise, and at most d). ``progress``: a bar per batch and model-call round, None
+    (default) when standard error is a terminal, True/False to force it (:mod:`fimaudit.progress`).
 
     >>> import numpy as np, fimaudit as fa
     >>> from fimaudit.testing import LinearModel
@@ -51,10 +54,10 @@ def fisher_spectrum(
     choice("method", method, ("auto", "exact", "lanczos"))
     k = int(k)
     parts, model = [], wrap(model)
-    for xp, xb, lo in batches(model, x, batch_size):
+    for xp, xb, lo, tracker in batches(model, x, batch_size, progress, "fisher_spectrum"):
         if not model.has_vjp and method == "lanczos":
             raise InvalidArgumentError("a jvp-only model's spectrum needs method='exact' (all d columns of J)")
-        op = FisherOperator(model, xp, xb, offset=lo)
+        op = FisherOperator(model, xp, xb, offset=lo, ledger=QueryLedger(None, int(xb.shape[0]), meter=tracker))
         if k > op.rank:
             raise InvalidArgumentError(
                 f"k={k} exceeds the largest possible rank of F, {op.rank} "

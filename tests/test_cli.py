@@ -126,7 +126,7 @@ def test_bound_on_a_declared_input_domain(tmp_path):
     )
     onnx.save(helper.make_model(g, opset_imports=[helper.make_opsetid("", 17)]), tmp_path / "sq.onnx")
     p = _cli("bound", str(tmp_path / "sq.onnx"), "--input-shape", "4")
-    assert p.returncode == 2 and "input_domain" in p.stderr
+    assert p.returncode == 2 and "--input-domain LOW,HIGH" in p.stderr and "input_domain=" not in p.stderr  # its flag
     p = _cli("bound", str(tmp_path / "sq.onnx"), "--input-shape", "4", "--input-domain=-1,2", "--json")
     assert p.returncode == 0, p.stderr
     assert np.isclose(json.loads(p.stdout)["lipschitz"], 4.0)

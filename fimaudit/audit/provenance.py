@@ -7,7 +7,8 @@ warning raised in this process (``warnings.catch_warnings(record=True)`` with th
 - re-emits each distinct warning once, with the location of its first occurrence, so
   callers and warning filters still see it; warnings are the same when their category and
   their message with numbers and bracketed lists blanked are (one per chunk of inputs,
-  say, differing only in the inputs they name);
+  say, differing only in the inputs they name); the finite-difference noise warnings of
+  all chunks become one, counting and ranking the inputs of every chunk;
 - stores them on the audit as ``warnings``: ``[{category, message, count}]``, the message
   of the first occurrence, in order of first occurrence — except the categories Python
   ignores by default (deprecation, import and resource warnings), which concern the code
@@ -31,6 +32,9 @@ import re
 import warnings
 
 import numpy as np
+
+from ..blackbox.fd_error import noise_warning
+from ..errors import NoiseDominatesWarning
 
 __all__ = ["collect_warnings", "recorded"]
 
@@ -60,13 +64,24 @@ def warning_kind(category, message):
 
 def collect_warnings(records):
     """Distinct warnings of ``records`` (``warnings.WarningMessage``), by :func:`warning_kind`:
-    (first record, count), first seen first."""
-    seen = {}
+    (first record, count), first seen first. Warnings that carry the inputs they concern
+    (``notes``: one per chunk, say) are one kind per category, summarised anew over all of them."""
+    seen, notes = {}, {}
     for w in records:
-        key = warning_kind(w.category.__name__, str(w.message))
+        carried = getattr(w.message, "notes", None)
+        key = (w.category.__name__, "notes") if carried else warning_kind(w.category.__name__, str(w.message))
         first, n = seen.get(key, (w, 0))
         seen[key] = (first, n + 1)
-    return list(seen.values())
+        notes.setdefault(key, []).extend(carried or [])
+    return [(_summarised(first, notes[key]), n) for key, (first, n) in seen.items()]
+
+
+def _summarised(record, notes):
+    """``record`` with the message of all ``notes`` of its kind (the first one's when it has none)."""
+    if not notes or not issubclass(record.category, NoiseDominatesWarning):
+        return record
+    message = noise_warning(notes)
+    return warnings.WarningMessage(message, record.category, record.filename, record.lineno, record.file, record.line)
 
 
 def _settings(signature, args, kwargs):

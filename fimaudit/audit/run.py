@@ -4,7 +4,6 @@ resumable through a journal and spread over any ``concurrent.futures.Executor``.
 
 from __future__ import annotations
 
-import sys
 import time
 
 import numpy as np
@@ -13,12 +12,13 @@ from .._array import to_numpy
 from ..errors import FimauditError, InvalidArgumentError
 from ..first_order import per_row
 from ..fisher import fisher_norm, fisher_trace
+from ..hints import numbered_from
 from ..likelihoods import get_likelihood
 from ..plugins import wrap
+from ..progress import tracking
 from .executors import run_chunks
 from .identity import data_digest, model_identity
 from .journal import Journal
-from .progress import progress_line
 from .provenance import recorded
 from .result import Audit
 from .summary import summarize
@@ -42,19 +42,19 @@ def _readouts(m, z):
     return lik.predict(z).tolist(), none if conf is None else conf.tolist(), none if margin is None else margin.tolist()
 
 
-def _chunk(m, X, y, lo, hi, method, budget, seed, top=0):
+def _chunk(m, X, y, lo, hi, method, budget, seed, top=0, progress=False):
     """The rows of inputs lo..hi (with the first-order distance and class when the method was
     ``exact``); the ``top`` largest λ_max of the chunk carry their direction
-    (``"direction"``), found in the same estimator call, so every row sent is on the budget."""
+    (``"direction"``), found in the same estimator call, so every row sent is on the budget.
+    ``progress``: the audit's tracker (its model rows), or False."""
     t0 = time.perf_counter()
     xb = X[lo:hi]
     try:
-        r = fisher_norm(
-            m, xb, method=method, budget=budget, seed=seed + lo, on_nonconvergence="flag", return_direction=top > 0
-        )
+        opts = dict(on_nonconvergence="flag", return_direction=top > 0, progress=progress)
+        r = fisher_norm(m, xb, method=method, budget=budget, seed=seed + lo, **opts)
         trace = None  # white-box models only: free with exact; a trace estimator when no budget caps the calls
         if m.has_vjp and (r.trace is not None or budget is None):
-            trace = to_numpy(r.trace if r.trace is not None else fisher_trace(m, xb).value)
+            trace = to_numpy(r.trace if r.trace is not None else fisher_trace(m, xb, progress=progress).value)
         prediction, confidence, margin = _readouts(m, r.logits)
         status = ["ok" if c else "not converged" for c in r.converged]
         vals, low, up = (to_numpy(a).astype(np.float64) for a in (r.value, r.lower, r.upper))
@@ -108,6 +108,12 @@ def _chunk(m, X, y, lo, hi, method, budget, seed, top=0):
     return rows
 
 
+def _numbered_chunk(m, X, y, lo, hi, *rest):
+    """:func:`_chunk` whose warnings name inputs by their place in X, not in the chunk."""
+    with numbered_from(lo):
+        return _chunk(m, X, y, lo, hi, *rest)
+
+
 def _bound(m, enabled, input_domain=None):
     """The certified graph bound when an ONNX graph is available, else why not."""
     if not enabled:
@@ -138,7 +144,7 @@ def audit(
     bound=True,
     journal=None,
     executor=None,
-    progress=True,
+    progress=None,
     seed=0,
     batch_size=64,
     top=5,
@@ -153,6 +159,8 @@ def audit(
     ``bound``: add the certified Lipschitz bound from the model's ONNX graph (when the
     adapter can give one) and each input's certified radius, margin / (√2 L);
     ``input_domain=(low, high)`` lets Transformers be bounded on that input box.
+    ``progress``: a bar of the inputs finished and the model rows sent; None (default) when
+    standard error is a terminal, True/False to force it (:mod:`fimaudit.progress`).
 
     >>> import numpy as np, fimaudit as fa
     >>> from fimaudit.testing import LinearModel
@@ -195,32 +203,25 @@ def audit(
     todo = [(lo, hi) for lo, hi in chunks if not all(i in done for i in range(lo, hi))]
     rows = dict(done)
 
-    started = time.perf_counter()
-    first = len(rows)
+    with tracking(progress, "audit") as tracker:
+        tracker.start(len(X), initial=len(rows))
 
-    def finish(new):
-        rows.update({r["index"]: r for r in new})
-        if jr:
-            jr.commit(new)
-        if progress:
-            print(
-                "\r" + progress_line(len(rows), len(X), first, time.perf_counter() - started),
-                end="",
-                file=sys.stderr,
-                flush=True,
-            )
+        def finish(new):
+            before = len(rows)
+            rows.update({r["index"]: r for r in new})
+            if jr:
+                jr.commit(new)
+            tracker.advance(len(rows) - before)
 
-    try:
-        if executor is None:
-            for lo, hi in todo:
-                finish(_chunk(m, X, y, lo, hi, method, budget, seed, top))
-        else:  # retries chunks whose worker died; the data goes once (Dask) or as each chunk's rows
-            run_chunks(executor, _chunk, m, X, y, todo, (method, budget, seed, top), finish)
-    finally:
-        if progress and todo:
-            print(file=sys.stderr)
-        if jr:
-            jr.close()
+        try:
+            if executor is None:
+                for lo, hi in todo:
+                    finish(_numbered_chunk(m, X, y, lo, hi, method, budget, seed, top, tracker))
+            else:  # retries chunks whose worker died; the data goes once (Dask) or as each chunk's rows
+                run_chunks(executor, _numbered_chunk, m, X, y, todo, (method, budget, seed, top), finish)
+        finally:
+            if jr:
+                jr.close()
     ordered = [rows[i] for i in range(len(X))]
     directions = {r["index"]: r.pop("direction") for r in ordered if "direction" in r}
     summary = summarize(ordered, seed=seed)

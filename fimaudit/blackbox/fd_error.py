@@ -35,8 +35,9 @@ import numpy as np
 
 from .._array import device, to_numpy
 from ..errors import NoiseDominatesWarning
+from ..hints import first_input, say
 
-__all__ = ["fd_error", "noisy_inputs", "warn_noise", "NoiseNote", "NOISE_WARN"]
+__all__ = ["fd_error", "noisy_inputs", "noise_warning", "warn_noise", "NoiseNote", "NOISE_WARN"]
 
 NOISE_WARN = 0.1  # warn when the estimated error exceeds this fraction of λ_max
 
@@ -74,11 +75,13 @@ class NoiseNote:
     cause: str
     kinky: bool  # the step-halving check points at kinks or curvature
     extrapolated: bool
+    ratios: list = None  # each input's estimated error over λ_max (inf: the noise is unknown)
 
 
 def noisy_inputs(err, value, diag, offset):
     """The :class:`NoiseNote` of a batch, or None when every input's error is within bounds."""
-    bad = np.flatnonzero(err > NOISE_WARN * np.maximum(value, np.finfo(np.float64).tiny))
+    scale = np.maximum(value, np.finfo(np.float64).tiny)
+    bad = np.flatnonzero(err > NOISE_WARN * scale)
     if not bad.size:
         return None
     tau = float(np.max(diag.truncation[bad]))
@@ -94,28 +97,40 @@ def noisy_inputs(err, value, diag, offset):
             "the answers did not change across the noise table at any spacing tried (outputs quantised more "
             "coarsely than the model's slope moves them), so the noise is unknown and the bracket is [0, inf]"
         )
-    return NoiseNote((bad + offset).tolist(), cause, kinky, bool(diag.extrapolate))
+    ratios = (np.asarray(err, np.float64)[bad] / scale[bad]).tolist()
+    return NoiseNote((bad + offset + first_input()).tolist(), cause, kinky, bool(diag.extrapolate), ratios)
+
+
+def noise_warning(notes):
+    """One NoiseDominatesWarning summarising ``notes`` (NoiseNote or None; None when none is
+    left): how many inputs, the worst ten by error over λ_max, the causes and what to pass
+    (spelled for the reader, :mod:`fimaudit.hints`)."""
+    notes = [n for n in notes if n is not None]
+    if not notes:
+        return None
+    pairs = [(i, r) for n in notes for i, r in zip(n.inputs, n.ratios or [math.inf] * len(n.inputs))]
+    worst = sorted(pairs, key=lambda p: -p[1])[:10]
+    kinky = any(n.kinky and not n.extrapolated for n in notes)
+    causes = list(dict.fromkeys(n.cause for n in notes))
+    cause = causes[0] + (f" (and {len(causes) - 1} more causes in other batches)" if len(causes) > 1 else "")
+    top = f"{worst[0][1]:.0%}" if math.isfinite(worst[0][1]) else "unbounded"
+    message = (
+        f"finite-difference error may exceed 10% of λ_max for {len(pairs)} inputs (worst first: "
+        f"{[i for i, _ in worst]}, error up to {top} of λ_max): {cause} (see .fd_error); the brackets are widened "
+        f"accordingly. Rounded or quantised probabilities and TF32/bf16 serving cause noise; pass {say('step')} "
+        f"or {say('richardson')} to trade noise against truncation"
+        + (
+            f"; for a ReLU/max-pool network, {say('kinks_extrapolate')} removes the kinks' bias from the exact method"
+            if kinky
+            else ""
+        )
+    )
+    return NoiseDominatesWarning(message, notes)
 
 
 def warn_noise(notes, stacklevel=3):
     """One NoiseDominatesWarning for all the batches of a call (``notes``: NoiseNote or None),
     attributed ``stacklevel`` frames up: 3 is the line that called the function calling this."""
-    notes = [n for n in notes if n is not None]
-    if not notes:
-        return
-    inputs = [i for n in notes for i in n.inputs]
-    kinky = any(n.kinky and not n.extrapolated for n in notes)
-    causes = list(dict.fromkeys(n.cause for n in notes))
-    cause = causes[0] + (f" (and {len(causes) - 1} more causes in other batches)" if len(causes) > 1 else "")
-    warnings.warn(
-        f"finite-difference error may exceed 10% of λ_max for {len(inputs)} inputs (first: {inputs[:10]}): "
-        f"{cause} (see .fd_error); the brackets are widened accordingly. Rounded or quantised probabilities and "
-        "TF32/bf16 serving cause noise; pass step= or scheme='richardson' to trade noise against truncation"
-        + (
-            "; for a ReLU/max-pool network, kinks='extrapolate' removes the kinks' bias from method='exact'"
-            if kinky
-            else ""
-        ),
-        NoiseDominatesWarning,
-        stacklevel=stacklevel,
-    )
+    w = noise_warning(notes)
+    if w is not None:
+        warnings.warn(w, stacklevel=stacklevel)

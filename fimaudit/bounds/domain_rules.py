@@ -31,6 +31,7 @@ import math
 import numpy as np
 
 from ..errors import UnsupportedOnnxOpError
+from ..hints import reader, say
 from .interval_rules import reciprocal, sigma_floor, softmax_interval
 from .intervals import operand
 from .rules import attr, spectral_norm
@@ -42,7 +43,8 @@ TIGHTER_ON_DOMAIN = {"Softmax"}
 def need_domain(node, why):
     return UnsupportedOnnxOpError(
         f"{node.op_type} node {node.name!r} {why}: not globally Lipschitz. Declare the inputs' range with "
-        "input_domain=(low, high) (scalars or arrays of the input's shape) to bound it on that box"
+        f"{say('input_domain')} to bound it on that box"
+        + (" (scalars or arrays of the input's shape)" if reader() == "python" else "")
     )
 
 
