@@ -1,10 +1,9 @@
 """The ``fimaudit`` command: ``demo``, ``audit``, ``bound`` and ``report``.
 
-The command fails closed: it exits 0 only when every input was audited and the
-``--fail-above`` gate, if given, passed; the other outcomes have the distinct codes of
-:class:`ExitCode` (listed by ``fimaudit audit --help``). Every argument of ``audit`` is
-checked before the model is loaded. Importing this module loads neither numpy nor any
-framework, so ``--help`` is immediate.
+The command fails closed: it exits 0 only when every input was audited and the ``--fail-above``
+gate, if given, passed; the other outcomes have the distinct codes of :class:`ExitCode` (listed
+by ``fimaudit audit --help``). Every argument of ``audit`` is checked before the model is
+loaded. Importing this module loads neither numpy nor any framework: ``--help`` is immediate.
 """
 
 from __future__ import annotations
