@@ -61,7 +61,7 @@ def silu_prime(z):
     return s * (1 + z * (1 - s))
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def critical(kind):
     """The points where σ' has its extrema (roots of σ''), and the minimiser of σ."""
     prime = {"gelu": gelu_prime, "gelu_tanh": gelu_tanh_prime, "silu": silu_prime}[kind]
