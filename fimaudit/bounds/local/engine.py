@@ -90,9 +90,11 @@ class Network:
 
 
 class Pass:
-    """The bounds for one input x on the box [low, high] (x inside it)."""
+    """The bounds for one input x on the box [low, high] (x inside it); at most ``limit``
+    units of a tensor are tightened (a subset keeps every bound sound, only looser)."""
 
-    def __init__(self, net, x, low, high, tighten=True):
+    def __init__(self, net, x, low, high, tighten=True, limit=4096):
+        self.limit = limit
         self.net, self.x, self.a, self.b = net, x, (low - x).reshape(-1), (high - x).reshape(-1)
         inp = net.g.input
         self.point, self.lo, self.hi = {inp: x}, {inp: low}, {inp: high}
@@ -145,9 +147,11 @@ class Pass:
             rows = np.flatnonzero((lo < 0) & (hi > 0))  # the others are settled already
         else:
             rows = np.arange(lo.size)
+        z = self.point[t].reshape(-1)
+        if rows.size > self.limit:  # the units likeliest to be settled: far from 0 for their width
+            rows = rows[np.argsort(-np.abs(z[rows]) / np.maximum(hi[rows] - lo[rows], 1e-300))[: self.limit]]
         if rows.size == 0:
             return
-        z = self.point[t].reshape(-1)
         lo, hi = lo.copy(), hi.copy()
         step = max(1, CHUNK_ELEMENTS // self.net.largest)
         for s in range(0, rows.size, step):
