@@ -113,7 +113,7 @@ def make(name):
 
 @pytest.fixture(scope="module", params=ZOO)
 def zoo(request):
-    shape = (3, 12, 12) if request.param == "odd_cnn" else (3, 32, 32)
+    shape = {"odd_cnn": (3, 12, 12), "vgg_style": (3, 32, 32)}.get(request.param, (3, 16, 16))
     net = make(request.param)
     return request.param, net, export(net, shape), shape
 
@@ -137,8 +137,8 @@ def test_tiny_box_gives_the_exact_jacobian_norm(zoo):
 def test_zoo_bounds_hold_on_sampled_points(zoo):
     name, net, proto, shape = zoo
     x = torch.rand(1, *shape, generator=torch.Generator().manual_seed(4), dtype=torch.float64)
-    for rho in (1e-3, 3e-2):
-        b = fa.local_bound(proto, x.numpy(), rho, global_cap=False)
+    for rho in (1e-3, 1e-2):
+        b = fa.local_bound(proto, x.numpy(), rho, global_cap=False, tighten=512)
         worst = sampled_max(net, x[0], rho, n=16, steps=4 if name in ("smooth_cnn", "odd_cnn") else 0)
         assert b.lipschitz[0] >= worst * (1 - 1e-6), (name, rho, b.lipschitz, worst)
         g = torch.Generator().manual_seed(5)
