@@ -31,6 +31,8 @@ from ..graph import Graph
 from .engine import Network, Pass
 from .metric import sup_metric_norm
 
+GENERATORS = 256  # signed error terms kept through the logits' backward pass (:mod:`.backward`)
+
 
 @dataclass
 class LocalBound:
@@ -104,7 +106,7 @@ class _Setup:
         G[np.arange(C), np.arange(C)] = 1.0
         G[C + np.arange(len(others)), top] = 1.0
         G[C + np.arange(len(others)), others] = -1.0
-        Jm, Jr = p.backward(out, G.reshape((G.shape[0], *self.g.shape(out)[1:])))
+        Jm, Jr = p.backward(out, G.reshape((G.shape[0], *self.g.shape(out)[1:])), GENERATORS)
         L = np.linalg.norm(Jm[:C], 2) + np.linalg.norm(Jr[:C], 2)
         if self.L is not None:
             L = min(L, self.L)

@@ -170,54 +170,9 @@ class Pass:
         prods = (jl * self.a, jl * self.b, jh * self.a, jh * self.b)
         return np.minimum.reduce(prods).sum(1), np.maximum.reduce(prods).sum(1)
 
-    def backward(self, t, G):
+    def backward(self, t, G, generators=0):
         """(J_mid, J_rad), each (rows, input size): the interval Jacobian over the box of the
-        rows G (rows, *shape of t) of ∂(·)/∂t carried to the input."""
-        net, inp = self.net, self.net.g.input
-        if t == inp:
-            return G.reshape(G.shape[0], -1), np.zeros((G.shape[0], self.a.size))
-        grads = {t: (G, None)}
+        rows G (rows, *shape of t) of ∂(·)/∂t carried to the input (:mod:`.backward`)."""
+        from .backward import backward
 
-        def push(name, gm, gr):
-            if name in grads:
-                om, orad = grads[name]
-                gm, gr = om + gm, (gr if orad is None else (orad if gr is None else orad + gr))
-            grads[name] = (gm, gr)
-
-        for k in range(net.producer[t], -1, -1):
-            node, role = net.nodes[k], net.roles[k]
-            if node.output[0] not in grads:
-                continue
-            Gm, Gr = grads.pop(node.output[0])
-            if role in ("act", "silu"):
-                dm, dr = self.deriv[node.output[0]]
-                rad = np.abs(Gm) * dr if np.any(dr) else None
-                if Gr is not None:
-                    rad = Gr * (np.abs(dm) + dr) + (0.0 if rad is None else rad)
-                push(net.tensor_input(k), Gm * dm, rad)
-            elif role == "maxpool":
-                geo, hw, weights = self.pool[node.output[0]]
-                push(
-                    node.input[0], *grid.max_pool_adjoint(Gm, np.zeros_like(Gm) if Gr is None else Gr, weights, geo, hw)
-                )
-            elif role == "move":
-                v = node.input[0]
-                push(
-                    v, moves.move_back(node, net.g, Gm, v), None if Gr is None else moves.move_back(node, net.g, Gr, v)
-                )
-            elif role == "combine":
-                parts = moves.combine_back(node, net.g, Gm, net.live)
-                rads = (
-                    moves.combine_back_abs(node, net.g, Gr, net.live)
-                    if Gr is not None
-                    else [(n, None) for n, _ in parts]
-                )
-                for (name, gm), (_, gr) in zip(parts, rads):
-                    push(name, gm, gr)
-            else:
-                var = next(i for i in node.input if i in net.live)
-                rad = None if Gr is None else linear.adjoint(node, net.g, net.live, Gr, absolute=True)
-                push(var, linear.adjoint(node, net.g, net.live, Gm), rad)
-        Gm, Gr = grads.get(inp, (np.zeros_like(G), None))
-        n = Gm.shape[0]
-        return Gm.reshape(n, -1), (np.zeros((n, self.a.size)) if Gr is None else Gr.reshape(n, -1))
+        return backward(self, t, G, generators)

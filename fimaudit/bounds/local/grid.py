@@ -77,22 +77,25 @@ def conv(x, W, geo, group, out_hw):
         part = xp[sl]
         for g in range(group):
             xs = part[:, g * cg : (g + 1) * cg]
-            y[:, g * mg : (g + 1) * mg] += np.einsum("nchw,mc->nmhw", xs, W[g * mg : (g + 1) * mg, :, i, j])
+            y[:, g * mg : (g + 1) * mg] += np.moveaxis(
+                np.tensordot(xs, W[g * mg : (g + 1) * mg, :, i, j], axes=([1], [1])), -1, 1
+            )
     return y
 
 
 def conv_adjoint(G, W, geo, group, in_hw):
-    """Gᵀ ↦ (W ⋆)ᵀ G: the rows G (m, M, Ho, Wo) of a Jacobian carried to the conv's input."""
+    """Gᵀ ↦ (W ⋆)ᵀ G: the rows G (m, M, Ho, Wo) of a Jacobian carried to the conv's input
+    (channels-last inside, so each kernel offset is one matrix product)."""
     m, M, Ho, Wo = G.shape
     cg, mg = W.shape[1], M // group
     p = geo[3]
-    out = np.zeros((m, cg * group, in_hw[0] + p[0] + p[2], in_hw[1] + p[1] + p[3]))
+    Gl = np.ascontiguousarray(np.moveaxis(G, 1, -1))  # (m, Ho, Wo, M)
+    out = np.zeros((m, in_hw[0] + p[0] + p[2], in_hw[1] + p[1] + p[3], cg * group))
     for i, j, sl in _slices(geo, (Ho, Wo)):
+        view = out[:, sl[2], sl[3]]
         for g in range(group):
-            out[sl][:, g * cg : (g + 1) * cg] += np.einsum(
-                "nmhw,mc->nchw", G[:, g * mg : (g + 1) * mg], W[g * mg : (g + 1) * mg, :, i, j]
-            )
-    return crop(out, geo, in_hw)
+            view[..., g * cg : (g + 1) * cg] += Gl[..., g * mg : (g + 1) * mg] @ W[g * mg : (g + 1) * mg, :, i, j]
+    return np.moveaxis(out, -1, 1)[:, :, p[0] : p[0] + in_hw[0], p[1] : p[1] + in_hw[1]]
 
 
 def _add_at(out, sl, v):
