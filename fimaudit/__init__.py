@@ -31,6 +31,9 @@ _LAZY = {
     "plan": ".fisher",
     "get_likelihood": ".likelihoods",
     "lipschitz_bound": ".bounds",
+    "local_bound": ".bounds.local",
+    "certified_radius": ".bounds.local",
+    "LocalBound": ".bounds.local",
     "Linearization": ".models",
     "Model": ".models",
     "installed_adapters": ".plugins",
@@ -85,4 +88,7 @@ __all__ = [
     "audit",
     "Audit",
     "lipschitz_bound",
+    "local_bound",
+    "certified_radius",
+    "LocalBound",
 ]
