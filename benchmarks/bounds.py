@@ -11,11 +11,23 @@ convolutions — for comparison. Architectures are ranked by the certified bound
 A ViT-style model (LayerNorm, softmax attention) has no global constant: it is bounded on
 declared input boxes — the whole image range [0, 1], and boxes of radius 0.01, 0.001 and 0.0001
 around one input — against the largest ‖J(x)‖₂ measured inside each box.
+
+The ImageNet architecture graphs the onnx package ships (``onnx/backend/test/data/light``, at
+3×224×224, weights from ConstantOfShape generators) are bounded by this revision and, in a
+subprocess capped at BEFORE_CAP seconds, by the revision before the Gram-iteration conv norm
+(BASELINE, per-frequency SVD on the whole FFT grid; "> N s" when it did not finish). Each bound
+is set against the largest secant slope ‖z(x + δ) − z(x)‖ / ‖δ‖ of the logits z measured with
+onnxruntime (float32; its Conv has no float64 kernel) over a few random pairs.
+
+    python benchmarks/bounds.py [--graphs-only]
 """
 
 import copy
 import os
+import subprocess
 import sys
+import tempfile
+import time
 import warnings
 
 import numpy as np
@@ -67,8 +79,108 @@ def measured(net, n=20, steps=20, seed=0):
     return best
 
 
+BASELINE = "9af58d95"  # per-frequency SVD conv norm, no LRN rule
+BEFORE_CAP = 120
+GRAPHS = [
+    "squeezenet",
+    "shufflenet",
+    "resnet50",
+    "densenet121",
+    "inception_v1",
+    "inception_v2",
+    "bvlc_alexnet",
+    "zfnet512",
+    "vgg19",
+]
+TIMED = """
+import sys, time
+import fimaudit as fa
+t = time.perf_counter()
+try:
+    b = fa.lipschitz_bound(sys.argv[1])
+    print(f"ok {time.perf_counter() - t:.1f} {b.lipschitz!r}")
+except Exception as err:
+    print(f"refused {time.perf_counter() - t:.1f} {type(err).__name__}: {err}")
+"""
+
+
+def light(name):
+    import onnx
+
+    return os.path.join(os.path.dirname(onnx.__file__), "backend", "test", "data", "light", f"light_{name}.onnx")
+
+
+def before(path, tree):
+    """Seconds and outcome of the BASELINE revision on ``path``, capped at BEFORE_CAP."""
+    env = dict(os.environ, PYTHONPATH=tree)
+    try:
+        out = subprocess.run(
+            [sys.executable, "-c", TIMED, path], env=env, capture_output=True, text=True, timeout=BEFORE_CAP
+        )
+    except subprocess.TimeoutExpired:
+        return f"> {BEFORE_CAP} s", "no bound"
+    kind, secs, rest = (out.stdout.strip().splitlines() or ["error 0 " + out.stderr[-200:]])[-1].split(" ", 2)
+    return f"{float(secs):.1f} s", (f"{float(rest):.4g}" if kind == "ok" else rest.split(":")[0])
+
+
+def secant(path, logits, pairs=4, seed=0):
+    """max ‖z(x + δ) − z(x)‖₂ / ‖δ‖₂ over random x ∈ [0, 1]^n and δ of norm 1e-2 ‖x‖."""
+    import onnx
+    import onnxruntime as ort
+
+    m = onnx.load(path)
+    if logits not in [o.name for o in m.graph.output]:
+        m.graph.output.append(onnx.helper.make_tensor_value_info(logits, onnx.TensorProto.FLOAT, None))
+    sess = ort.InferenceSession(m.SerializeToString(), providers=["CPUExecutionProvider"])
+    inp = sess.get_inputs()[0]
+    rng = np.random.default_rng(seed)
+    best = 0.0
+    for _ in range(pairs):
+        x = rng.random((1, 3, 224, 224))
+        d = rng.standard_normal(x.shape)
+        d *= 1e-2 * np.linalg.norm(x) / np.linalg.norm(d)
+        za, zb = (sess.run([logits], {inp.name: v.astype(np.float32)})[0].astype(np.float64) for v in (x, x + d))
+        best = max(best, float(np.linalg.norm(zb - za) / np.linalg.norm(d)))
+    return best
+
+
+def graphs():
+    import onnx
+
+    from fimaudit.bounds.graph import Graph
+
+    rows = []
+    with tempfile.TemporaryDirectory() as tree:
+        archive = subprocess.run(["git", "-C", ROOT, "archive", BASELINE, "fimaudit"], capture_output=True, check=True)
+        subprocess.run(["tar", "-x", "-C", tree], input=archive.stdout, check=True)
+        for name in GRAPHS:
+            path = light(name)
+            old_s, old_l = before(path, tree)
+            t = time.perf_counter()
+            try:
+                b = fa.lipschitz_bound(path)
+            except Exception as err:
+                rows.append((name, old_s, old_l, f"{time.perf_counter() - t:.1f} s", type(err).__name__, "", ""))
+                continue
+            secs = time.perf_counter() - t
+            low = secant(path, Graph(onnx.load(path)).output)
+            now = (f"{secs:.1f} s", f"{b.lipschitz:.4g}", f"{low:.4g}", f"{b.lipschitz / low:.3g}×")
+            rows.append((name, old_s, old_l, *now))
+    load = ", ".join(f"{v:.1f}" for v in os.getloadavg())
+    print(f"onnx light_* graphs at 3×224×224 on {os.cpu_count()} CPU cores (load average {load} while measured)")
+    print(
+        f"| graph | seconds before ({BASELINE}) | bound before | seconds now | certified L now "
+        "| max secant slope (onnxruntime) | bound / secant |"
+    )
+    print("|---|---|---|---|---|---|---|")
+    for r in rows:
+        print("| " + " | ".join(r) + " |")
+
+
 def main():
     warnings.simplefilter("ignore")
+    if "--graphs-only" in sys.argv:
+        return graphs()
     rows = []
     for name, make in [("VGG-style", vgg_style), ("ResNet-style", resnet_style), ("DenseNet-style", densenet_style)]:
         torch.manual_seed(0)
@@ -96,6 +208,8 @@ def main():
     for name, L, low, naive, fb in rows:
         print(f"| {name} | {L:.4g} | {low:.4g} | {L / low:.1f}× | {naive:.4g} | {fb:.4g} |")
     print("ranking by certified L: " + " < ".join(r[0] for r in sorted(rows[:3], key=lambda r: r[1])))
+    print()
+    graphs()
 
 
 if __name__ == "__main__":
