@@ -8,8 +8,7 @@ norm is therefore at most that of the circular convolution, max_ω σ₁(K̂(ω)
 ``K̂(ω) = Σ_p W[:, :, p] exp(−2πi Σ_a ω_a p_a / N_a)`` per group (Sedghi, Gupta & Long, ICLR
 2019, Thm. 6). Since W is real, K̂(−ω) is the conjugate of K̂(ω), with the same singular
 values, so half the grid (the last axis up to N/2) suffices; along an axis where k_eff = 1 the
-symbol is constant and one frequency suffices (a 1×1 convolution is one matrix). The symbol is
-summed tap by tap for chunks of frequencies (a matrix product), so memory stays bounded.
+symbol is constant and one frequency suffices (a 1×1 convolution is one matrix).
 
 Per frequency, with d the smaller side of K̂ and G₁ = K̂*K̂ (or K̂K̂*), G_{t+1} = G_t²:
 ``σ₁(K̂)^{2^t} = λ_max(G_t) ≤ ‖G_t‖_F``, so ``σ₁ ≤ ‖G_t‖_F^{1/2^t}`` for every t — a proven
@@ -17,17 +16,23 @@ upper bound that over-estimates by at most d^{1/2^{t+1}} (Gram iteration: Delatt
 Araujo & Allauzen, ICML 2023, "Efficient Bound of Lipschitz Constant for Convolutional Layers
 by Gram Iteration"). Each G_t is divided by its Frobenius norm and the logarithm of the scale
 carried (log c_{t+1} = 2 log c_t + log ‖G_t²‖_F), so nothing overflows or underflows. Lower
-bounds come with it: λ_max(G_t) ≥ v*G_t v / v*v for v the largest column of G_t. A frequency
+bounds come with it: for PSD M, λ_max(M) ≥ (M²)_jj / M_jj (the Rayleigh quotient at M^{1/2}e_j),
+read off the column norms already computed. A frequency
 whose upper bound falls below the best lower bound found anywhere cannot hold the maximum and
 is dropped; iteration stops once the largest upper bound left is within 1 + RTOL of the best
 lower bound, or after T_MAX squarings, so the result lies in
 ``[max_ω σ₁, max(1 + RTOL, d^{1/2^{T_MAX+1}}) · max_ω σ₁]`` (up to float64 rounding, which is
 relative and of order d·10⁻¹⁶ per step, then shrunk by the 2^t-th root).
 
-Dispatch by cost: matrices with d ≤ EXACT_DIM (each eigenvalue problem costs about what a few
-squarings do), and the frequencies left after pruning when their eigenvalue problems cost at
-most EXACT_FLOPS in all (~ B d³), get the exact λ_max(G₁) (LAPACK), which is tighter; the rest
-Gram iteration, whose squarings are matrix products (BLAS 3).
+The symbol's Gram matrix is summed from the kernel's autocorrelation, G₁(ω) = K̂(ω)*K̂(ω) =
+Σ_r C_r e^{2πi⟨ω, r/N⟩} with C_r = Σ_{p − q = r} W_pᵀ W_q (one product per tap pair, then one
+matrix product per chunk of frequencies of at most CHUNK_BYTES, so memory stays bounded),
+never from K̂ itself.
+
+Dispatch by cost, B·d³ for B matrices of side d: at most EXACT_FLOPS (small layers, or the few
+frequencies left after pruning) gets the exact λ_max(G₁) from LAPACK, which is tighter; above
+it Gram iteration, whose squarings are matrix products (BLAS 3) and whose pruning usually
+leaves few frequencies after a step or two.
 """
 
 from __future__ import annotations
@@ -37,7 +42,7 @@ import math
 import numpy as np
 
 RTOL = 0.01  # stop once the bound is within 1 % of a certified lower bound
-T_MAX = 10  # squarings at most: over-estimate ≤ d^(1/2048) even if RTOL is never reached
+T_MAX = 10  # squarings at most: over-estimate ≤ d^(1/2048) even where RTOL is not reached
 EXACT_FLOPS = 1e7
 CHUNK_BYTES = 64 << 20  # working memory per chunk of frequencies
 
