@@ -11,11 +11,23 @@ convolutions — for comparison. Architectures are ranked by the certified bound
 A ViT-style model (LayerNorm, softmax attention) has no global constant: it is bounded on
 declared input boxes — the whole image range [0, 1], and boxes of radius 0.01, 0.001 and 0.0001
 around one input — against the largest ‖J(x)‖₂ measured inside each box.
+
+The ImageNet architecture graphs the onnx package ships (``onnx/backend/test/data/light``, at
+3×224×224, weights from ConstantOfShape generators) are bounded by this revision and, in a
+subprocess capped at BEFORE_CAP CPU seconds, by the revision before the Gram-iteration conv norm
+(BASELINE, per-frequency SVD on the whole FFT grid; "> N" when it did not finish), in CPU
+seconds of each process (the machine is shared: wall seconds depend on its load). Each bound
+is set against the largest secant slope ‖z(x + δ) − z(x)‖ / ‖δ‖ of the logits z measured with
+onnxruntime (float32; its Conv has no float64 kernel) over a few random pairs.
+
+    python benchmarks/bounds.py [--graphs-only]
 """
 
 import copy
 import os
+import subprocess
 import sys
+import tempfile
 import warnings
 
 import numpy as np
@@ -67,8 +79,116 @@ def measured(net, n=20, steps=20, seed=0):
     return best
 
 
+BASELINE = "9af58d95"  # per-frequency SVD conv norm, no LRN rule
+BEFORE_CAP = 120  # CPU seconds
+GRAPHS = [
+    "squeezenet",
+    "shufflenet",
+    "resnet50",
+    "densenet121",
+    "inception_v1",
+    "inception_v2",
+    "bvlc_alexnet",
+    "zfnet512",
+    "vgg19",
+]
+TIMED = """
+import sys, time
+import fimaudit as fa
+t, c = time.perf_counter(), time.process_time()
+try:
+    b = fa.lipschitz_bound(sys.argv[1])
+    out = f"ok {b.lipschitz!r}"
+except Exception as err:
+    out = f"refused {type(err).__name__}: {err}"
+print(f"{time.process_time() - c:.1f} {time.perf_counter() - t:.1f} {out}")
+"""
+
+
+def light(name):
+    import onnx
+
+    return os.path.join(os.path.dirname(onnx.__file__), "backend", "test", "data", "light", f"light_{name}.onnx")
+
+
+def timed(path, tree, cap=None):
+    """(CPU seconds, wall seconds, bound or the error's name) of fimaudit from ``tree`` on
+    ``path``, in a subprocess killed after ``cap`` CPU seconds."""
+    import resource
+
+    def limit():
+        resource.setrlimit(resource.RLIMIT_CPU, (cap, cap))
+
+    env = dict(os.environ, PYTHONPATH=tree)
+    out = subprocess.run(
+        [sys.executable, "-c", TIMED, path], env=env, capture_output=True, text=True, preexec_fn=limit if cap else None
+    )
+    if out.returncode != 0 or not out.stdout.strip():
+        return f"> {cap}", "", "no bound"
+    cpu, wall, kind, rest = out.stdout.strip().splitlines()[-1].split(" ", 3)
+    return cpu, wall, (f"{float(rest):.4g}" if kind == "ok" else rest.split(":")[0])
+
+
+def secant(path, logits, pairs=4, seed=0):
+    """max ‖z(x + δ) − z(x)‖₂ / ‖δ‖₂ over random x ∈ [0, 1]^n and δ of norm 1e-2 ‖x‖."""
+    import onnx
+    import onnxruntime as ort
+
+    m = onnx.load(path)
+    if logits not in [o.name for o in m.graph.output]:
+        m.graph.output.append(onnx.helper.make_tensor_value_info(logits, onnx.TensorProto.FLOAT, None))
+    sess = ort.InferenceSession(m.SerializeToString(), providers=["CPUExecutionProvider"])
+    inp = sess.get_inputs()[0]
+    rng = np.random.default_rng(seed)
+    best = 0.0
+    for _ in range(pairs):
+        x = rng.random((1, 3, 224, 224))
+        d = rng.standard_normal(x.shape)
+        d *= 1e-2 * np.linalg.norm(x) / np.linalg.norm(d)
+        za, zb = (sess.run([logits], {inp.name: v.astype(np.float32)})[0].astype(np.float64) for v in (x, x + d))
+        best = max(best, float(np.linalg.norm(zb - za) / np.linalg.norm(d)))
+    return best
+
+
+def graphs(workers=3):
+    """Both revisions on every graph, ``workers`` subprocesses at a time (CPU seconds are
+    per process, so running them side by side does not change them)."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    import onnx
+
+    from fimaudit.bounds.graph import Graph
+
+    with tempfile.TemporaryDirectory() as tree:
+        archive = subprocess.run(["git", "-C", ROOT, "archive", BASELINE, "fimaudit"], capture_output=True, check=True)
+        subprocess.run(["tar", "-x", "-C", tree], input=archive.stdout, check=True)
+        with ThreadPoolExecutor(workers) as pool:
+            now = [pool.submit(timed, light(n), ROOT) for n in GRAPHS]
+            old = [pool.submit(timed, light(n), tree, BEFORE_CAP) for n in GRAPHS]
+            now, old = [f.result() for f in now], [f.result() for f in old]
+    rows = []
+    for name, (ocpu, _, oval), (cpu, wall, val) in zip(GRAPHS, old, now):
+        try:
+            low = secant(light(name), Graph(onnx.load(light(name))).output)
+            ratio = f"{float(val) / low:.3g}×"
+        except ValueError:  # no bound to compare
+            low, ratio = float("nan"), ""
+        rows.append((name, ocpu, oval, cpu, wall, val, f"{low:.4g}", ratio))
+    load = ", ".join(f"{v:.1f}" for v in os.getloadavg())
+    print(f"onnx light_* graphs at 3×224×224, {os.cpu_count()} shared CPU cores (load average {load})")
+    print(
+        f"| graph | CPU s before ({BASELINE}) | bound before | CPU s now | wall s now | certified L now "
+        "| max secant slope (onnxruntime) | bound / secant |"
+    )
+    print("|---|---|---|---|---|---|---|---|")
+    for r in rows:
+        print("| " + " | ".join(r) + " |")
+
+
 def main():
     warnings.simplefilter("ignore")
+    if "--graphs-only" in sys.argv:
+        return graphs()
     rows = []
     for name, make in [("VGG-style", vgg_style), ("ResNet-style", resnet_style), ("DenseNet-style", densenet_style)]:
         torch.manual_seed(0)
@@ -96,6 +216,8 @@ def main():
     for name, L, low, naive, fb in rows:
         print(f"| {name} | {L:.4g} | {low:.4g} | {L / low:.1f}× | {naive:.4g} | {fb:.4g} |")
     print("ranking by certified L: " + " < ".join(r[0] for r in sorted(rows[:3], key=lambda r: r[1])))
+    print()
+    graphs()
 
 
 if __name__ == "__main__":

@@ -7,6 +7,9 @@ r"""Interval rules for the ops that need more than monotonicity or linearity.
   box's centre with the reach L ρ of :class:`Domain` (where σ ≥ σ(c) − Lρ/√m, often far
   above the box's floor), and within ``|x̂_i| ≤ min(√(m−1), max|x_i − μ| / σ_min)``; then
   scale and shift;
+* LRN: ``y_c = a_c D_c^{−β}`` has the sign of a_c and ``k ≤ D_c ≤ D_max``, with
+  ``D_max = k + (α/n) Σ_{j∈N(c)} max(lo_j², hi_j²)``, so ``y_c ∈ [lo_c·s(lo_c), hi_c·s'(hi_c)]``
+  with the factor k^{−β} on the side away from 0 and D_max^{−β} on the side towards it;
 * GELU: decreasing below its minimiser and increasing above it (x* ≈ −0.7518, value −0.16997;
   −0.7525 and −0.17004 for the tanh approximation), so the ends bound it unless the interval
   straddles [−0.7525, −0.75], where −0.17005 is a lower bound for both forms.
@@ -21,7 +24,7 @@ import math
 import numpy as np
 
 from ..errors import UnsupportedOnnxOpError
-from .rules import attr
+from .rules import attr, lrn_params
 
 GELU_FLOOR = -0.17005  # below the minimum of both GELU forms
 
@@ -132,6 +135,20 @@ def layer_norm(node, graph, box, domain=None):
     beta = graph.const(node.input[2]).astype(np.float64) if len(node.input) > 2 and node.input[2] else 0.0
     ylo, yhi = mul((xlo.reshape(iv[0].shape), xhi.reshape(iv[0].shape)), (gamma, gamma))
     return [(ylo + beta, yhi + beta)]
+
+
+def lrn_interval(iv, node):
+    lo, hi = iv
+    n, a, b, k = lrn_params(node)
+    sq = np.maximum(lo * lo, hi * hi)
+    C = sq.shape[1]
+    before, after = (n - 1) // 2, n - 1 - (n - 1) // 2  # N(c) = [c − before, c + after] ∩ [0, C)
+    csum = np.concatenate([np.zeros_like(sq[:, :1]), np.cumsum(sq, axis=1)], axis=1)
+    c = np.arange(C)
+    window = np.take(csum, np.minimum(c + after + 1, C), axis=1) - np.take(csum, np.maximum(c - before, 0), axis=1)
+    small = (k + a / n * window) ** -b  # D_max^{−β}
+    big = k**-b
+    return np.where(lo >= 0, lo * small, lo * big), np.where(hi >= 0, hi * big, hi * small)
 
 
 def gelu(iv, approximate):

@@ -14,7 +14,7 @@ radius products after Rump, 1999, "Fast and parallel interval arithmetic"):
   (a quotient needs a divisor interval that excludes 0);
 * MatMul of two activations ``A = Ac ± Ar``, ``B = Bc ± Br``:
   ``Ac Bc ± (|Ac| Br + Ar |Bc| + Ar Br)``;
-* Softmax, LayerNormalization, GELU: the rules of :mod:`fimaudit.bounds.interval_rules`.
+* Softmax, LayerNormalization, GELU, LRN: the rules of :mod:`fimaudit.bounds.interval_rules`.
 
 Bounds hold up to floating-point rounding; the propagation runs in float64.
 """
@@ -25,7 +25,7 @@ import numpy as np
 
 from ..errors import UnsupportedOnnxOpError
 from .finite import require_finite
-from .interval_rules import gelu, layer_norm, matmul_intervals, mul, power, reciprocal, softmax_interval
+from .interval_rules import gelu, layer_norm, lrn_interval, matmul_intervals, mul, power, reciprocal, softmax_interval
 from .rules import attr
 
 MONOTONE = {
@@ -238,4 +238,6 @@ def _node(node, graph, box, domain=None):
         return layer_norm(node, graph, box, domain)
     if op == "Gelu":
         return [gelu(box[var[0]], attr(node, "approximate", "none"))]
+    if op == "LRN":
+        return [lrn_interval(box[var[0]], node)]
     raise UnsupportedOnnxOpError(f"no interval rule for ONNX op {op!r} (node {node.name!r})")

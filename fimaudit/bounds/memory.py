@@ -5,9 +5,9 @@ Every estimate counts bytes from static shapes and initializer headers only (``d
 bytes and the ``memory_limit=`` option that raises the limit:
 
 * loading: the initializers as declared, external data included (:func:`initializers`);
-* bounds (:func:`bound_cost`): the graph's constants as arrays, the FFT grid of a Conv rule,
-  ``c_out · c_in/group · Π(n_i + k_i − 1)`` complex entries, and a float64 copy of each
-  constant weight; on a declared input box also three float64 arrays (low, high, centre) for
+* bounds (:func:`bound_cost`): the graph's constants as arrays, the working set of a Conv
+  rule (its symbol for a chunk of DFT frequencies, :func:`fimaudit.bounds.convnorm.workspace`),
+  and a float64 copy of each constant weight; on a declared input box also three float64 arrays (low, high, centre) for
   every tensor that depends on the input, kept together, plus a few transient copies for the
   node at hand (for a Conv, the im2col columns of the ONNX reference evaluator);
 * constant folding (:func:`fold_elements`): the output of a constant node
@@ -22,13 +22,13 @@ import math
 import numpy as np
 
 from ..errors import InvalidModelFileError, MemoryLimitError
+from .convnorm import workspace
 from .finite import describe
 
 GiB = 1 << 30
 DEFAULT_LIMIT = 4 * GiB
 INTERVAL_COPIES = 3  # low, high and centre of every tensor on an input box
 TRANSIENT_COPIES = 8  # products, stacks and the reference evaluator's output for one node
-CONV_BYTES = 48  # per FFT-grid entry: float64 kernel grid, complex128 transform, one copy
 IM2COL_BYTES = 40  # per im2col entry: two int64 index arrays, the float64 columns and a copy
 ITEMSIZE = {1: 4, 2: 1, 3: 1, 4: 2, 5: 2, 6: 4, 7: 8, 9: 1, 10: 2, 11: 8, 12: 4, 13: 8, 14: 8, 15: 16, 16: 2}
 
@@ -122,11 +122,9 @@ def bound_cost(graph, with_domain):
             side = node.output[0] if op == "ConvTranspose" else node.input[0]
             spatial = graph.known_shape(side)
             if spatial is not None and W.ndim >= 3:
-                dil = _attr(node, "dilations") or [1] * (W.ndim - 2)
-                grid = [int(s) + (k - 1) * d for s, k, d in zip(spatial[2:], W.shape[2:], dil)]
-                shape = (*W.shape[:2], *grid)
-                what = f"the FFT grid of {describe(node)} (kernel {tuple(W.shape)})"
-                parts.append((what, shape, CONV_BYTES * count(shape)))
+                half, nbytes = workspace(W.shape, spatial[2:], _attr(node, "dilations"), _attr(node, "group") or 1)
+                what = f"the DFT grid of {describe(node)} (kernel {tuple(W.shape)}; its frequencies and a chunk)"
+                parts.append((what, (*W.shape[:2], *half), nbytes))
                 out = graph.known_shape(node.output[0])
                 if with_domain and out is not None:  # the reference evaluator's im2col columns
                     cols = ((W.shape[0] + W.shape[1]) * count(W.shape[2:]), max(count(spatial[2:]), count(out[2:])))

@@ -3,14 +3,13 @@ r"""Certified ℓ2 Lipschitz constants for single ONNX nodes, one rule per op ty
 Each rule bounds ``‖f(a) − f(b)‖₂ ≤ L ‖a − b‖₂`` for the node as a map of its one
 variable input (the others constant), on the node's real input size:
 
-* Gemm / MatMul with a constant operand: the spectral norm of the constant (SVD).
-* Conv (zero padding, any stride, dilation, groups): the conv equals an isometric
-  zero-embedding into an (H + k_h − 1) × (W + k_w − 1) grid, a circular convolution there
-  and a coordinate restriction (plus subsampling for strides), so its norm is at most that
-  of the circular convolution, which is ``max_ω σ_max(K̂(ω))`` over the 2-D DFT frequencies
-  — computed exactly per frequency (Sedghi, Gupta & Long, ICLR 2019, Thm. 6; Delattre
-  et al., ICML 2023, for the zero-padding comparison). Never the norm of the reshaped
-  kernel matrix, which is not a bound. ConvTranspose: the adjoint, same rule.
+* Gemm / MatMul with a constant operand: the spectral norm of the constant (SVD, or Gram
+  iteration for large matrices, :func:`spectral_norm`).
+* Conv (zero padding, any stride, dilation, groups): at most the norm of the circular
+  convolution on the (n + k − 1) grid, ``max_ω σ_max(K̂(ω))`` over its DFT frequencies,
+  bounded by Gram iteration or computed exactly (:mod:`fimaudit.bounds.convnorm`). Never
+  the norm of the reshaped kernel matrix, which is not a bound. ConvTranspose: the adjoint
+  of the Conv with the same weight tensor (same groups), on the transpose's output size.
 * BatchNormalization: ``max |γ / √(var + ε)|`` (folded into a preceding Conv when it
   is that Conv's only consumer, which is tighter). Likewise a Mul/Div by a constant (a
   standardisation layer) that reaches a Gemm/MatMul with a constant weight through
@@ -25,6 +24,7 @@ variable input (the others constant), on the node's real input size:
 * Data movement (Reshape, Flatten, Transpose, (Un)Squeeze, Identity, Dropout, Pad with
   zeros, Slice, Cast, Split): 1; Gather with constant indices: √(largest multiplicity).
 * Add / Sub / Mul / Div with a constant: 1 or max |c|; softmax inside the graph: ½.
+* LRN: ``k^{−β} (1 + 2√m (β/(β+1))^{β+1})``, m = min(size, channels) (:func:`lrn`).
 """
 
 from __future__ import annotations
@@ -34,6 +34,7 @@ import math
 import numpy as np
 
 from ..errors import NonFiniteBoundError, UnsupportedOnnxOpError
+from .convnorm import conv_norm, hermitian_max_eig
 
 ACTIVATIONS = {
     "Relu": 1.0,
@@ -57,6 +58,7 @@ ACTIVATIONS = {
     "Split": 1.0,
     "Softmax": 0.5,
 }
+SVD_SIDE = 256
 
 
 def attr(node, name, default=None):
@@ -69,32 +71,42 @@ def attr(node, name, default=None):
 
 
 def spectral_norm(M):
+    """‖M‖₂ of a matrix (or the largest over a stack): by SVD where the smaller side is at most
+    SVD_SIDE, else from its Gram matrix by :func:`fimaudit.bounds.convnorm.hermitian_max_eig`
+    (Gram iteration, certified and within 1 + RTOL), which costs a few matrix products."""
     M = np.asarray(M, dtype=np.float64)
     if M.ndim <= 1:
         return float(np.max(np.abs(M))) if M.size else 0.0
     M = M.reshape(-1, M.shape[-2], M.shape[-1])
-    return float(np.max(np.linalg.norm(M, ord=2, axis=(-2, -1))))
+    if min(M.shape[-2:]) <= SVD_SIDE:
+        return float(np.max(np.linalg.norm(M, ord=2, axis=(-2, -1))))
+    G = M.transpose(0, 2, 1) @ M if M.shape[-1] <= M.shape[-2] else M @ M.transpose(0, 2, 1)
+    return math.sqrt(hermitian_max_eig(G)[0])
 
 
-def conv_norm(W, spatial, dilations=None, group=1):
-    """Certified bound on the ℓ2 norm of a zero-padded convolution with kernel W
-    (c_out, c_in/group, *k) on inputs of size ``spatial`` (any stride)."""
-    W = np.asarray(W, dtype=np.float64)
-    k = W.shape[2:]
-    dil = dilations or [1] * len(k)
-    keff = [(kk - 1) * d + 1 for kk, d in zip(k, dil)]
-    grid = [int(s) + ke - 1 for s, ke in zip(spatial, keff)]
-    K = np.zeros((*W.shape[:2], *grid))
-    idx = tuple(slice(0, ke, d) for ke, d in zip(keff, dil))
-    K[(slice(None), slice(None)) + idx] = W
-    F = np.fft.fftn(K, axes=tuple(range(2, 2 + len(k))))
-    cout = W.shape[0] // group
-    best = 0.0
-    for g in range(group):
-        Fg = F[g * cout : (g + 1) * cout]  # (cout, cin_g, *grid)
-        mats = np.moveaxis(Fg.reshape(Fg.shape[0], Fg.shape[1], -1), 2, 0)  # (freqs, cout, cin_g)
-        best = max(best, float(np.max(np.linalg.norm(mats, ord=2, axis=(-2, -1)))))
-    return best
+def lrn_params(node):
+    """(size n, α, β, k) of an LRN node, refused unless α ≥ 0, β ≥ 0 and k > 0 (else the
+    denominator can vanish, or the map grows faster than linearly)."""
+    n, a, b, k = attr(node, "size"), attr(node, "alpha", 1e-4), attr(node, "beta", 0.75), attr(node, "bias", 1.0)
+    if not (isinstance(n, int) and n >= 1 and a >= 0 and b >= 0 and k > 0):
+        raise UnsupportedOnnxOpError(
+            f"LRN node {node.name!r} with size={n}, alpha={a}, beta={b}, bias={k}: a bound needs size ≥ 1, alpha ≥ 0, "
+            "beta ≥ 0 and bias > 0 (otherwise the denominator reaches 0 or the op is not Lipschitz)"
+        )
+    return n, float(a), float(b), float(k)
+
+
+def lrn(node, channels=None):
+    r"""LRN, ``b_c = a_c D_c^{−β}``, ``D_c = k + (α/n) S_c``, ``S_c = Σ_{j∈N(c)} a_j²`` over the
+    channel window N(c) at each position: ``J = diag(D^{−β}) − E`` with
+    ``E_cj = (2αβ/n) a_c a_j D_c^{−β−1}`` for j ∈ N(c). ``‖diag(D^{−β})‖ ≤ k^{−β}``; by
+    Cauchy–Schwarz, ``‖Ex‖² ≤ Σ_c (2αβ/n)² a_c² S_c D_c^{−2β−2} Σ_{j∈N(c)} x_j²``, and with
+    a_c² ≤ S_c and u = (α/n) S_c each factor is ``(2βu (k + u)^{−β−1})² ≤ (2k^{−β}(β/(β+1))^{β+1})²``
+    (the maximum is at u = k/β); each j lies in at most m = min(n, C) windows, so
+    ``L ≤ k^{−β} (1 + 2√m (β/(β+1))^{β+1})`` — for every input, whatever α."""
+    n, _, b, k = lrn_params(node)
+    m = min(n, channels) if channels else n
+    return k**-b * (1.0 + 2.0 * math.sqrt(m) * (b / (b + 1.0)) ** (b + 1.0))
 
 
 def windows_per_input(kernel, strides):
@@ -140,17 +152,16 @@ def unary(node, graph, var):
         scale = abs(attr(node, "alpha", 1.0)) if op == "Gemm" else 1.0
         return scale * spectral_norm(B)
     if op in ("Conv", "ConvTranspose"):
-        W = graph.const(node.input[1])
-        if op == "ConvTranspose":  # the adjoint of a convolution with the swapped kernel
-            W = np.swapaxes(W, 0, 1)
-            spatial = graph.shape(node.output[0])[2:]
-        else:
-            spatial = graph.shape(node.input[0])[2:]
+        W = graph.const(node.input[1])  # a ConvTranspose is the adjoint of the Conv with the same W
+        spatial = graph.shape(node.output[0] if op == "ConvTranspose" else node.input[0])[2:]
         W = graph.bn_fold.get(node.output[0], 1.0) * W if op == "Conv" else W
         if op == "Conv" and node.output[0] in getattr(graph, "scale_fold", {}):  # input-channel scale
             s = graph.scale_fold[node.output[0]]
             W = np.asarray(W, dtype=np.float64) * s.reshape(1, -1, *([1] * (np.ndim(W) - 2)))
         return conv_norm(W, spatial, attr(node, "dilations"), attr(node, "group", 1))
+    if op == "LRN":
+        shape = graph.known_shape(node.input[0])
+        return lrn(node, shape[1] if shape and len(shape) > 1 else None)
     if op == "BatchNormalization":
         if node.output[0] in graph.bn_folded:
             return 1.0
