@@ -26,10 +26,10 @@ from . import analysis, attacks, data, figure, metrics, report, train, zoo
 
 SETTINGS = {  # per dataset: inputs scored, ε grids, bisection ceiling, CLEVER inputs, epochs
     "digits": dict(
-        inputs=200, l2=[0.25, 0.5, 1.0, 1.5], linf=[0.03, 0.06, 0.1, 0.15], high=4.0, clever_inputs=20, epochs=60
+        inputs=200, l2=[0.25, 0.5, 1.0, 1.5], linf=[0.03, 0.06, 0.1, 0.15], high=4.0, clever_inputs=12, epochs=60
     ),
     "breast_cancer": dict(
-        inputs=143, l2=[0.05, 0.1, 0.2, 0.4], linf=[0.01, 0.02, 0.05, 0.1], high=3.0, clever_inputs=60, epochs=100
+        inputs=143, l2=[0.05, 0.1, 0.2, 0.4], linf=[0.01, 0.02, 0.05, 0.1], high=3.0, clever_inputs=40, epochs=100
     ),
 }
 CLEVER = dict(nb_batches=100, batch_size=100)  # ART clever_u; radius = the bisection ceiling
@@ -126,11 +126,15 @@ def main(argv=None):
         help="a JSON-lines file of finished models: those already in it are read back instead of rerun, new ones "
         "are appended (resume an interrupted run, or redo only the statistics)",
     )
+    ap.add_argument("--part", help="i/k: run only the models whose index is i modulo k (split a run over processes)")
     args = ap.parse_args(argv)
     threads = torch.get_num_threads()
     torch.set_num_threads(1)  # small batched models: one thread is as fast, and the numbers don't depend on it
     warnings.simplefilter("ignore")
     family = [zoo.FAMILY[0], zoo.FAMILY[-1]] if args.quick else zoo.FAMILY
+    if args.part:
+        i, k = map(int, args.part.split("/"))
+        family = family[i::k]
     t0 = time.perf_counter()
     done = {}
     if args.rows and os.path.exists(args.rows):

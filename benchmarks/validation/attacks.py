@@ -8,7 +8,8 @@
   PGD with bisection on each input's own ε; the fast minimum-norm attack (FMN: Pintor et al.,
   NeurIPS 2021), which steers ε towards the boundary while descending the logit difference
   (here along the gradient with the components that would leave the box removed, so ε's
-  linear estimate of the distance to the boundary holds in the box);
+  linear estimate of the distance to the boundary holds in the box, and that estimate
+  stretched by 1 + γ until a first adversarial point is found, so it lands beyond the boundary);
   DeepFool (Moosavi-Dezfooli et al., CVPR 2016) followed by a line search along its
   perturbation. Every returned point is re-checked (inside the box, misclassified by the
   model); a distance is an upper bound on the true minimum.
@@ -150,7 +151,7 @@ def fmn(net, x, y, steps=FMN_STEPS, alpha=(1.0, 0.01), gamma=(0.05, 0.001)):
             xa = x + delta  # descent leaves the box where a pixel sits on a face: those components can't move
             grad = torch.where(((xa <= 0) & (grad > 0)) | ((xa >= 1) & (grad < 0)), 0.0, grad)
             gn = _norm(grad).clamp_min(1e-12)
-            to_boundary = dn + loss.abs() / gn
+            to_boundary = (dn + loss.abs() / gn) * (1 + g)  # overshoot the linear estimate: land beyond it
             eps = torch.where(adv, torch.minimum(eps * (1 - g), best_d), torch.where(found, eps * (1 + g), to_boundary))
             eps = torch.minimum(eps, worst)
             delta = _project(delta - a * grad / _view(gn, grad), eps, "l2")

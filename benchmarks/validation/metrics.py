@@ -108,26 +108,39 @@ def gradient_norm(net, x):
     return g.flatten(1).norm(dim=1).numpy()
 
 
-def clever(net, x, input_shape, C, radius, nb_batches, batch_size, seed=0):
-    """(CLEVER-u scores (ℓ2) per input through ART, class-gradient rows per input): ``radius``
-    caps the score; a row is one input's gradient of one class logit."""
+def art_classifier(net, input_shape, C):
+    """ART's PyTorchClassifier for ``net`` with its per-call overhead removed from the one call
+    CLEVER makes (the gradient of one class logit for a batch, computed as ART does: the model
+    has no preprocessing) and every gradient row it returns counted in ``rows``."""
     from art.estimators.classification import PyTorchClassifier
-    from art.metrics import clever_u
 
     class Counting(PyTorchClassifier):
         rows = 0
 
         def class_gradient(self, x, label=None, **kw):
-            g = super().class_gradient(x, label=label, **kw)
-            Counting.rows += int(np.prod(g.shape[:2]))  # (samples, classes asked for, ...)
+            if isinstance(label, (int, np.integer)) and not kw:
+                t = torch.from_numpy(np.asarray(x, dtype=np.float32)).requires_grad_(True)
+                (g,) = torch.autograd.grad(net(t)[:, int(label)].sum(), t)
+                g = g.numpy()[:, None]
+            else:
+                g = super().class_gradient(x, label=label, **kw)
+            self.rows += int(np.prod(g.shape[:2]))  # (samples, classes asked for, ...)
             return g
 
-    clf = Counting(
+    return Counting(
         model=net, loss=torch.nn.CrossEntropyLoss(), input_shape=input_shape, nb_classes=C, clip_values=(0.0, 1.0)
     )
+
+
+def clever(net, x, input_shape, C, radius, nb_batches, batch_size, seed=0):
+    """(CLEVER-u scores (ℓ2) per input through ART's ``clever_u``, class-gradient rows per
+    input): ``radius`` caps the score; a row is one input's gradient of one class logit."""
+    from art.metrics import clever_u
+
+    clf = art_classifier(net, input_shape, C)
     np.random.seed(seed)
     scores = [
         clever_u(clf, xi, nb_batches=nb_batches, batch_size=batch_size, radius=radius, norm=2, verbose=False)
         for xi in x
     ]
-    return np.array(scores), Counting.rows / max(len(x), 1)
+    return np.array(scores), clf.rows / max(len(x), 1)
