@@ -127,6 +127,7 @@ def main(argv=None):
         "are appended (resume an interrupted run, or redo only the statistics)",
     )
     ap.add_argument("--part", help="i/k: run only the models whose index is i modulo k (split a run over processes)")
+    ap.add_argument("--models", help="comma-separated model names or name prefixes: run only those")
     args = ap.parse_args(argv)
     threads = torch.get_num_threads()
     torch.set_num_threads(1)  # small batched models: one thread is as fast, and the numbers don't depend on it
@@ -135,6 +136,8 @@ def main(argv=None):
     if args.part:
         i, k = map(int, args.part.split("/"))
         family = family[i::k]
+    if args.models:
+        family = [f for f in family if any(f[0].startswith(m) for m in args.models.split(","))]
     t0 = time.perf_counter()
     done = {}
     if args.rows and os.path.exists(args.rows):

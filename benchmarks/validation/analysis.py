@@ -66,6 +66,9 @@ def per_input(rs, high, boots):
         a = _pool(rs, key)
         res = {}
         for name, dist in variants.items():
+            if name == "excluded" and not out["censored_inputs"]:  # nothing censored: the same numbers
+                res[name] = res["censored"]
+                continue
             res[name] = stats.correlation(a[correct], dist[correct], groups=groups[correct], boots=boots)
         w = _within(rs, key, variants["censored"], correct)
         res["within_model"] = {**_summary(w), "values": w}
