@@ -128,6 +128,7 @@ def main(argv=None):
     )
     ap.add_argument("--part", help="i/k: run only the models whose index is i modulo k (split a run over processes)")
     ap.add_argument("--models", help="comma-separated model names or name prefixes: run only those")
+    ap.add_argument("--rows-only", action="store_true", help="train nothing: the statistics of the models in --rows")
     args = ap.parse_args(argv)
     threads = torch.get_num_threads()
     torch.set_num_threads(1)  # small batched models: one thread is as fast, and the numbers don't depend on it
@@ -143,6 +144,8 @@ def main(argv=None):
     if args.rows and os.path.exists(args.rows):
         with open(args.rows) as f:
             done = {r["name"]: r for r in map(json.loads, f)}
+    if args.rows_only:
+        family = [f for f in family if f[0] in done]
     rows = []
     try:
         for spec in family:

@@ -29,9 +29,10 @@ def models_table(result):
     print("second ε of each grid; λ_max / seed estimator (median over inputs); CLEVER's collapsed fits")
     print(
         "| model | clean | attack failures | PGD found closer | rejected points | ℓ2 robust acc. PGD-40 → strong | "
-        "ℓ∞ robust acc. PGD-40 → strong | λ_max / seed est. | L | L_h (features) | CLEVER collapsed | train s |"
+        "ℓ∞ robust acc. PGD-40 → strong | λ_max / seed est. | L | L_h (features) | certified radius > distance "
+        "(whole, pair) | CLEVER collapsed | train s |"
     )
-    print("|---" * 12 + "|")
+    print("|---" * 13 + "|")
     for r in result["models"]:
         s = result["settings"][r["dataset"]]
         e2, ei = str(s["l2"][1]), str(s["linf"][1])
@@ -44,6 +45,7 @@ def models_table(result):
             f"{r['robust_accuracy_pgd40']['l2'][e2]:.2f} → {r['robust_accuracy']['l2'][e2]:.2f} | "
             f"{r['robust_accuracy_pgd40']['linf'][ei]:.2f} → {r['robust_accuracy']['linf'][ei]:.2f} | "
             f"{np.nanmedian(ratio):.3g} | {_v(b['lipschitz'], '.3g')} | {_v(b.get('lipschitz_features'), '.3g')} | "
+            f"{', '.join(str(v) for v in r['certified_radius_violations'].values()) or 'n/a'} | "
             f"{r['clever_collapsed']} of {np.isfinite(arr(p['clever'])).sum()} | {r['train_seconds']:.0f} |"
         )
 
