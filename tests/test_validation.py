@@ -105,6 +105,22 @@ def test_partial_spearman_matches_the_gaussian_closed_form():
     assert abs(stats.spearman(X[:, 0], X[:, 1]) - rs[0, 1]) < 0.02
 
 
+def test_resample_weights_give_the_spearman_rho_of_the_resample_written_out():
+    from benchmarks.validation import stats
+
+    rng = np.random.default_rng(0)
+    a = np.round(rng.standard_normal(120), 1)  # ties
+    b = a + rng.standard_normal(120)
+    g = np.repeat(np.arange(6), 20)
+    for clustered in (False, True):
+        W = stats.weights(g, 8, rng, clustered)
+        assert np.all(W.sum(axis=1) == 120) if not clustered else np.all(W.sum(axis=1) % 20 == 0)
+        got = stats._weighted_pearson(stats._weighted_ranks(a, W), stats._weighted_ranks(b, W), W)
+        for k in range(8):
+            idx = np.repeat(np.arange(120), W[k].astype(int))
+            assert abs(got[k] - stats.spearman(a[idx], b[idx])) < 1e-12
+
+
 def test_clustered_interval_is_wider_and_covers_where_the_iid_one_does_not():
     """Random-effects data: a = u_c + e, b = u_c + e', 12 clusters of 40. Pooled, (a, b) is
     Gaussian with correlation ½, so the true Spearman ρ is (6/π) arcsin(¼)."""
