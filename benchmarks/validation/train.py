@@ -7,7 +7,15 @@
   al., ICLR 2018) — a Lipschitz constraint; the parametrisation is folded into the weights
   after training so the model exports as plain layers,
 - ``adversarial``: (norm, ε) — train on PGD examples (5 steps, cross-entropy; Madry et al.).
+
+Training is deterministic: every random draw comes from generators seeded by ``seed`` (batch
+order, PGD starts, Jacobian probes) or the global seed set here (initialisation of the
+spectral-norm vectors), it runs in one thread (multi-threaded BLAS reductions can sum in a
+different order from run to run) with ``torch.use_deterministic_algorithms``. The same weights
+come back on the same CPU type and torch build.
 """
+
+import contextlib
 
 import torch
 from torch import nn
@@ -16,7 +24,26 @@ from torch.nn.utils import parametrizations, parametrize
 from .attacks import pgd
 
 
-def train(
+@contextlib.contextmanager
+def deterministic():
+    """One thread and deterministic kernels inside, the caller's settings restored after."""
+    threads, flag = torch.get_num_threads(), torch.are_deterministic_algorithms_enabled()
+    torch.set_num_threads(1)
+    torch.use_deterministic_algorithms(True)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(threads)
+        torch.use_deterministic_algorithms(flag)
+
+
+def train(net, X, y, **opts):
+    """Train ``net`` in place (see ``deterministic``) and return it in eval mode."""
+    with deterministic():
+        return _train(net, X, y, **opts)
+
+
+def _train(
     net, X, y, epochs=60, weight_decay=0.0, jacobian=0.0, spectral=False, adversarial=None, lr=2e-3, batch=64, seed=0
 ):
     torch.manual_seed(seed)

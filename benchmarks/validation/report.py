@@ -1,0 +1,129 @@
+"""The tables of the validation study, printed from ``validation.json``'s content (markdown)."""
+
+import numpy as np
+
+from .analysis import SCORES, SIGN, arr
+
+
+def _v(x, f="+.2f"):
+    return "n/a" if x is None else format(x, f)
+
+
+def _ci(c, kind):
+    lo, hi = c.get(kind, [None, None])
+    return "n/a" if lo is None else f"[{lo:+.2f}, {hi:+.2f}]"
+
+
+def _w(w):
+    return "n/a" if w["median"] is None else f"{w['median']:+.2f} [{w['min']:+.2f}, {w['max']:+.2f}] ({w['models']})"
+
+
+def _med(vals, f=".2g"):
+    vals = [v for v in vals if v is not None]
+    return format(float(np.median(vals)), f) if vals else ""
+
+
+def models_table(result):
+    print("Models: accuracy on the scored inputs; attacks (all correct inputs attacked; failures = no attack found")
+    print("a point within any radius tried); robust accuracy of single-start PGD-40 vs the stronger attacks at the")
+    print("second ε of each grid; λ_max / seed estimator (median over inputs); CLEVER's collapsed fits")
+    print(
+        "| model | clean | attack failures | PGD found closer | rejected points | ℓ2 robust acc. PGD-40 → strong | "
+        "ℓ∞ robust acc. PGD-40 → strong | λ_max / seed est. | L | L_h (features) | certified radius > distance "
+        "(whole, pair) | CLEVER collapsed | train s |"
+    )
+    print("|---" * 13 + "|")
+    for r in result["models"]:
+        s = result["settings"][r["dataset"]]
+        e2, ei = str(s["l2"][1]), str(s["linf"][1])
+        p = r["per_input"]
+        ratio = arr(p["lambda_whitebox"]) / arr(p["seed_estimator"])
+        b = r["bound"]
+        print(
+            f"| {r['name']} | {r['clean_accuracy']:.3f} | {r['attack_failures']} | {r['pgd_improved']} | "
+            f"{sum(r['attack_rejected_points'].values())} | "
+            f"{r['robust_accuracy_pgd40']['l2'][e2]:.2f} → {r['robust_accuracy']['l2'][e2]:.2f} | "
+            f"{r['robust_accuracy_pgd40']['linf'][ei]:.2f} → {r['robust_accuracy']['linf'][ei]:.2f} | "
+            f"{np.nanmedian(ratio):.3g} | {_v(b['lipschitz'], '.3g')} | {_v(b.get('lipschitz_features'), '.3g')} | "
+            f"{', '.join(str(v) for v in r['certified_radius_violations'].values()) or 'n/a'} | "
+            f"{r['clever_collapsed']} of {np.isfinite(arr(p['clever'])).sum()} | {r['train_seconds']:.0f} |"
+        )
+
+
+def pooled_table(result, ds, res):
+    rs = [r for r in result["models"] if r["dataset"] == ds]
+    print(
+        f"\n{ds}: per input, score vs minimal ℓ2 adversarial distance, Spearman ρ pooled over {len(rs)} models "
+        f"(correct inputs; {res['censored_inputs']} with no adversarial found are censored at {res['ceiling']:.3g}, "
+        "or excluded); 95% bootstrap CIs, i.i.d. over inputs and two-stage over models then inputs"
+    )
+    print(
+        "| score | expected sign | pooled ρ (n) | CI i.i.d. | CI model-clustered | pooled ρ, censored excluded "
+        "(clustered CI) | within-model ρ median [min, max] (models) | ranks better than λ_max within | "
+        "s / input | model calls / input |"
+    )
+    print("|---" * 10 + "|")
+    for k in SCORES:
+        v = res["scores"][k]
+        c, x = v["censored"], v["excluded"]
+        costs = [r["cost"][k] for r in rs if k in r["cost"]]
+        calls = _med([c_["model_calls_per_input"] for c_ in costs], ".0f")
+        sec = _med([c_["seconds_per_input"] for c_ in costs])
+        print(
+            f"| {k} | {'−' if SIGN[k] < 0 else '+'} | {_v(c['value'])} ({c['n']}) | {_ci(c, 'iid')} | "
+            f"{_ci(c, 'clustered')} | {_v(x['value'])} {_ci(x, 'clustered')} | {_w(v['within_model'])} | "
+            f"{v['better_than_lambda_within']} of {v['within_model']['models']} | {sec} | {calls} |"
+        )
+
+
+def partial_table(ds, res):
+    print(f"\n{ds}: partial Spearman ρ with the minimal distance, given a second score (pooled and within a model)")
+    print(
+        "| score given | pooled partial ρ | CI i.i.d. | CI model-clustered | within-model median [min, max] (models) |"
+    )
+    print("|---" * 5 + "|")
+    for k, v in res["partial"].items():
+        c = v["pooled"]
+        print(f"| {k} | {_v(c['value'])} | {_ci(c, 'iid')} | {_ci(c, 'clustered')} | {_w(v['within_model'])} |")
+
+
+def clever_table(ds, res):
+    print(
+        f"\n{ds}: on CLEVER's inputs only (the first inputs of each model), Spearman ρ with the minimal distance; "
+        "CLEVER's fits below 1e-3 are collapsed"
+    )
+    print(
+        "| score | pooled ρ (n) | CI model-clustered | pooled ρ without collapsed fits (n) | "
+        "within-model median [min, max] (models) |"
+    )
+    print("|---" * 5 + "|")
+    for k in SCORES:
+        v = res["scores"][k]
+        a, f = v["on_clever_inputs"], v["on_clever_inputs_fitted"]
+        print(
+            f"| {k} | {_v(a['value'])} ({a['n']}) | {_ci(a, 'clustered')} | {_v(f['value'])} ({f['n']}) | "
+            f"{_w(v['within_model_on_clever_inputs'])} |"
+        )
+
+
+def per_model_table(ds, res):
+    keys = list(next(iter(res.values())).keys())
+    print(
+        f"\n{ds}: per model, Spearman ρ of each score's median or mean over inputs with the stronger attacks' robust "
+        "accuracy (95% bootstrap CI over models); robust models: low sensitivity (ρ < 0), large radius (ρ > 0)"
+    )
+    print("| model-level score | " + " | ".join(keys) + " |")
+    print("|---" * (len(keys) + 1) + "|")
+    for label, v in res.items():
+        print(f"| {label} | " + " | ".join(f"{_v(v[e]['value'])} {_ci(v[e], 'iid')}" for e in keys) + " |")
+
+
+def report(result):
+    models_table(result)
+    for ds, res in result["per_input"].items():
+        pooled_table(result, ds, res)
+        partial_table(ds, res)
+        clever_table(ds, res)
+    for ds, res in result["per_model"].items():
+        per_model_table(ds, res)
+    print(f"\ntotal {result['seconds']:.0f} s")
