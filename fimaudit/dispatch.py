@@ -95,8 +95,10 @@ def white_box(n, C, d, itemsize, budget, method, *, return_direction=False, max_
     return Plan(method, n, per, per * n, note="at most: 1 forward + (vjp + jvp) per step; stops early", steps=steps)
 
 
-def jvp_only(costs, n, d, budget, method):
-    """The plan for a model with jvps only; ``costs`` its :class:`~fimaudit.ledger.Costs`."""
+def jvp_only(costs, n, d, budget, method, tol=None):
+    """The plan for a model with jvps only; ``costs`` its :class:`~fimaudit.ledger.Costs`.
+    With ``tol`` a sketch may draw up to d probes (or what the budget affords) in rounds:
+    the calls are then an upper bound, and :func:`plan` with ``tol`` estimates them."""
     choice("method", method, JVP_ONLY_METHODS)
     exact = costs.setup + costs.column * d
     if method == "auto":
@@ -116,7 +118,7 @@ def jvp_only(costs, n, d, budget, method):
         )
     else:
         if budget is None:
-            k = min(d, DEFAULT_PROBES)
+            k = d if tol is not None else min(d, DEFAULT_PROBES)
         else:
             k = (int(budget) - costs.setup) // costs.jvp
             if k < 2:
@@ -139,11 +141,11 @@ def jvp_only(costs, n, d, budget, method):
     return Plan(method, n, per, per * n, k, note, after_setup=least)
 
 
-def norm_plan(model, n, d, itemsize, C, budget, method, return_direction, max_steps, memory_limit):
+def norm_plan(model, n, d, itemsize, C, budget, method, return_direction, max_steps, memory_limit, tol=None):
     """The plan for a wrapped model on a batch of n inputs of d entries (C: its outputs,
     needed with vjps only)."""
     if not model.has_vjp:
-        return jvp_only(costs_of(model), n, d, budget, method)
+        return jvp_only(costs_of(model), n, d, budget, method, tol)
     return white_box(
         n,
         C,

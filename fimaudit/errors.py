@@ -25,6 +25,7 @@ __all__ = [
     "InvalidModelOutputError",
     "QueryBudgetExceeded",
     "NoiseDominatesWarning",
+    "PrecisionNotReachedWarning",
     "ServiceError",
     "InvalidModelFileError",
     "UnsupportedOnnxOpError",
@@ -118,6 +119,11 @@ class QueryBudgetExceeded(FimauditError, RuntimeError):
 
 class NoiseDominatesWarning(RuntimeWarning):
     """Finite differences are dominated by the model's output noise for some inputs."""
+
+
+class PrecisionNotReachedWarning(RuntimeWarning):
+    """A sequential sketch ran out of budget before its interval narrowed to ``tol`` for some
+    inputs; their rows carry the precision reached (``halfwidth``) and ``tol_met`` False."""
 
 
 class ServiceError(FimauditError, RuntimeError):

@@ -35,11 +35,12 @@ class FisherNormResult(_Result):
     ``value`` is the estimate; ``lower ≤ λ_max ≤ upper`` is its bracket (for ``exact``
     both equal the value up to round-off; for ``lanczos``/``power`` lower is the Ritz
     value, a certified lower bound, and upper adds the residual once converged — it is
-    ``inf`` for an input that did not converge; for ``sketch`` lower is the certified
-    lower bound and upper the top of the 95% interval). Finite differences widen both
-    ends by ``fd_error``. ``queries`` counts model evaluations per input: one forward plus
-    one per jvp/vjp vector, or every row sent to a black-box model for that input (set-up,
-    noise, probes, kink re-measures); it never exceeds the call's ``budget``.
+    ``inf`` for an input that did not converge; for ``sketch`` [lower, upper] is an
+    interval at 95% that holds for every spectrum, whose lower end is at least the Ritz
+    value ``ritz``, certified in exact arithmetic; ``value`` is an estimate, not unbiased).
+    Finite differences widen both ends by ``fd_error``. ``queries`` counts model
+    evaluations per input: one forward plus one per jvp/vjp vector, or every row sent to a
+    black-box model for that input (set-up, noise, probes, kink re-measures); it never exceeds the call's ``budget``.
     """
 
     value: object
@@ -60,6 +61,10 @@ class FisherNormResult(_Result):
     trace: object = None  # tr F(x), free with the exact methods (tr B); None otherwise
     logits: object = None  # (n, C) the logits the estimator used (log p for output="probs")
     stderr: object = None  # sketch: jackknife standard error of value; None otherwise
+    ritz: object = None  # sketch: λ_max(S Sᵀ), the Ritz value, certified up to fd_error; lower ≥ it
+    halfwidth: np.ndarray = None  # sketch with tol: relative half-width (upper − lower)/(upper + lower) reached
+    tol_met: np.ndarray = None  # sketch with tol: whether halfwidth ≤ tol (False: budget or d ran out first)
+    probes: np.ndarray = None  # sketch with tol: probes each input used
 
 
 @dataclass(repr=False)
