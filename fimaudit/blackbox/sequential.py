@@ -12,8 +12,7 @@ budget affords. An input stops at the first look where its relative half-width
   ≥ level (union bound, error spending), hence also at the data-dependent look where an input
   stops; see :mod:`fimaudit.linalg.sketch_bounds` and Howard et al., Ann. Statist. 49 (2021).
 * **The first look** is the smallest k at which a rank-1 spectrum, the most favourable one,
-  could already meet t at look 1 (the Beta quantile ratio of the two ends), so no error is
-  spent on looks that cannot stop.
+  would typically meet t at look 1, so little error is spent on looks that cannot stop.
 * **Budget.** Every round is trimmed to what the budget still allows the running inputs (the
   ledger charges before each call, and refuses what would pass it); an input whose interval is
   still wider than t when its budget or d is reached is reported with the half-width it
@@ -46,14 +45,18 @@ GROWTH = 1.25  # probes at look j+1 / probes at look j
 
 
 def first_look(d, tol, alpha):
-    """The smallest k ≥ 4 at which a rank-1 spectrum could meet ``tol`` at look 1: the ratio of
-    the Beta quantiles that bound its two ends is ≤ (1 + tol)/(1 − tol); d if none is."""
+    """The smallest k ≥ 4 at which a rank-1 spectrum, with every Beta variable at its mean,
+    would meet ``tol`` at look 1 (relative ends ``s/d + (1 − s/d) · mean/β_{1−a}`` and
+    ``(k/d)/β_a``, s = k/2); d if none does. Fixed by d, tol and α alone, before any probe."""
     a = spend(alpha / 2, 1)
-    target = (1 + tol) / (1 - tol)
 
     def ok(k):
+        if k >= d:
+            return True
         s = k // 2
-        return k >= d or _beta(1 - a, k - s, d - k) / _beta(a, k, d - k) <= target
+        low = s / d + (1 - s / d) * ((k - s) / (d - s)) / _beta(1 - a, k - s, d - k)
+        high = (k / d) / _beta(a, k, d - k)
+        return (high - low) / (high + low) <= tol
 
     lo, hi = 4, d
     if ok(lo):
