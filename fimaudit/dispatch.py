@@ -48,6 +48,7 @@ class Plan:
     note: str = ""
     steps: int = None  # iterative methods: the step cap
     after_setup: int = 0  # the fewest calls per input the method needs once the model is set up
+    pilot_calls: int = 0  # calls per input a pilot spent to estimate the plan (fa.plan with tol)
 
 
 def holds_columns(n, rows, d, itemsize, memory_limit):
@@ -169,12 +170,15 @@ def plan(
     max_steps=None,
     memory_limit=DEFAULT_MEMORY,
     batch_size=None,
+    tol=None,
 ) -> Plan:
     """The method ``fisher_norm(model, x, method, budget, ...)`` would use and its cost in
     model calls per input, without running it: the same cost model the estimator charges
     its ledger by (``batch_size`` as given to it: whether W = R J fits ``memory_limit``
     depends on the batch). For a white-box model whose number of outputs is unknown, one
-    forward pass on one input is made to learn it.
+    forward pass on one input is made to learn it. With ``tol`` a jvp-only sketch's calls are
+    at most those of d probes (or the budget's); ``fa.plan`` (:mod:`fimaudit.pilot`)
+    estimates them from a pilot.
 
     >>> import numpy as np, fimaudit as fa
     >>> from fimaudit.testing import LinearModel
@@ -193,7 +197,7 @@ def plan(
         C = model.num_outputs if model.num_outputs is not None else int(model.forward(x[:1, ...]).shape[1])
     itemsize = xp.finfo(x.dtype).bits // 8
     nb = n if batch_size is None or not model.has_vjp else min(n, int(positive("batch_size", batch_size)))
-    p = norm_plan(model, nb, d, itemsize, C, budget, method, return_direction, max_steps, memory_limit)
+    p = norm_plan(model, nb, d, itemsize, C, budget, method, return_direction, max_steps, memory_limit, tol=tol)
     if nb != n:  # the plan of a full batch, for every input (a shorter last batch may cost less)
         p.inputs, p.total_calls = n, p.calls_per_input * n
     return p

@@ -192,3 +192,14 @@ def test_dct_probes_and_bad_tol():
         fa.fisher_norm(Linear(J), np.zeros((1, 64)), method="sketch", tol=1.5)
     with pytest.raises(InvalidArgumentError, match="'random' or 'dct'"):
         fa.fisher_norm(Linear(J), np.zeros((1, 64)), method="sketch", tol=0.1, probes=np.eye(64)[:4])
+
+
+def test_plan_estimates_the_calls_from_a_pilot():
+    d = 128
+    J = jacobian(SPECTRA["geometric"], d, seed=2)
+    x = np.zeros((6, d))
+    p = fa.plan(Linear(J), x, method="sketch", tol=0.2)
+    r = fa.fisher_norm(Linear(J), x, method="sketch", tol=0.2)
+    assert p.method == "sketch" and p.pilot_calls == 1 + 32 and "pilot" in p.note
+    assert 0.5 <= p.calls_per_input / r.queries.max() <= 2.0, (p.calls_per_input, r.queries)
+    assert fa.plan(Linear(J), x, method="sketch", tol=0.2, budget=60).calls_per_input <= 60
