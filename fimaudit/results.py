@@ -62,7 +62,7 @@ class FisherNormResult(_Result):
     logits: object = None  # (n, C) the logits the estimator used (log p for output="probs")
     stderr: object = None  # sketch: jackknife standard error of value; None otherwise
     ritz: object = None  # sketch: λ_max(S Sᵀ), the Ritz value, certified up to fd_error; lower ≥ it
-    halfwidth: np.ndarray = None  # sketch with tol: relative half-width (upper − lower)/(upper + lower) reached
+    halfwidth: np.ndarray = None  # sketch with tol: (upper − lower)/(upper + lower) reached, before fd_error widens it
     tol_met: np.ndarray = None  # sketch with tol: whether halfwidth ≤ tol (False: budget or d ran out first)
     probes: np.ndarray = None  # sketch with tol: probes each input used
 
