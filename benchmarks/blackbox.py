@@ -1,6 +1,7 @@
 """Black-box accuracy and cost, side by side on the same models and inputs, one run.
 
     python benchmarks/blackbox.py [--quick] [--inputs N] [--seeds S]
+    python benchmarks/blackbox.py --tol [--inputs N]   # the sequential sketch, benchmarks/_tol.py
 
 A float32 torch CNN is served as a black box that returns probabilities (numpy in, numpy
 out). For each estimator: calls per input and the relative error of λ_max against
@@ -118,7 +119,17 @@ def main():
     ap.add_argument("--quick", action="store_true")
     ap.add_argument("--inputs", type=int, default=8)
     ap.add_argument("--seeds", type=int, default=5)
+    ap.add_argument("--tol", action="store_true", help="the sequential sketch (tol=) against an oracle instead")
     args = ap.parse_args()
+    if args.tol:
+        import _tol
+
+        n, n_cnn = (12, 2) if args.quick else (60, args.inputs)
+        print(f"machine: {os.cpu_count()} CPUs, torch {torch.__version__}; 95% intervals; tol = relative half-width")
+        _tol.simulated([0.1, 0.05], n)
+        models = [("small CNN (ReLU, max-pool)", cifar_cnn), ("smooth CNN (GELU, average-pool)", smooth_cifar_cnn)]
+        _tol.cnns(models, [0.1], n_cnn, service)
+        return
     n, seeds = (4, 2) if args.quick else (args.inputs, args.seeds)
     print(f"machine: {os.cpu_count()} CPUs, torch {torch.__version__}; float32 models served as probabilities")
     run("small CNN (ReLU, max-pool)", cifar_cnn, n, seeds)

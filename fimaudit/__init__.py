@@ -28,7 +28,7 @@ _LAZY = {
     "fisher_norm": ".fisher",
     "fisher_spectrum": ".spectrum",
     "fisher_trace": ".fisher",
-    "plan": ".fisher",
+    "plan": ".pilot",
     "get_likelihood": ".likelihoods",
     "lipschitz_bound": ".bounds",
     "local_bound": ".bounds.local",

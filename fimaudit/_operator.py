@@ -76,8 +76,8 @@ class FisherOperator:
         return self.xp.reshape(a, (*lead, *self.input_shape))
 
     def jvp_many(self, V, **options):  # (n, k, d) -> (n, k, C); options: the linearization's own
-        k = V.shape[1]
-        out = self.lin.jvp_many(self._unflat(V, (self.n, k)), **options)
+        n, k = V.shape[0], V.shape[1]
+        out = self.lin.jvp_many(self._unflat(V, (n, k)), **options)
         check_finite(self.xp, out, self.offset, "Jacobian-vector products")
         return out
 
@@ -106,8 +106,17 @@ class FisherOperator:
         return self.xp.sum(Y * Y, axis=-1)
 
     def sketch(self, Q, **options):
-        """S = R J Qᵀ, shape (n, C, k), from k jvps along the rows of Q (n, k, d)."""
-        return self.xp.permute_dims(self.R.apply(self.jvp_many(Q, **options)), (0, 2, 1))
+        """S = R J Qᵀ, shape (n, C, k), from k jvps along the rows of Q (n, k, d). With
+        ``inputs=`` (numpy ints), Q's rows belong to those inputs, and only they are sent."""
+        idx = options.get("inputs")
+        Y = self.jvp_many(Q, **options)
+        if idx is not None:  # R of the whole batch, applied to the rows of those inputs
+            xp = self.xp
+            ii = xp.asarray(idx, device=device(Y))
+            full = xp.zeros((self.n, *Y.shape[1:]), dtype=Y.dtype, device=device(Y))
+            full[ii] = Y
+            return xp.permute_dims(xp.take(self.R.apply(full), ii, axis=0), (0, 2, 1))
+        return self.xp.permute_dims(self.R.apply(Y), (0, 2, 1))
 
     def columns(self, memory_limit, **options):
         """W = R J (n, C, d) from d jvps along the coordinate axes (jvp-only models); at the

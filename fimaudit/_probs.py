@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from ._array import to_numpy
+from ._array import device, to_numpy
 
 
 class ProbsLinearization:
@@ -37,14 +37,19 @@ class ProbsLinearization:
         self.logits, self.inv, self.live = likelihood.natural_from_probs(xp, inner.logits)
         self.floored = np.sum(~to_numpy(self.live), axis=1)
 
-    def _scale(self, a):
-        return a * (self.inv if a.ndim == 2 else self.inv[:, None, :])
+    def _scale(self, a, inputs=None):
+        inv = (
+            self.inv
+            if inputs is None
+            else self.xp.take(self.inv, self.xp.asarray(inputs, device=device(self.inv)), axis=0)
+        )
+        return a * (inv if a.ndim == 2 else inv[:, None, :])
 
     def jvp(self, v):
         return self._scale(self.inner.jvp(v))
 
-    def jvp_many(self, V, **options):  # options: a finite-difference step factor
-        return self._scale(self.inner.jvp_many(V, **options))
+    def jvp_many(self, V, **options):  # options: a finite-difference step factor, the inputs V is for
+        return self._scale(self.inner.jvp_many(V, **options), options.get("inputs"))
 
     def vjp(self, u):
         return self.inner.vjp(self._scale(u))

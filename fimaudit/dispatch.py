@@ -49,6 +49,7 @@ class Plan:
     note: str = ""
     steps: int = None  # iterative methods: the step cap
     after_setup: int = 0  # the fewest calls per input the method needs once the model is set up
+    pilot_calls: int = 0  # calls per input a pilot spent to estimate the plan (fa.plan with tol)
 
 
 def holds_columns(n, rows, d, itemsize, memory_limit):
@@ -97,8 +98,10 @@ def white_box(n, C, d, itemsize, budget, method, *, return_direction=False, max_
     return Plan(method, n, per, per * n, note="at most: 1 forward + (vjp + jvp) per step; stops early", steps=steps)
 
 
-def jvp_only(costs, n, d, budget, method):
-    """The plan for a model with jvps only; ``costs`` its :class:`~fimaudit.ledger.Costs`."""
+def jvp_only(costs, n, d, budget, method, tol=None):
+    """The plan for a model with jvps only; ``costs`` its :class:`~fimaudit.ledger.Costs`.
+    With ``tol`` a sketch may draw up to d probes (or what the budget affords) in rounds:
+    the calls are then an upper bound, and :func:`plan` with ``tol`` estimates them."""
     choice("method", method, JVP_ONLY_METHODS)
     exact = costs.setup + costs.column * d
     if method == "auto":
@@ -118,7 +121,7 @@ def jvp_only(costs, n, d, budget, method):
         )
     else:
         if budget is None:
-            k = min(d, DEFAULT_PROBES)
+            k = d if tol is not None else min(d, DEFAULT_PROBES)
         else:
             k = (int(budget) - costs.setup) // costs.jvp
             if k < 2:
@@ -142,11 +145,11 @@ def jvp_only(costs, n, d, budget, method):
     return Plan(method, n, per, per * n, k, note, after_setup=least)
 
 
-def norm_plan(model, n, d, itemsize, C, budget, method, return_direction, max_steps, memory_limit):
+def norm_plan(model, n, d, itemsize, C, budget, method, return_direction, max_steps, memory_limit, tol=None):
     """The plan for a wrapped model on a batch of n inputs of d entries (C: its outputs,
     needed with vjps only)."""
     if not model.has_vjp:
-        return jvp_only(costs_of(model), n, d, budget, method)
+        return jvp_only(costs_of(model), n, d, budget, method, tol)
     return white_box(
         n,
         C,
@@ -170,12 +173,15 @@ def plan(
     max_steps=None,
     memory_limit=DEFAULT_MEMORY,
     batch_size=None,
+    tol=None,
 ) -> Plan:
     """The method ``fisher_norm(model, x, method, budget, ...)`` would use and its cost in
     model calls per input, without running it: the same cost model the estimator charges
     its ledger by (``batch_size`` as given to it: whether W = R J fits ``memory_limit``
     depends on the batch). For a white-box model whose number of outputs is unknown, one
-    forward pass on one input is made to learn it.
+    forward pass on one input is made to learn it. With ``tol`` a jvp-only sketch's calls are
+    at most those of d probes (or the budget's); ``fa.plan`` (:mod:`fimaudit.pilot`)
+    estimates them from a pilot.
 
     >>> import numpy as np, fimaudit as fa
     >>> from fimaudit.testing import LinearModel
@@ -194,7 +200,7 @@ def plan(
         C = model.num_outputs if model.num_outputs is not None else int(model.forward(x[:1, ...]).shape[1])
     itemsize = xp.finfo(x.dtype).bits // 8
     nb = n if batch_size is None or not model.has_vjp else min(n, int(positive("batch_size", batch_size)))
-    p = norm_plan(model, nb, d, itemsize, C, budget, method, return_direction, max_steps, memory_limit)
+    p = norm_plan(model, nb, d, itemsize, C, budget, method, return_direction, max_steps, memory_limit, tol=tol)
     if nb != n:  # the plan of a full batch, for every input (a shorter last batch may cost less)
         p.inputs, p.total_calls = n, p.calls_per_input * n
     return p

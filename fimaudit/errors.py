@@ -25,6 +25,7 @@ __all__ = [
     "InvalidModelOutputError",
     "QueryBudgetExceeded",
     "NoiseDominatesWarning",
+    "PrecisionNotReachedWarning",
     "ServiceError",
     "InvalidModelFileError",
     "UnsupportedOnnxOpError",
@@ -123,6 +124,11 @@ class NoiseDominatesWarning(RuntimeWarning):
     def __init__(self, message: str, notes=()):
         super().__init__(message)
         self.notes = list(notes)
+
+
+class PrecisionNotReachedWarning(RuntimeWarning):
+    """A sequential sketch ran out of budget before its interval narrowed to ``tol`` for some
+    inputs; their rows carry the precision reached (``halfwidth``) and ``tol_met`` False."""
 
 
 class ServiceError(FimauditError, RuntimeError):

@@ -36,6 +36,7 @@ from ._operator import FisherOperator
 from ._validate import choice, positive
 from .blackbox import estimators as jvp_only
 from .blackbox.fd_error import warn_noise
+from .blackbox.sequential import warn_precision
 from .dispatch import DEFAULT_MEMORY, EXACT_MAX_OUTPUTS, Plan, plan
 from .errors import QueryBudgetExceeded
 from .ledger import QueryLedger, costs_of
@@ -66,7 +67,7 @@ def fisher_norm(
     x,
     method="auto",
     budget=None,
-    tol=1e-4,
+    tol=None,
     seed=0,
     *,
     return_direction=False,
@@ -83,7 +84,12 @@ def fisher_norm(
     the model evaluations per input (forward + jvp/vjp vectors; for a black box, every row
     sent) and is never exceeded: a call that would pass it is not made, and
     :class:`~fimaudit.errors.QueryBudgetExceeded` carries the inputs finished so far.
-    ``tol`` is the relative residual at which an iterative method stops.
+    ``tol`` is a relative precision to stop at: for ``lanczos``/``power`` the relative
+    residual (default 1e-4); for a jvp-only ``sketch`` the relative half-width
+    ``(upper − lower)/(upper + lower)`` of its 95% interval, reached per input by drawing
+    probes in rounds (:mod:`fimaudit.blackbox.sequential`); unset, the sketch draws its
+    probes at once, as before. One name for both: each is the precision at which the method
+    may stop, and no call sets both.
     ``on_nonconvergence="raise"`` raises :class:`~fimaudit.errors.NotConvergedError`
     carrying the partial result; ``"flag"`` returns it with ``converged`` False and a warning.
     ``return_direction=True`` adds the unit top eigenvector of F per input. ``exact`` also
@@ -107,11 +113,12 @@ def fisher_norm(
     >>> round(float(r.value[0]), 4), int(r.queries[0]) <= 40
     (1.25, True)
     """
-    positive("tol", tol)
+    if tol is not None:
+        positive("tol", tol)
     choice("on_nonconvergence", on_nonconvergence, ("raise", "flag"))
     if budget is not None:
         positive("budget", budget)
-    parts, notes, model = [], [], wrap(model)
+    parts, notes, missed, model = [], [], [], wrap(model)
     for xp, xb, lo, tracker in batches(model, x, batch_size, progress, "fisher_norm"):
         n, d = int(xb.shape[0]), math.prod(xb.shape[1:])
         itemsize = xp.finfo(xb.dtype).bits // 8
@@ -119,22 +126,25 @@ def fisher_norm(
         try:
             if not model.has_vjp:
                 p = dispatch.norm_plan(
-                    model, n, d, itemsize, None, budget, method, return_direction, max_steps, memory_limit
+                    model, n, d, itemsize, None, budget, method, return_direction, max_steps, memory_limit, tol=tol
                 )
                 ledger.reserve = p.after_setup
                 op = FisherOperator(model, xp, xb, offset=lo, ledger=ledger)
                 m, part, note = jvp_only.norm(
-                    xp, op, p, costs_of(model).jvp, probes, seed, return_direction, memory_limit
+                    xp, op, p, costs_of(model).jvp, probes, seed, return_direction, memory_limit, tol=tol
                 )
                 notes.append(note)
                 if m == "exact":  # every column of J was formed: the first-order distances come with it
                     part.update(op.first_order)
+                if part.get("tol_met") is not None:
+                    missed += [(lo + int(i), float(part["halfwidth"][i])) for i in np.flatnonzero(~part["tol_met"])]
             else:
                 op = FisherOperator(model, xp, xb, offset=lo, ledger=ledger)
                 p = dispatch.norm_plan(
                     model, n, d, itemsize, op.C, budget, method, return_direction, max_steps, memory_limit
                 )
-                m, part = p.method, _white_box_norm(xp, op, p, tol, seed, return_direction, memory_limit)
+                wtol = 1e-4 if tol is None else tol
+                m, part = p.method, _white_box_norm(xp, op, p, wtol, seed, return_direction, memory_limit)
         except QueryBudgetExceeded as err:
             if not ledger.refused:  # raised by the model itself (a service's own cap): its own partial
                 raise
@@ -148,6 +158,7 @@ def fisher_norm(
         part.update(queries=op.queries, floored=op.floored, logits=op.logits)
         parts.append((xp, part, m, op.likelihood.name))
     warn_noise(notes)  # one warning for the call, at the line of the call
+    warn_precision(missed, tol)
     return handle_nonconvergence(assemble(FisherNormResult, parts), on_nonconvergence, "fisher_norm")
 
 

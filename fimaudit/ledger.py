@@ -57,6 +57,11 @@ class QueryLedger:
         room = self.room()
         return int(wanted) if room is None else max(1, min(int(wanted), room // int(each)))
 
+    def only(self, idx):
+        """A ledger that books rows for the inputs ``idx`` (numpy ints) of this one; the other
+        inputs send nothing (a sequential sketch's inputs that are still running)."""
+        return _Only(self, np.asarray(idx, dtype=np.int64))
+
     def charge_setup(self, rows, what, then=0, fix=""):
         """A data-dependent set-up charge: refused when it would leave less than ``then`` rows
         per input (the set-up still to come) plus the estimator's ``reserve``."""
@@ -83,6 +88,22 @@ class QueryLedger:
         self.spent = self.spent + add
         if self.meter is not None:
             self.meter.sent(int(add.sum()))
+
+
+class _Only:
+    """The rows of a subset of a ledger's inputs, booked on that ledger (zero for the others)."""
+
+    def __init__(self, parent, idx):
+        self.parent, self.idx, self.n = parent, idx, int(idx.size)
+
+    @property
+    def bounded(self):
+        return self.parent.bounded
+
+    def charge(self, rows, what="model calls", keep=0, fix=""):
+        full = np.zeros(self.parent.n, dtype=np.int64)
+        full[self.idx] = np.broadcast_to(np.asarray(rows, dtype=np.int64), (self.n,))
+        self.parent.charge(full, what, keep, fix)
 
 
 @dataclass(frozen=True)
@@ -156,9 +177,21 @@ class _Charged:
         self.ledger.charge(1, "a vector-Jacobian product")
         return self.inner.vjp(u)
 
-    def jvp_many(self, V):
-        self.ledger.charge(int(V.shape[1]), f"{int(V.shape[1])} Jacobian-vector products")
-        return self.inner.jvp_many(V)
+    def jvp_many(self, V, inputs=None):
+        """``inputs``: the rows of V are those inputs only (numpy ints); the model's own jvp runs
+        on the whole batch, along zero vectors for the other inputs, which are charged nothing."""
+        k = int(V.shape[1])
+        if inputs is None:
+            self.ledger.charge(k, f"{k} Jacobian-vector products")
+            return self.inner.jvp_many(V)
+        self.ledger.only(inputs).charge(k, f"{k} Jacobian-vector products")
+        from ._array import device, namespace
+
+        xp = namespace(V)
+        ii = xp.asarray(inputs, device=device(V))
+        full = xp.zeros((self.ledger.n, *V.shape[1:]), dtype=V.dtype, device=device(V))
+        full[ii] = V
+        return xp.take(self.inner.jvp_many(full), ii, axis=0)
 
     def vjp_many(self, U):
         self.ledger.charge(int(U.shape[1]), f"{int(U.shape[1])} vector-Jacobian products")

@@ -35,11 +35,12 @@ class FisherNormResult(_Result):
     ``value`` is the estimate; ``lower ≤ λ_max ≤ upper`` is its bracket (for ``exact``
     both equal the value up to round-off; for ``lanczos``/``power`` lower is the Ritz
     value, a certified lower bound, and upper adds the residual once converged — it is
-    ``inf`` for an input that did not converge; for ``sketch`` lower is the certified
-    lower bound and upper the top of the 95% interval). Finite differences widen both
-    ends by ``fd_error``. ``queries`` counts model evaluations per input: one forward plus
-    one per jvp/vjp vector, or every row sent to a black-box model for that input (set-up,
-    noise, probes, kink re-measures); it never exceeds the call's ``budget``.
+    ``inf`` for an input that did not converge; for ``sketch`` [lower, upper] is an
+    interval at 95% that holds for every spectrum, whose lower end is at least the Ritz
+    value ``ritz``, certified in exact arithmetic; ``value`` is an estimate, not unbiased).
+    Finite differences widen both ends by ``fd_error``. ``queries`` counts model
+    evaluations per input: one forward plus one per jvp/vjp vector, or every row sent to a
+    black-box model for that input (set-up, noise, probes, kink re-measures); it never exceeds the call's ``budget``.
 
     ``first_order_distance`` is the first-order (DeepFool-step) estimate of the ℓ2 distance to
     the nearest decision boundary, ``min_{j≠y} (z_y − z_j) / ‖∇ₓ(z_y − z_j)‖₂`` (for Bernoulli
@@ -70,6 +71,10 @@ class FisherNormResult(_Result):
     stderr: object = None  # sketch: jackknife standard error of value; None otherwise
     first_order_distance: object = None  # exact: min_j (z_y − z_j)/‖∇(z_y − z_j)‖ (fimaudit.first_order)
     first_order_class: np.ndarray = None  # exact: the class j attaining it
+    ritz: object = None  # sketch: λ_max(S Sᵀ), the Ritz value, certified up to fd_error; lower ≥ it
+    halfwidth: np.ndarray = None  # sketch with tol: (upper − lower)/(upper + lower) reached, before fd_error widens it
+    tol_met: np.ndarray = None  # sketch with tol: whether halfwidth ≤ tol (False: budget or d ran out first)
+    probes: np.ndarray = None  # sketch with tol: probes each input used
 
 
 @dataclass(repr=False)

@@ -3,9 +3,10 @@ r"""λ_max, trace and spectrum for models with jvps only: forward-mode AD or fin
 * ``exact``: all d columns of J by jvps, then ``W = R J`` and the dense C × C eigenproblem
   of ``W Wᵀ`` (finite differences with ``kinks="extrapolate"``: ``2 W Wᵀ − W₂ W₂ᵀ``, W₂
   the columns at twice the step, :mod:`fimaudit.blackbox.kinks`);
-* ``sketch``: k orthonormal probes (random, DCT or user-given), ``S = R J Qᵀ``; the
-  certified lower bound ``λ_max(S Sᵀ)``, the scaled estimate and its jackknife interval
-  (:mod:`fimaudit.linalg.sketch`);
+* ``sketch``: k orthonormal probes (random, DCT or user-given), ``S = R J Qᵀ``; the Ritz
+  value ``λ_max(S Sᵀ)`` (certified lower bound), the scaled estimate and an interval valid
+  for every spectrum (:mod:`fimaudit.linalg.sketch`); with ``tol``, probes in rounds until
+  the interval's relative half-width is ≤ tol per input (:mod:`fimaudit.blackbox.sequential`);
 * traces: ``exact`` (‖W‖_F²), ``hutchinson`` (Rademacher probes), ``sketch``
   (``(d/k)‖S‖_F²``, unbiased for Haar-random Q, exact at k = d).
 
@@ -32,6 +33,7 @@ from ..linalg.dense import top_eigh
 from ..linalg.sketch import gram_sketch
 from .fd_error import fd_error, noisy_inputs
 from .probes import dct_basis, fixed, random_orthonormal, user_basis
+from .sequential import sequential_norm
 
 __all__ = ["norm", "trace", "gram", "top_of_gram"]
 
@@ -96,11 +98,29 @@ def top_of_gram(xp, op, memory_limit):
     return vals[:, 0], u, xp.sum(xp.linalg.diagonal(small), axis=-1), W, pair
 
 
-def norm(xp, op, plan, per_probe, probes, seed, return_direction, memory_limit):
+def _sequential(xp, op, plan, per_probe, probes, seed, tol, memory_limit):
+    _check_memory(op, "the sequential sketch's probes", plan.probes * (op.d + op.C), memory_limit)
+    r = sequential_norm(xp, op, tol, per_probe, probes, seed, kmax=plan.probes)
+    value, ritz, low, high = (
+        xp.asarray(r[key], dtype=op.logits.dtype, device=device(op.logits)) for key in ("value", "ritz", "low", "high")
+    )
+    extra = dict(ritz=ritz, halfwidth=r["halfwidth"], tol_met=r["tol_met"], probes=r["k"])
+    return value, low, high, extra, r["k"]
+
+
+def norm(xp, op, plan, per_probe, probes, seed, return_direction, memory_limit, tol=None):
     """The part of a FisherNormResult for one batch, by ``plan`` (:mod:`fimaudit.dispatch`).
     A sketch takes the probes the plan names, fewer when the set-up took more rows than
-    planned (a widened noise table) and the ledger leaves less room."""
-    if plan.method == "exact":
+    planned (a widened noise table) and the ledger leaves less room; with ``tol`` it draws
+    them in rounds and stops each input once its interval is narrow enough."""
+    extra = {}
+    if plan.method == "sketch" and tol is not None:
+        if return_direction:
+            raise InvalidArgumentError("return_direction=True needs a fixed sketch: leave tol unset")
+        value, lower, upper, extra, ks = _sequential(xp, op, plan, per_probe, probes, seed, tol, memory_limit)
+        stderr, trace, pair, top, direction = None, None, None, None, None
+        name, k = ("sketch" if probes == "random" else "sketch-" + probes), int(ks.max())
+    elif plan.method == "exact":
         value, top, trace, W, pair = top_of_gram(xp, op, memory_limit)
         lower = upper = value
         direction = op.lift(top[:, None, :], W)[:, 0] if return_direction else None
@@ -110,7 +130,8 @@ def norm(xp, op, plan, per_probe, probes, seed, return_direction, memory_limit):
         Q, random = _probes(xp, op, k, probes, seed)
         S = op.sketch(Q)
         est = gram_sketch(xp, S, op.d, random)
-        value, lower, upper, stderr, trace, pair, top = est.value, est.lower, est.high, est.stderr, None, None, None
+        value, lower, upper, stderr, trace, pair, top = est.value, est.low, est.high, est.stderr, None, None, None
+        extra = dict(ritz=est.ritz)
         # the top eigenvector of Qᵀ Sᵀ S Q is Qᵀ Sᵀ u, u that of S Sᵀ
         direction = op.lift(est.vectors[:, None, :], xp.matmul(S, Q))[:, 0] if return_direction else None
         name = "sketch" if random else ("sketch-" + (probes if isinstance(probes, str) else "basis"))
@@ -122,12 +143,15 @@ def norm(xp, op, plan, per_probe, probes, seed, return_direction, memory_limit):
         converged=np.ones(op.n, bool),
         direction=direction,
         trace=trace,
+        **extra,
     )
     diag = op.fd
     if diag is not None:
         err = fd_error(xp, diag, op.likelihood.metric_norm_bound(), op.C, value, k, top, pair)
         part["lower"] = xp.maximum(lower - err, xp.zeros_like(lower))
         part["upper"] = upper + err
+        if "ritz" in part:
+            part["ritz"] = xp.maximum(part["ritz"] - err, xp.zeros_like(lower))
         part.update(
             fd_step=np.asarray(diag.step),
             fd_noise=np.asarray(diag.noise),

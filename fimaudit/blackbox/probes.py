@@ -7,6 +7,10 @@ r"""Probe subspaces for black-box sketches: rows of an orthonormal Q (k × d) pe
   u + v, for inputs shaped (..., H, W); channels are separate basis vectors. Not random:
   it gives a certified lower bound, no unbiased estimate.
 * a user-given basis (array k × d or k × *input_shape), orthonormalised by QR.
+* ``extend``: m more Haar rows orthogonal to rows already drawn (sampling without
+  replacement): conditional on the first rows, the new ones are Haar in their orthogonal
+  complement, which is what the interval of :mod:`fimaudit.linalg.sketch_bounds` needs, and
+  at k = d the rows span R^d, so the sketch is exact.
 Reference for the random sketch: Halko, Martinsson & Tropp, SIAM Review 53 (2011) §4.
 """
 
@@ -19,7 +23,7 @@ import numpy as np
 from .._array import device, normal, to_numpy
 from ..errors import InvalidArgumentError
 
-__all__ = ["random_orthonormal", "dct_basis", "user_basis"]
+__all__ = ["random_orthonormal", "extend", "dct_basis", "user_basis"]
 
 
 def random_orthonormal(xp, like, n, k, d, seed):
@@ -29,6 +33,20 @@ def random_orthonormal(xp, like, n, k, d, seed):
     signs = xp.sign(xp.linalg.diagonal(R))
     signs = xp.where(signs == 0, xp.ones_like(signs), signs)
     return xp.permute_dims(Q * signs[:, None, :], (0, 2, 1))
+
+
+def extend(xp, Q, m, seed):
+    """(n, m, d): m Haar rows orthogonal to the rows of Q (n, k, d), k + m ≤ d, in Q's library
+    and dtype; projected out twice (classical Gram–Schmidt, reorthogonalised) before the QR."""
+    n, d = int(Q.shape[0]), int(Q.shape[2])
+    G = normal(xp, Q, (n, d, m), seed)
+    Qt = xp.permute_dims(Q, (0, 2, 1))
+    for _ in range(2):
+        G = G - xp.matmul(Qt, xp.matmul(Q, G))
+    P, R = xp.linalg.qr(G)
+    signs = xp.sign(xp.linalg.diagonal(R))
+    signs = xp.where(signs == 0, xp.ones_like(signs), signs)
+    return xp.permute_dims(P * signs[:, None, :], (0, 2, 1))
 
 
 def _dct_1d(N, freqs):

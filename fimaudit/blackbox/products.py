@@ -13,6 +13,9 @@ Reference: Nocedal & Wright, *Numerical Optimization*, 2nd ed., §8.1.
 
 from __future__ import annotations
 
+import copy
+import dataclasses
+
 import numpy as np
 
 from .._array import device, namespace, to_numpy
@@ -153,9 +156,27 @@ class FiniteDifferenceLinearization(Linearization):
             )
         return D
 
-    def jvp_many(self, V, step_factor=1.0):
+    def _only(self, idx):
+        """This linearization at the inputs ``idx`` alone: rows are sent and charged for those
+        inputs only, and kinks are not re-measured (a sequential sketch's running inputs)."""
+        sub = copy.copy(self)
+        ii = self.xp.asarray(idx, device=device(self.x))
+        sub.n, sub.ledger, sub.repair = int(idx.size), self.ledger.only(idx), False
+        sub.x, sub.logits, sub._live_x = (self.xp.take(a, ii, axis=0) for a in (self.x, self.logits, self._live_x))
+        sub._live, sub._live_norm = self._live[idx], self._live_norm[idx]
+        per_input = {
+            f.name: getattr(self.diagnostics, f.name)[idx]
+            for f in dataclasses.fields(self.diagnostics)
+            if isinstance(getattr(self.diagnostics, f.name), np.ndarray)
+        }
+        sub.diagnostics = dataclasses.replace(self.diagnostics, **per_input)
+        return sub
+
+    def jvp_many(self, V, step_factor=1.0, inputs=None):
         """Quotients along V (n, k, *shape) at step ``step_factor · h`` (kinks are repaired at
-        the nominal step only)."""
+        the nominal step only); ``inputs`` (numpy ints): V's rows belong to those inputs only."""
+        if inputs is not None:
+            return self._only(np.asarray(inputs, dtype=np.int64)).jvp_many(V, step_factor)
         xp, n = self.xp, self.n
         h = self.diagnostics.step * step_factor
         k, d = int(V.shape[1]), int(np.prod(V.shape[2:]))

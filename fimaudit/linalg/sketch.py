@@ -6,12 +6,14 @@ With orthonormal probe rows Q (k × d) and S = A Qᵀ (C × k):
   bound for any orthonormal Q (up to errors in the products);
 * for Haar-random Q, ``E[(d/k) QᵀQ] = I``, so ``(d/k) S Sᵀ`` is unbiased for B and its
   top eigenvalue is the estimate (exact when k = d);
-* the interval comes from a delete-a-group jackknife over g disjoint groups of probes
-  (delete-one by default): bias-corrected estimate
-  ``g λ̂ − (g − 1) mean λ̂₍₋ᵢ₎`` and variance ``(g−1)/g Σ (λ̂₍₋ᵢ₎ − mean)²``; the
-  interval ``λ̂ · exp(± t · se/λ̂)`` is formed on the log scale (the estimate is skewed:
-  a sketch that misses the top direction is low *and* tightly spread), with a Student-t
-  quantile on g − 1 degrees of freedom, and clipped below at the certified lower bound.
+* the point value is that top eigenvalue corrected by a delete-a-group jackknife over g
+  disjoint groups of probes (delete-one by default): ``g λ̂ − (g − 1) mean λ̂₍₋ᵢ₎``, with
+  ``stderr`` ``((g−1)/g Σ (λ̂₍₋ᵢ₎ − mean)²)^½`` — an estimate (Jensen biases the top
+  eigenvalue of an unbiased matrix upward where the top of the spectrum is flat), clipped to
+  the interval;
+* the interval ``[low, high]`` is that of :mod:`fimaudit.linalg.sketch_bounds` (one look,
+  (1 − level)/2 on each end), valid for every spectrum; ``ritz`` = λ_max(S Sᵀ) is its
+  certified part (exact arithmetic) and ``low ≥ ritz``.
 References: Efron & Stein, Ann. Statist. 9 (1981) (the jackknife); Martinsson & Tropp,
 "Randomized numerical linear algebra", Acta Numerica 29 (2020) §4.
 """
@@ -20,14 +22,16 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from .._array import device, to_numpy
 from .dense import top_eigh
+from .sketch_bounds import interval
 
 
 @dataclass
 class SketchEstimate:
-    value: object  # (n,) estimate of λ_max(B)
-    lower: object  # (n,) certified lower bound
-    low: object  # (n,) interval
+    value: object  # (n,) estimate of λ_max(B) (jackknife-corrected), clipped to [low, high]
+    ritz: object  # (n,) λ_max(S Sᵀ): a lower bound, certified in exact arithmetic
+    low: object  # (n,) the interval at ``level``, valid for every spectrum (low ≥ ritz)
     high: object
     stderr: object
     vectors: object  # (n, C) top eigenvector of the scaled sketch
@@ -49,12 +53,12 @@ def gram_sketch(xp, S, d: int, random: bool, groups=None, level: float = 0.95) -
 
     ``groups``: jackknife groups (default k: delete-one)."""
     k = int(S.shape[-1])
-    if not random or k >= d:  # a fixed subspace: the lower bound only (exact when it spans R^d)
+    a = (1.0 - float(level)) / 2
+    if not random or k >= d:  # a fixed subspace: the Ritz value only (exact when it spans R^d)
         lower, vec = _top(xp, S, 1.0)
         high = lower if k >= d else xp.full_like(lower, float("inf"))
         return SketchEstimate(lower, lower, lower, high, xp.zeros_like(lower), vec)
     est, vec = _top(xp, S, d / k)
-    lower = est * (k / d)  # λ_max(S Sᵀ): the certified lower bound
     g = k if groups is None else max(2, min(int(groups), k))
     bounds = [round(i * k / g) for i in range(g + 1)]
     loo = []
@@ -66,14 +70,7 @@ def gram_sketch(xp, S, d: int, random: bool, groups=None, level: float = 0.95) -
     mean = xp.mean(L, axis=1)
     value = g * est - (g - 1) * mean
     stderr = xp.sqrt((g - 1) / g * xp.sum((L - mean[:, None]) ** 2, axis=1))
-    from scipy import stats  # imported on use: scipy.stats costs seconds at start-up
-
-    t = float(stats.t.ppf(0.5 + level / 2, g - 1))
-    value = xp.maximum(value, lower)
-    # on the log scale: the sketch's λ_max is skewed (a sketch that misses the top
-    # direction is low with a small spread), and λ > 0
-    pos = value > 0
-    rel = xp.where(pos, stderr / xp.where(pos, value, xp.ones_like(value)), xp.zeros_like(value))
-    low = xp.maximum(value * xp.exp(-t * rel), lower)
-    high = xp.where(pos, value * xp.exp(t * rel), value + t * stderr)
-    return SketchEstimate(value, lower, low, high, stderr, vec)
+    iv = interval(to_numpy(S), d, a, a)
+    ritz, low, high = (xp.asarray(v, dtype=est.dtype, device=device(est)) for v in (iv.ritz, iv.low, iv.high))
+    value = xp.minimum(xp.maximum(value, low), high)
+    return SketchEstimate(value, ritz, low, high, stderr, vec)
