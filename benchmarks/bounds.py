@@ -185,7 +185,7 @@ def graphs(workers=4):
                 ocpu, _, oval = old.result() if old is not None else ("not run", "", "")
                 try:
                     low = secant(light(name), Graph(onnx.load(light(name))).output)
-                    ratio = f"{float(val) / low:.3g}×"
+                    ratio = f"{float(val) / low:.3g}×" if low > 0 else "(constant logits)"
                 except ValueError:  # no bound to compare
                     low, ratio = float("nan"), ""
                 row = (name, ocpu, oval, cpu, wall, val, f"{low:.4g}", ratio)
