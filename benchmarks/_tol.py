@@ -17,6 +17,7 @@ import numpy as np
 import torch
 
 import fimaudit as fa
+from fimaudit.testing import ForwardLinearModel
 
 C = 10
 SPECTRA = {
@@ -27,21 +28,9 @@ SPECTRA = {
 }
 
 
-class Linear(fa.Model):
-    has_vjp = False
-
-    def __init__(self, J):
-        super().__init__(input_shape=(J.shape[1],), num_outputs=J.shape[0], likelihood="gaussian")
-        self.J = J
-
-    def forward(self, x):
-        return x @ self.J.T
-
-    def jvp(self, x, v):
-        return v @ self.J.T
-
-    def jvp_many(self, x, V):
-        return V @ self.J.T
+def Linear(J, input_shape=None):
+    """z = J x with forward and jvp only (forward-mode AD), Gaussian likelihood: B = J Jᵀ."""
+    return ForwardLinearModel(J, input_shape=input_shape, likelihood="gaussian")
 
 
 def oracle_probes(A, lam, tols, rng, first=512):

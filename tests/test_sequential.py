@@ -22,6 +22,7 @@ from hypothesis import strategies as st
 import fimaudit as fa
 from fimaudit.errors import InvalidArgumentError, PrecisionNotReachedWarning
 from fimaudit.linalg.sketch_bounds import interval, spend
+from fimaudit.testing import ForwardLinearModel
 
 C = 10
 SPECTRA = {
@@ -39,23 +40,9 @@ def jacobian(mu, d, seed=0):
     return (U * np.sqrt(mu)) @ V.T
 
 
-class Linear(fa.Model):
-    """z = J x with forward and jvp only (forward-mode AD), counting the rows it computes."""
-
-    has_vjp = False
-
-    def __init__(self, J, input_shape=None):
-        super().__init__(input_shape=input_shape or (J.shape[1],), num_outputs=J.shape[0], likelihood="gaussian")
-        self.J = J
-
-    def forward(self, x):
-        return x @ self.J.T
-
-    def jvp(self, x, v):
-        return v @ self.J.T
-
-    def jvp_many(self, x, V):
-        return V @ self.J.T
+def Linear(J, input_shape=None):
+    """z = J x with forward and jvp only (forward-mode AD), Gaussian likelihood: B = J Jᵀ."""
+    return ForwardLinearModel(J, input_shape=input_shape, likelihood="gaussian")
 
 
 def truth(J):
@@ -177,14 +164,7 @@ def test_dct_probes_and_bad_tol():
     d = (1, 8, 8)
     J = jacobian(SPECTRA["geometric"], 64, seed=5)
 
-    class Image(Linear):
-        def forward(self, x):
-            return x.reshape(len(x), -1) @ self.J.T
-
-        def jvp_many(self, x, V):
-            return V.reshape(*V.shape[:2], -1) @ self.J.T
-
-    r = fa.fisher_norm(Image(J, d), np.zeros((40, *d)), method="sketch", tol=0.3, probes="dct")
+    r = fa.fisher_norm(Linear(J, d), np.zeros((40, *d)), method="sketch", tol=0.3, probes="dct")
     lam = truth(J)
     assert r.method == "sketch-dct" and np.all(r.ritz <= lam * (1 + 1e-12))
     assert np.mean(covers(r.lower, r.upper, lam)) >= 0.9

@@ -3,10 +3,20 @@ the adapter conformance checks. Importing it does not import Hypothesis; the
 strategies load on first use (``fimaudit.testing.strategies``)."""
 
 from .conformance import check_adapter
-from .models import LinearModel, MLPModel, ScaledInputModel, ShiftedModel, dense_fisher, dense_metric, jacobian
+from .models import (
+    ForwardLinearModel,
+    LinearModel,
+    MLPModel,
+    ScaledInputModel,
+    ShiftedModel,
+    dense_fisher,
+    dense_metric,
+    jacobian,
+)
 
 __all__ = [
     "check_adapter",
+    "ForwardLinearModel",
     "LinearModel",
     "MLPModel",
     "ScaledInputModel",

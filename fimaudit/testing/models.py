@@ -1,7 +1,8 @@
 r"""Small numpy models with hand-written Jacobians, and dense float64 references.
 
 * :class:`LinearModel`: ``z = W x + b``, so ``J = W`` for every x and, for a
-  categorical likelihood, ``F(x) = Wᵀ (diag p − p pᵀ) W`` in closed form.
+  categorical likelihood, ``F(x) = Wᵀ (diag p − p pᵀ) W`` in closed form;
+  :class:`ForwardLinearModel` the same with jvps only.
 * :class:`MLPModel`: ``h₀ = x``, ``h_{l+1} = tanh(W_l h_l + b_l)``, ``z = W_L h_L + b_L``.
   Its Jacobian is ``J = W_L D_L W_{L−1} … D_1 W_0`` with ``D_l = diag(1 − h_l²)``,
   written out by hand (no autodiff), so it is an independent answer for the adapters.
@@ -19,7 +20,16 @@ import numpy as np
 
 from ..models import Model
 
-__all__ = ["LinearModel", "MLPModel", "ShiftedModel", "ScaledInputModel", "dense_metric", "dense_fisher", "jacobian"]
+__all__ = [
+    "LinearModel",
+    "ForwardLinearModel",
+    "MLPModel",
+    "ShiftedModel",
+    "ScaledInputModel",
+    "dense_metric",
+    "dense_fisher",
+    "jacobian",
+]
 
 
 class LinearModel(Model):
@@ -43,6 +53,16 @@ class LinearModel(Model):
 
     def jacobian(self, x):
         return np.broadcast_to(self.W, (x.shape[0], *self.W.shape))
+
+
+class ForwardLinearModel(LinearModel):
+    """:class:`LinearModel` with forward-mode products only (``has_vjp`` False), so the
+    jvp-only estimators (sketches, exact from columns) run on a model whose J is known."""
+
+    has_vjp = False
+
+    def jvp_many(self, x, V):
+        return V.reshape(*V.shape[:2], -1) @ self.W.T
 
 
 class MLPModel(Model):
