@@ -253,6 +253,7 @@ def _global_net(x):
     return NET(x)
 
 
+@pytest.mark.filterwarnings("ignore::fimaudit.errors.BlackBoxFallbackWarning")  # a black box on purpose
 def test_model_identity_of_a_plain_function_follows_the_model_it_calls():
     torch = pytest.importorskip("torch")
 
