@@ -67,17 +67,27 @@ def models():
         yield name, net, shape
 
 
+def row(*cells):
+    """One markdown table row."""
+    return "| " + " | ".join(map(str, cells)) + " |"
+
+
+def table_head(*names):
+    return [row(*names), row(*["---"] * len(names))]
+
+
 def main():
     warnings.simplefilter("ignore")
     torch.set_num_threads(2)
     lines = [
         "Local certified bounds vs measured max ‖J‖₂ in the same ℓ∞ box (one input, random init, float64)",
-        f"{'model':<9} {'radius':>7} {'global':>10} {'local':>10} {'measured':>10} {'local/meas':>10} "
-        f"{'glob/meas':>10} {'tightened':>9} {'seconds':>8}",
+        *table_head(
+            "model", "radius", "global", "local", "measured", "local/meas", "glob/meas", "tightened", "seconds"
+        ),
     ]
     radii_lines = [
         "Certified ℓ2 radius of the predicted class (one input)",
-        f"{'model':<9} {'global':>10} {'local':>10} {'seconds':>8}",
+        *table_head("model", "global", "local", "seconds"),
     ]
     for name, net, shape in models():
         proto = _proto(fa.wrap(net, input_shape=shape))
@@ -88,15 +98,24 @@ def main():
             try:
                 b = fa.local_bound(proto, x.numpy(), rho, global_cap=False, tighten=TIGHTEN)
             except UnsupportedOnnxOpError as err:
-                lines.append(f"{name:<9} {'all':>7}   unsupported: {str(err).split(':')[0]}")
+                lines.append(row(name, "all", f"unsupported: {str(err).split(':')[0]}", *[""] * 6))
                 break
             secs = time.perf_counter() - t0
             box = (x[0] - rho, x[0] + rho)
             meas = worst_jacobian_norm_in_box(net, *box, starts=3, steps=5)
             loc = float(b.lipschitz[0])
             lines.append(
-                f"{name:<9} {rho:>7.0e} {glob:>10.4g} {loc:>10.4g} {meas:>10.4g} {loc / meas:>10.3g} "
-                f"{glob / meas:>10.3g} {int(b.tightened_units[0]):>9d} {secs:>8.2f}"
+                row(
+                    name,
+                    f"{rho:.0e}",
+                    f"{glob:.4g}",
+                    f"{loc:.4g}",
+                    f"{meas:.4g}",
+                    f"{loc / meas:.3g}",
+                    f"{glob / meas:.3g}",
+                    f"{int(b.tightened_units[0])}",
+                    f"{secs:.2f}",
+                )
             )
             print(lines[-1], flush=True)
         else:
@@ -107,7 +126,7 @@ def main():
             with torch.no_grad():
                 z = np.sort(copy.deepcopy(net).double()(x)[0].numpy())
             rg = (z[-1] - z[-2]) / (np.sqrt(2) * glob)
-            radii_lines.append(f"{name:<9} {rg:>10.4g} {r:>10.4g} {time.perf_counter() - t0:>8.1f}")
+            radii_lines.append(row(name, f"{rg:.4g}", f"{r:.4g}", f"{time.perf_counter() - t0:.1f}"))
             print(radii_lines[-1], flush=True)
     text = "\n".join(lines + [""] + radii_lines) + "\n"
     print(text)
