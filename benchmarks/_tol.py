@@ -17,20 +17,10 @@ import numpy as np
 import torch
 
 import fimaudit as fa
-from fimaudit.testing import ForwardLinearModel
+from fimaudit.testing import SPECTRA, ForwardLinearModel, spectral_jacobian
 
-C = 10
-SPECTRA = {
-    "flat (9 equal)": np.r_[np.ones(9), 0.0],
-    "two equal": np.r_[1.0, 1.0, 0.5 ** np.arange(1, 9)],
-    "rank 1": np.r_[1.0, np.zeros(9)],
-    "geometric (1/2)": 0.5 ** np.arange(10),
-}
-
-
-def Linear(J, input_shape=None):
-    """z = J x with forward and jvp only (forward-mode AD), Gaussian likelihood: B = J Jᵀ."""
-    return ForwardLinearModel(J, input_shape=input_shape, likelihood="gaussian")
+C = len(SPECTRA["flat"])
+LABELS = {"flat": "flat (9 equal)", "two-equal": "two equal", "rank-1": "rank 1", "geometric": "geometric (1/2)"}
 
 
 def oracle_probes(A, lam, tols, rng, first=512):
@@ -68,14 +58,14 @@ def simulated(tols, n, d=256):
     print(HEADER)
     rng = np.random.default_rng(0)
     for name, mu in SPECTRA.items():
-        U = np.linalg.qr(rng.standard_normal((C, C)))[0]
-        V = np.linalg.qr(rng.standard_normal((d, C)))[0]
-        J = (U * np.sqrt(mu)) @ V.T
+        J = spectral_jacobian(mu, d, rng)
         lam = np.linalg.eigvalsh(J @ J.T)[-1]
         oracle = np.array([oracle_probes(J, lam, tols, rng) for _ in range(n)])
         for i, tol in enumerate(tols):
-            r = fa.fisher_norm(Linear(J), np.zeros((n, d)), method="sketch", tol=tol, batch_size=10)
-            row(name, tol, r.queries, 1 + oracle[:, i], r, np.full(n, lam))
+            r = fa.fisher_norm(
+                ForwardLinearModel(J, likelihood="gaussian"), np.zeros((n, d)), method="sketch", tol=tol, batch_size=10
+            )
+            row(LABELS[name], tol, r.queries, 1 + oracle[:, i], r, np.full(n, lam))
 
 
 def fisher_factor(net, x):

@@ -22,22 +22,13 @@ from hypothesis import strategies as st
 import fimaudit as fa
 from fimaudit.errors import InvalidArgumentError, PrecisionNotReachedWarning
 from fimaudit.linalg.sketch_bounds import interval, spend
-from fimaudit.testing import ForwardLinearModel
+from fimaudit.testing import SPECTRA, ForwardLinearModel, spectral_jacobian
 
-C = 10
-SPECTRA = {
-    "flat": np.r_[np.ones(9), 0.0],
-    "two-equal": np.r_[1.0, 1.0, 0.5 ** np.arange(1, 9)],
-    "rank-1": np.r_[1.0, np.zeros(9)],
-    "geometric": 0.5 ** np.arange(10),
-}
+C = len(SPECTRA["flat"])
 
 
 def jacobian(mu, d, seed=0):
-    rng = np.random.default_rng(seed)
-    U = np.linalg.qr(rng.standard_normal((C, C)))[0]
-    V = np.linalg.qr(rng.standard_normal((d, C)))[0]
-    return (U * np.sqrt(mu)) @ V.T
+    return spectral_jacobian(mu, d, np.random.default_rng(seed))
 
 
 def Linear(J, input_shape=None):

@@ -4,6 +4,7 @@ strategies load on first use (``fimaudit.testing.strategies``)."""
 
 from .conformance import check_adapter
 from .models import (
+    SPECTRA,
     ForwardLinearModel,
     LinearModel,
     MLPModel,
@@ -12,11 +13,14 @@ from .models import (
     dense_fisher,
     dense_metric,
     jacobian,
+    spectral_jacobian,
 )
 
 __all__ = [
     "check_adapter",
     "ForwardLinearModel",
+    "SPECTRA",
+    "spectral_jacobian",
     "LinearModel",
     "MLPModel",
     "ScaledInputModel",

@@ -23,6 +23,8 @@ from ..models import Model
 __all__ = [
     "LinearModel",
     "ForwardLinearModel",
+    "SPECTRA",
+    "spectral_jacobian",
     "MLPModel",
     "ShiftedModel",
     "ScaledInputModel",
@@ -53,6 +55,23 @@ class LinearModel(Model):
 
     def jacobian(self, x):
         return np.broadcast_to(self.W, (x.shape[0], *self.W.shape))
+
+
+SPECTRA = {  # eigenvalues of B = J Jᵀ (C = 10) that are hard for a sketch's interval, and an easy one
+    "flat": np.r_[np.ones(9), 0.0],
+    "two-equal": np.r_[1.0, 1.0, 0.5 ** np.arange(1, 9)],
+    "rank-1": np.r_[1.0, np.zeros(9)],
+    "geometric": 0.5 ** np.arange(10),
+}
+
+
+def spectral_jacobian(mu, d, rng):
+    """A C × d Jacobian ``J = U diag(√μ) Vᵀ`` with Haar U (C × C) and orthonormal V (d × C),
+    so the eigenvalues of ``J Jᵀ`` are exactly ``mu`` (C = len(mu))."""
+    C = len(mu)
+    U = np.linalg.qr(rng.standard_normal((C, C)))[0]
+    V = np.linalg.qr(rng.standard_normal((d, C)))[0]
+    return (U * np.sqrt(mu)) @ V.T
 
 
 class ForwardLinearModel(LinearModel):
