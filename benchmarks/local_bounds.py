@@ -32,6 +32,7 @@ from fimaudit_torch.testing import (  # noqa: E402
     resnet_style,
     small_vit,
     vgg_style,
+    with_batchnorm_statistics,
     worst_jacobian_norm_in_box,
 )
 
@@ -58,12 +59,7 @@ def models():
         ("vit", small_vit, (3, 16, 16)),
     ):
         torch.manual_seed(0)
-        net = make().eval()
-        with torch.no_grad():  # non-trivial batch-norm statistics
-            for mod in net.modules():
-                if isinstance(mod, torch.nn.BatchNorm2d):
-                    mod.running_mean.uniform_(-0.5, 0.5)
-                    mod.running_var.uniform_(0.5, 2.0)
+        net = with_batchnorm_statistics(make().eval())
         yield name, net, shape
 
 

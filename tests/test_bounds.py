@@ -10,7 +10,13 @@ import pytest
 torch = pytest.importorskip("torch")
 onnx = pytest.importorskip("onnx")
 pytest.importorskip("fimaudit_torch")
-from fimaudit_torch.testing import Standardize, densenet_style, resnet_style, vgg_style  # noqa: E402
+from fimaudit_torch.testing import (  # noqa: E402
+    Standardize,
+    densenet_style,
+    resnet_style,
+    vgg_style,
+    with_batchnorm_statistics,
+)
 from onnx import TensorProto, helper, numpy_helper  # noqa: E402
 
 import fimaudit as fa  # noqa: E402
@@ -129,12 +135,7 @@ def _max_jacobian_norm(net, points, steps=15):
 @pytest.mark.parametrize("make", [vgg_style, resnet_style, densenet_style], ids=["vgg", "resnet", "densenet"])
 def test_model_bound_holds_at_many_points(make):
     torch.manual_seed(0)
-    net = make().eval()
-    with torch.no_grad():  # non-trivial batch-norm statistics
-        for mod in net.modules():
-            if isinstance(mod, torch.nn.BatchNorm2d):
-                mod.running_mean.uniform_(-0.5, 0.5)
-                mod.running_var.uniform_(0.5, 2.0)
+    net = with_batchnorm_statistics(make().eval())
     b = fa.lipschitz_bound(fa.wrap(net, input_shape=(3, 32, 32)))
     g = torch.Generator().manual_seed(1)
     points = [torch.rand(3, 32, 32, generator=g, dtype=torch.float64) for _ in range(6)] + [

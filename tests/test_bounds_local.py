@@ -73,15 +73,6 @@ def mlp(d, widths, act, seed, C=3):
 # --- exactness: a tiny box where every unit is stable gives the Jacobian's norm itself
 
 
-def _bn_noise(net):
-    with torch.no_grad():
-        for mod in net.modules():
-            if isinstance(mod, nn.BatchNorm2d):
-                mod.running_mean.uniform_(-0.5, 0.5)
-                mod.running_var.uniform_(0.5, 2.0)
-    return net
-
-
 def odd_cnn():
     """Strides, dilation, groups, padded max pool, ceil-mode average pool, LeakyReLU, SiLU, Sigmoid."""
     return nn.Sequential(
@@ -108,7 +99,7 @@ def make(name):
 
     torch.manual_seed(0)
     net = odd_cnn() if name == "odd_cnn" else getattr(testing, name)()
-    return _bn_noise(net).eval()
+    return testing.with_batchnorm_statistics(net).eval()
 
 
 @pytest.fixture(scope="module", params=ZOO)

@@ -189,6 +189,17 @@ def resnet_style(C=10, width=8):
     )
 
 
+def with_batchnorm_statistics(net):
+    """``net`` with non-trivial running statistics in every BatchNorm2d (means in [−½, ½],
+    variances in [½, 2], drawn from torch's global generator), so folding them is exercised."""
+    with torch.no_grad():
+        for mod in net.modules():
+            if isinstance(mod, nn.BatchNorm2d):
+                mod.running_mean.uniform_(-0.5, 0.5)
+                mod.running_var.uniform_(0.5, 2.0)
+    return net
+
+
 def _jacobian_norm(net64, x):
     J = torch.autograd.functional.jacobian(lambda a: net64(a[None])[0], x).reshape(10, -1)
     return torch.linalg.matrix_norm(J, 2).item()
