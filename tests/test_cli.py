@@ -132,3 +132,16 @@ def test_bound_on_a_declared_input_domain(tmp_path):
     assert np.isclose(json.loads(p.stdout)["lipschitz"], 4.0)
     p = _cli("bound", str(tmp_path / "sq.onnx"), "--input-shape", "4", "--input-domain", "0")
     assert p.returncode == 2 and "LOW,HIGH" in p.stderr
+
+
+def test_cli_prints_the_median_first_order_distance(files):
+    from tests.test_first_order import projection_distance
+
+    tmp_path, W = files
+    x = np.load(tmp_path / "x.npy")
+    p = _cli("audit", str(tmp_path / "m.onnx"), "--data", str(tmp_path / "x.npy"), "--out", str(tmp_path / "out"))
+    assert p.returncode == 0, p.stderr
+    exact, _ = projection_distance(W.T.astype(np.float64), np.zeros(3), x.astype(np.float64))
+    line = p.stdout.strip().splitlines()[-1]
+    assert "median d₁" in line and "median λ_max" in line and "an estimate" in line
+    assert float(line.split("median d₁ ")[1].split()[0]) == pytest.approx(float(np.median(exact)), rel=1e-3)

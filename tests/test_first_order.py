@@ -395,35 +395,6 @@ def test_the_report_in_a_browser_shows_the_first_order_column(tmp_path):
     assert sorted(float(r["d₁"]) for r in rows) == pytest.approx(want, rel=1e-3)
 
 
-def test_cli_prints_the_median_first_order_distance(tmp_path):
-    import subprocess
-    import sys
-
-    pytest.importorskip("fimaudit_onnx")
-    onnx = pytest.importorskip("onnx")
-    from onnx import TensorProto, helper, numpy_helper
-
-    rng = np.random.default_rng(0)
-    W = rng.standard_normal((4, 3)).astype(np.float32)
-    g = helper.make_graph(
-        [helper.make_node("Gemm", ["x", "W"], ["logits"])],
-        "g",
-        [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["N", 4])],
-        [helper.make_tensor_value_info("logits", TensorProto.FLOAT, ["N", 3])],
-        [numpy_helper.from_array(W, "W")],
-    )
-    onnx.save(helper.make_model(g, opset_imports=[helper.make_opsetid("", 17)]), tmp_path / "m.onnx")
-    x = rng.standard_normal((8, 4)).astype(np.float32)
-    np.save(tmp_path / "x.npy", x)
-    cmd = [sys.executable, "-m", "fimaudit.cli", "audit", str(tmp_path / "m.onnx"), "--data", str(tmp_path / "x.npy")]
-    p = subprocess.run([*cmd, "--out", str(tmp_path / "out")], capture_output=True, text=True, timeout=300)
-    assert p.returncode == 0, p.stderr
-    exact, _ = projection_distance(W.T.astype(np.float64), np.zeros(3), x.astype(np.float64))
-    line = p.stdout.strip().splitlines()[-1]
-    assert "median d₁" in line and "median λ_max" in line and "an estimate" in line
-    assert float(line.split("median d₁ ")[1].split()[0]) == pytest.approx(float(np.median(exact)), rel=1e-3)
-
-
 @settings(max_examples=40, deadline=None)
 @given(st.data())
 def test_degenerate_gradients_give_inf_never_nan(data):
