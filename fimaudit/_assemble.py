@@ -50,8 +50,8 @@ def assemble(cls, parts):
     xp = parts[0][0]
     methods = sorted({p[2] for p in parts})
     out = {}
-    for key in parts[0][1]:
-        vals = [p[1][key] for p in parts]
+    for key in dict.fromkeys(k for p in parts for k in p[1]):  # every batch's fields, first seen first
+        vals = [p[1].get(key) for p in parts]
         like = next((v for v in vals if v is not None), None)
         if like is not None and hasattr(like, "shape") and getattr(like, "ndim", 0) > 0:
             vals = [_fill(xp, like, int(p[1]["queries"].shape[0])) if v is None else v for v, p in zip(vals, parts)]

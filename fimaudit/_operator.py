@@ -78,7 +78,7 @@ class FisherOperator:
     def jvp_many(self, V, **options):  # (n, k, d) -> (n, k, C); options: the linearization's own
         n, k = V.shape[0], V.shape[1]
         out = self.lin.jvp_many(self._unflat(V, (n, k)), **options)
-        check_finite(self.xp, out, self.offset, "Jacobian-vector products")
+        check_finite(self.xp, out, self.offset, "Jacobian-vector products", options.get("inputs"))
         return out
 
     def vjp_many(self, U):  # (n, k, C) -> (n, k, d)

@@ -52,10 +52,13 @@ def check_logits(xp, z, n, num_outputs, offset=0, what="logits"):
     check_finite(xp, z, offset, what)
 
 
-def check_finite(xp, a, offset=0, what="outputs"):
+def check_finite(xp, a, offset=0, what="outputs", inputs=None):
+    """Raise if a row of ``a`` is not finite. Row i belongs to input ``offset + i`` of the call,
+    or to ``offset + inputs[i]`` when ``a`` holds only those inputs' rows."""
     bad = ~xp.all(xp.isfinite(xp.reshape(a, (a.shape[0], -1))), axis=1)
     if bool(xp.any(bad)):
-        idx = np.flatnonzero(to_numpy(bad)) + offset
+        idx = np.flatnonzero(to_numpy(bad))
+        idx = (idx if inputs is None else np.asarray(inputs)[idx]) + offset
         raise NonFiniteOutputError(
             f"the model returned non-finite {what} for inputs {_show(idx)}; check the model "
             "on those inputs (overflow in float16/bfloat16? a log of 0 inside the model?)",

@@ -5,7 +5,7 @@ import pytest
 
 import fimaudit as fa
 from fimaudit import errors as E
-from fimaudit.testing import LinearModel, MLPModel
+from fimaudit.testing import ForwardLinearModel, LinearModel, MLPModel
 
 RNG = np.random.default_rng(0)
 MLP = MLPModel.random([4, 6, 3], seed=0)
@@ -203,3 +203,43 @@ def test_missing_plugin_names_what_to_install(monkeypatch):
         fa.wrap(torch.nn.Linear(3, 2))
     assert isinstance(info.value, ImportError) and isinstance(info.value, TypeError)
     assert 'pip install "fimaudit[torch]"' in str(info.value)
+
+
+class _NaNForThirdInput(ForwardLinearModel):
+    def jvp_many(self, x, V):
+        out = super().jvp_many(x, V)
+        out[x[:, 0] == X[2, 0]] = np.nan
+        return out
+
+
+def test_non_finite_products_of_a_subset_name_the_inputs_they_belong_to():
+    """Products sent for some inputs only (a sequential sketch's later rounds) number their
+    failures as in the call's data, not within the subset."""
+    from fimaudit._operator import FisherOperator
+    from fimaudit.plugins import wrap
+
+    model = wrap(_NaNForThirdInput(np.eye(3, 4)))
+    op = FisherOperator(model, np, X[:, :], offset=10)
+    with pytest.raises(E.NonFiniteOutputError) as info:
+        op.jvp_many(np.ones((1, 2, 4)), inputs=np.array([2]))
+    assert info.value.indices == [12]
+    assert op.jvp_many(np.ones((2, 2, 4)), inputs=np.array([0, 1])).shape == (2, 2, 3)
+
+
+def test_assembled_result_keeps_fields_only_later_batches_have():
+    """Batches that chose different methods: a field the first batch lacks is still kept,
+    NaN (−1 for integers) on the rows of the batches without it."""
+    from fimaudit._assemble import assemble
+    from fimaudit.results import FisherNormResult
+
+    def part(n, method, **extra):
+        base = dict(value=np.ones(n), lower=np.ones(n), upper=np.ones(n), queries=np.full(n, 3))
+        return np, {**base, **extra}, method, "categorical"
+
+    out = assemble(
+        FisherNormResult,
+        [part(2, "lanczos"), part(1, "exact", first_order_distance=np.array([0.5]), first_order_class=np.array([4]))],
+    )
+    assert out.method == "exact+lanczos"
+    np.testing.assert_array_equal(out.first_order_distance, [np.nan, np.nan, 0.5])
+    np.testing.assert_array_equal(out.first_order_class, [-1, -1, 4])
