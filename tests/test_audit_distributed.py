@@ -9,6 +9,7 @@ import concurrent.futures as cf
 import os
 import pickle
 import sqlite3
+import warnings
 from pathlib import Path
 
 import numpy as np
@@ -210,3 +211,34 @@ def test_a_dask_audit_whose_retries_are_spent_resumes_from_its_journal(client, t
     with sqlite3.connect(journal) as db:
         assert sorted(i for (i,) in db.execute("SELECT idx FROM rows")) == list(range(len(X)))
     assert rows_sent(folder) == sent  # across both runs, each chunk paid once
+
+
+class OddRowWarning(UserWarning):
+    """A model's own warning category, importable by reference."""
+
+
+class WarningModel(LinearModel):
+    """Warns from its forward with its own category and with one no other process can import."""
+
+    def forward(self, x):
+        warnings.warn(f"odd rows {x.shape[0]}", OddRowWarning, stacklevel=1)
+        local = type("LocalWarning", (RuntimeWarning,), {})
+        warnings.warn("made up here", local, stacklevel=1)
+        return super().forward(x)
+
+
+def _kinds(audit):
+    return sorted((w["category"], w["message"]) for w in audit.warnings)
+
+
+def test_warnings_raised_in_worker_processes_reach_the_caller_and_the_record():
+    model = WarningModel(W)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        local = fa.audit(model, X, **OPTIONS)
+    with cf.ProcessPoolExecutor(2) as pool, pytest.warns(OddRowWarning, match="odd rows"):
+        remote = fa.audit(model, X, executor=pool, **OPTIONS)
+    assert values(remote) == values(local)
+    assert ("OddRowWarning", "odd rows 10") in _kinds(remote)
+    assert ("RuntimeWarning", "LocalWarning: made up here") in _kinds(remote)
+    assert sum(w["count"] for w in remote.warnings) == sum(w["count"] for w in local.warnings)

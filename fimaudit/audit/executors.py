@@ -15,7 +15,8 @@ Promises:
 
 ``fn(m, X, y, lo, hi, *rest)`` must read only the rows ``lo..hi`` of ``X`` and ``y``
 (``X[lo:hi]``, ``y[i]`` for ``lo <= i < hi``); a plain executor passes :class:`Rows`
-windows that hold just those rows under their global indices.
+windows that hold just those rows under their global indices. The warnings a chunk raises
+in a worker process are raised again here (:mod:`fimaudit.audit.worker_warnings`).
 """
 
 from __future__ import annotations
@@ -23,6 +24,7 @@ from __future__ import annotations
 import concurrent.futures as cf
 
 from ..errors import WorkerLostError
+from .worker_warnings import carrying, reemit
 
 RETRIES = 3  # resubmissions allowed per chunk after its worker was lost
 
@@ -101,6 +103,7 @@ def run_chunks(executor, fn, m, X, y, chunks, rest, on_rows, *, retries=None, cl
     resubmissions per chunk. A chunk cancelled by anyone but this function (Dask cancels
     the tasks whose data was lost with a worker) counts as lost with its worker."""
     retries = RETRIES if retries is None else retries
+    fn = carrying(fn)  # a worker process's warnings come back with its rows
     ship = _Shipper(executor, X, y, client)
     lost = _lost_worker_errors()
     pending = {ship.submit(fn, m, lo, hi, rest): (lo, hi, 0) for lo, hi in chunks}
@@ -111,7 +114,7 @@ def run_chunks(executor, fn, m, X, y, chunks, rest, on_rows, *, retries=None, cl
             for fut in done:
                 lo, hi, tries = pending.pop(fut)
                 try:
-                    rows = fut.result()
+                    rows, caught = fut.result()
                 except (cf.CancelledError, *lost) as err:
                     if failure is not None:
                         continue  # cancelled here, or lost after the failure that is raised below
@@ -127,6 +130,7 @@ def run_chunks(executor, fn, m, X, y, chunks, rest, on_rows, *, retries=None, cl
                 except BaseException:
                     _cancel(pending)
                     raise
+                reemit(caught)
                 on_rows(rows)
     except BaseException:
         _cancel(pending)

@@ -19,7 +19,8 @@ warning raised in this process (``warnings.catch_warnings(record=True)`` with th
   settings of the call (every argument except the model, the data, the labels and
   ``progress``).
 
-Warnings raised in other processes (a process pool, Dask workers) are not seen here.
+Warnings raised in other processes (a process pool, Dask workers) come back with their
+chunk's rows and are raised again here (:mod:`fimaudit.audit.worker_warnings`).
 """
 
 from __future__ import annotations
