@@ -26,7 +26,7 @@ from . import first_order
 from ._array import device, promote
 from ._probs import ProbsLinearization
 from ._validate import check_finite, check_logits
-from .dispatch import holds_columns
+from .dispatch import holds_columns, holds_jacobian
 from .errors import InvalidArgumentError
 from .ledger import QueryLedger, linearize
 from .likelihoods import get_likelihood
@@ -155,12 +155,12 @@ class FisherOperator:
             return xp.matmul(W, xp.permute_dims(W, (0, 2, 1))), W
         kind = self.likelihood.name
         R64 = self.likelihood.factor(xp, promote(xp, self.logits))
-        chunk = holds_columns(n, C, d, self.itemsize, memory_limit)
-        if chunk >= C:
+        if holds_jacobian(n, C, d, self.itemsize, memory_limit) >= C:  # J and W fit: the plan's test
+            left = int(memory_limit) - n * C * d * (self.itemsize + 8)  # for the working arrays
             eye = xp.eye(C, dtype=self.logits.dtype, device=device(self.logits))
             J = self.vjp_many(xp.broadcast_to(eye[None, :, :], (n, C, C)))  # rows of J
-            self._first = first_order.from_jacobian(xp, kind, self.logits, J)
-            W = self._apply_rows(R64, J, memory_limit)
+            self._first = first_order.from_jacobian(xp, kind, self.logits, J, left)
+            W = self._apply_rows(R64, J, left)
             return xp.matmul(W, xp.permute_dims(W, (0, 2, 1))), W
         # Too large to hold: G = J Jᵀ from rows of J chunk by chunk (C vjps + C jvps), then B = R G Rᵀ.
         y = first_order.anchor(kind, self.logits)
@@ -170,10 +170,13 @@ class FisherOperator:
         P = np.zeros((n, C, C))
         P[np.arange(n)[:, None], np.arange(C)[None, :], order] = 1.0  # row r of P is e_{order[r]}
         P = xp.asarray(P, dtype=self.logits.dtype, device=device(self.logits))
+        # rows of J a chunk at a time, each with its working arrays, beside the anchor's row
+        room = int(memory_limit) - n * d * (self.itemsize + 8)
+        chunk = max(1, min(C, room // max(1, n * d * (self.itemsize + first_order.WORK))))
         rows, norms, Jy = [], [], None
         for lo in range(0, C, chunk):
             Jc = self.vjp_many(P[:, lo : lo + chunk, :])  # rows order[lo:hi] of J
-            Jy = Jc[:, 0, :] if Jy is None else Jy
+            Jy = xp.asarray(Jc[:, 0, :], copy=True) if Jy is None else Jy  # a copy: the chunk can go
             if kind in ("categorical", "bernoulli"):
                 norms.append(first_order.gradient_gaps(xp, kind, Jc, Jy))
             rows.append(promote(xp, self.jvp_many(Jc)))
@@ -185,11 +188,11 @@ class FisherOperator:
         GR = R64.apply(G)  # rows R g_r: G Rᵀ
         return R64.apply(xp.permute_dims(GR, (0, 2, 1))), None
 
-    def _apply_rows(self, R, J, memory_limit):
+    def _apply_rows(self, R, J, memory):
         """W = R J (n, C, d) in R's dtype, a block of columns at a time so that R's temporaries
-        stay within ``memory_limit`` beside W itself."""
+        (up to 8 float64 blocks) stay within ``memory`` bytes."""
         xp, (n, C, d) = self.xp, J.shape
-        step = max(1, min(d, int(memory_limit) // max(1, 8 * 8 * n * C)))
+        step = max(1, min(d, int(memory) // max(1, 8 * 8 * n * C)))
 
         def block(lo):
             return xp.permute_dims(R.apply(xp.permute_dims(promote(xp, J[:, :, lo : lo + step]), (0, 2, 1))), (0, 2, 1))

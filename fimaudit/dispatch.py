@@ -26,7 +26,7 @@ from .hints import say
 from .ledger import costs_of
 from .plugins import wrap
 
-__all__ = ["Plan", "plan", "norm_plan", "white_box", "jvp_only", "holds_columns", "EXACT_MAX_OUTPUTS"]
+__all__ = ["Plan", "plan", "norm_plan", "white_box", "jvp_only", "holds_columns", "holds_jacobian", "EXACT_MAX_OUTPUTS"]
 
 DEFAULT_MEMORY = 1 << 29  # bytes of W = R J held at once by the exact method
 
@@ -57,6 +57,12 @@ def holds_columns(n, rows, d, itemsize, memory_limit):
     return min(rows, max(1, int(memory_limit // max(1, n * d * itemsize))))
 
 
+def holds_jacobian(n, C, d, itemsize, memory_limit):
+    """How many of J's C rows (n × C × d, ``itemsize`` bytes each) white-box ``exact`` holds at
+    once: beside each row it keeps that row of W = R J in float64, 8 bytes more per entry."""
+    return holds_columns(n, C, d, itemsize + 8, memory_limit)
+
+
 def _exact_white(C, held, direction):
     return 1 + C if held else 1 + 2 * C + int(bool(direction))
 
@@ -64,7 +70,7 @@ def _exact_white(C, held, direction):
 def white_box(n, C, d, itemsize, budget, method, *, return_direction=False, max_steps=None, memory_limit):
     """The plan for a model with vjps (C outputs, d inputs, batch of n)."""
     choice("method", method, NORM_METHODS)
-    held = holds_columns(n, C, d, itemsize, memory_limit) >= C
+    held = holds_jacobian(n, C, d, itemsize, memory_limit) >= C
     exact = _exact_white(C, held, return_direction)
     if method == "auto":
         method = "exact" if C <= EXACT_MAX_OUTPUTS and (budget is None or exact <= budget) else "lanczos"

@@ -33,7 +33,8 @@ import numpy as np
 
 from ._array import device, promote, to_numpy
 
-CHUNK_BYTES = 1 << 26  # float64 gradient differences formed at once
+CHUNK_BYTES = 1 << 26  # float64 working arrays of the gradient differences formed at once
+WORK = 24  # bytes per entry of a chunk those need: its float64 copy, the differences, their squares
 
 __all__ = ["anchor", "gaps", "gradient_gaps", "pick", "from_jacobian", "per_row"]
 
@@ -79,9 +80,11 @@ def pick(gap, gnorm, y):
     return ratio[np.arange(n), cls], cls.astype(np.int64)
 
 
-def from_jacobian(xp, kind, z, J):
+def from_jacobian(xp, kind, z, J, memory=CHUNK_BYTES):
     """``(d₁, class)`` for natural parameters z (n, C) and their full Jacobian J (n, C, d);
-    ``(None, None)`` for a likelihood without decision boundaries (Gaussian)."""
+    ``(None, None)`` for a likelihood without decision boundaries (Gaussian). The classes go a
+    chunk at a time, whose working arrays take at most ``memory`` bytes (and ``CHUNK_BYTES``),
+    one class at a time at the least."""
     if kind not in ("categorical", "bernoulli"):
         return None, None
     y = anchor(kind, z)
@@ -92,7 +95,7 @@ def from_jacobian(xp, kind, z, J):
         sel = xp.asarray(onehot, dtype=J.dtype, device=device(J))
         Jy = xp.matmul(sel[:, None, :], J)[:, 0, :]  # the row J_y: a product with 0s and one 1, exact
     n, C, d = (int(s) for s in J.shape)
-    k = max(1, min(C, CHUNK_BYTES // max(1, 8 * n * d)))  # classes at a time: the float64 differences stay small
+    k = max(1, min(C, min(CHUNK_BYTES, int(memory)) // max(1, WORK * n * d)))
     norms = [gradient_gaps(xp, kind, J[:, lo : lo + k, :], Jy) for lo in range(0, C, k)]
     return pick(gaps(kind, z, y), np.concatenate(norms, axis=1), y)
 

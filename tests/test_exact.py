@@ -104,17 +104,17 @@ def test_chunked_gram_equals_full():
     model = fa.testing.MLPModel.random([20, 16, 12], seed=3, scale=2.0)
     x = np.random.default_rng(1).standard_normal((5, 20))
     full = fa.fisher_norm(model, x, method="exact", return_direction=True)
-    small = fa.fisher_norm(model, x, method="exact", return_direction=True, memory_limit=5 * 20 * 8 * 3)
+    small = fa.fisher_norm(model, x, method="exact", return_direction=True, memory_limit=5 * 20 * 16 * 3)
     assert np.allclose(small.value, full.value, rtol=1e-12)
     assert np.allclose(np.abs(np.sum(small.direction * full.direction, axis=1)), 1.0)
     assert np.all(full.queries == 1 + 12)  # 1 forward + C vjps; the direction comes from W
     assert np.all(small.queries == 1 + 2 * 12 + 1)  # C vjps + C jvps + 1 vjp for the direction
-    plan = fa.plan(model, x, method="exact", return_direction=True, memory_limit=5 * 20 * 8 * 3)
+    plan = fa.plan(model, x, method="exact", return_direction=True, memory_limit=5 * 20 * 16 * 3)
     assert plan.calls_per_input == 1 + 2 * 12 + 1
     # in batches of 1 the whole W of an input fits the same memory: C vjps, the direction free
-    one = fa.fisher_norm(model, x, method="exact", return_direction=True, memory_limit=5 * 20 * 8 * 3, batch_size=1)
+    one = fa.fisher_norm(model, x, method="exact", return_direction=True, memory_limit=5 * 20 * 16 * 3, batch_size=1)
     assert np.all(one.queries == 1 + 12) and np.allclose(one.value, full.value, rtol=1e-12)
-    plan = fa.plan(model, x, method="exact", return_direction=True, memory_limit=5 * 20 * 8 * 3, batch_size=1)
+    plan = fa.plan(model, x, method="exact", return_direction=True, memory_limit=5 * 20 * 16 * 3, batch_size=1)
     assert plan.calls_per_input == 1 + 12 and plan.total_calls == 5 * 13
 
 
@@ -134,3 +134,30 @@ def test_auto_uses_lanczos_for_many_outputs(lik):
     assert r.method == "lanczos"
     exact = fa.fisher_norm(model, x, method="exact").value
     assert np.all(np.abs(r.value - exact) <= 1e-4 * exact)
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+@pytest.mark.parametrize("share", [0.4, 0.9, 1.1, 3.0])
+def test_white_box_exact_holds_j_and_w_within_memory_limit(dtype, share):
+    """The Jacobian J (model dtype) and W = R J (float64) are held together only when both fit
+    ``memory_limit``; otherwise J's rows come in chunks that fit. Peak traced memory stays
+    within the limit plus the model's own arrays, whatever share of J + W the limit allows."""
+    import tracemalloc
+
+    n, C, d = 8, 10, 3000
+    rng = np.random.default_rng(0)
+    model = fa.testing.LinearModel(rng.standard_normal((C, d)).astype(dtype))
+    x = rng.standard_normal((n, d)).astype(dtype)
+    both = n * C * d * (np.dtype(dtype).itemsize + 8)
+    limit = int(share * both)
+    reference = fa.fisher_norm(model, x, method="exact")
+    tracemalloc.start()
+    try:
+        r = fa.fisher_norm(model, x, method="exact", memory_limit=limit)
+        peak = tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+    assert np.all(r.queries == (1 + C if share >= 1 else 1 + 2 * C))
+    assert np.allclose(r.value, reference.value, rtol=1e-5 if dtype == np.float32 else 1e-12)
+    own = model.W.nbytes + x.nbytes  # a copy of the weights or of the batch, at most
+    assert peak <= limit + own, (peak, limit, own)

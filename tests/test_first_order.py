@@ -156,12 +156,12 @@ def test_chunked_gram_gives_the_same_distances(likelihood):
     m = MLPModel.random([9, 10, 7], seed=5, scale=2.0, likelihood=likelihood)
     x = np.random.default_rng(5).standard_normal((4, 9))
     held = fa.fisher_norm(m, x, method="exact")
-    tight = fa.fisher_norm(m, x, method="exact", memory_limit=2 * 4 * 9 * 8)  # two rows of J at a time
+    tight = fa.fisher_norm(m, x, method="exact", memory_limit=2 * 4 * 9 * 16)  # two rows of J (and of W) at a time
     assert np.all(tight.queries == 1 + 2 * 7)  # the chunked path: C vjps + C jvps
     assert np.allclose(tight.first_order_distance, held.first_order_distance, rtol=1e-12)
     assert np.array_equal(tight.first_order_class, held.first_order_class)
     assert np.allclose(tight.value, held.value, rtol=1e-10)
-    just = fa.fisher_norm(m, x, method="exact", memory_limit=4 * 7 * 9 * 8, return_direction=True)  # W held,
+    just = fa.fisher_norm(m, x, method="exact", memory_limit=4 * 7 * 9 * 16, return_direction=True)  # J and W held,
     assert np.all(just.queries == 1 + 7)  # formed from J a block of columns at a time
     assert np.allclose(just.value, held.value, rtol=1e-12) and np.array_equal(
         just.first_order_class, held.first_order_class
@@ -426,7 +426,7 @@ def test_batches_that_auto_sends_to_lanczos_get_nan_and_class_minus_one():
     m = MLPModel.random([5, 6, 4], seed=9)
     x = np.random.default_rng(9).standard_normal((5, 5))
     with pytest.warns(fa.errors.NotConvergedWarning):  # the budget stops Lanczos early: flagged, kept
-        r = fa.fisher_norm(m, x, batch_size=4, budget=6, memory_limit=1 * 4 * 5 * 8, on_nonconvergence="flag")
+        r = fa.fisher_norm(m, x, batch_size=4, budget=6, memory_limit=1 * 4 * 5 * 16, on_nonconvergence="flag")
     assert r.method == "exact+lanczos"
     d = np.asarray(r.first_order_distance)
     assert np.all(np.isnan(d[:4])) and r.first_order_class[:4].tolist() == [-1] * 4
