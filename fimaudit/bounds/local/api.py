@@ -28,6 +28,7 @@ from ..._array import to_numpy
 from ...errors import InputShapeError, InvalidArgumentError
 from .. import memory
 from ..graph import Graph
+from . import layout
 from .engine import Network, Pass
 from .metric import sup_metric_norm
 
@@ -106,7 +107,7 @@ class _Setup:
         G[np.arange(C), np.arange(C)] = 1.0
         G[C + np.arange(len(others)), top] = 1.0
         G[C + np.arange(len(others)), others] = -1.0
-        Jm, Jr = p.backward(out, G.reshape((G.shape[0], *self.g.shape(out)[1:])), GENERATORS)
+        Jm, Jr = p.backward(out, G.reshape((G.shape[0], *layout.shape(self.g, out)[1:])), GENERATORS)
         L = np.linalg.norm(Jm[:C], 2) + np.linalg.norm(Jr[:C], 2)
         if self.L is not None:
             L = min(L, self.L)
