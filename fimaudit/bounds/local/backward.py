@@ -8,7 +8,11 @@ derivative is only known to lie in d_mid ± d_rad sends ``M d_mid`` on, and its 
 ``M_0 d_rad`` at that unit either becomes a new generator (kept signed through every later
 node, so the cancellations of later weights are kept) or, past the ``generators`` budget, is
 added to R by magnitude; generators meeting a further uncertain unit add ``|M_k| d_rad`` to R.
-A max pool's candidate cell is such a unit with weight 0.5 ± 0.5. At the input,
+A max pool's candidate cell is such a unit with weight 0.5 ± 0.5. The radii a product, softmax or
+LayerNormalization leaves (:mod:`.products`, :mod:`.norms`) become generators the same way, the
+largest units first (one ε per unit and row: the passes act on each row alone, so sharing an ε
+across rows changes nothing). A radius R reaching a tensor t whose bound |∂t/∂x| ≤ K over the box
+the forward pass kept goes straight to the input as R K. At the input,
 ``J_mid = M_0`` and ``J_rad = R + Σ_k |M_k|`` bound every Jacobian over the box elementwise.
 
 With no generators this is plain interval arithmetic (midpoint-radius, Rump 1999); with them it

@@ -2,12 +2,16 @@ r"""Bounds on a box B around one input x: every tensor's interval on B, and inte
 Jacobians ∂t/∂x over B of any tensor t, carried backward from t.
 
 Forward, node by node: intervals by interval arithmetic (:mod:`.linear`, :mod:`.moves`,
-:mod:`.activations`); before a nonlinearity reads a pre-activation t that depends on the
+:mod:`.activations`, :mod:`.products`, :mod:`.norms`; tensors held as :mod:`.layout` says);
+before a nonlinearity reads a pre-activation t that depends on the
 input through an earlier nonlinearity, t's interval is tightened by the mean-value form
 ``t(x') ∈ t(x) + J_B (x' − x)`` with J_B the interval Jacobian of t over B computed backward
 from t (the rows of the units that interval arithmetic cannot settle: unstable ReLUs, every
 unit of a smooth activation). Every derivative interval that a backward pass uses belongs to
-a nonlinearity before t, so it is already known.
+a nonlinearity before t, so it is already known. Every input of a product, softmax or
+LayerNormalization is tightened so (and the outputs of the last two, whose rules then reread
+their intervals), and for each the bound |J_mid| + J_rad ≥ |∂t/∂x| over B is kept: a radius
+R ≥ |ρ| on rows at t then reaches the input as R (|J_mid| + J_rad) ≥ |ρ ∂t/∂x| in one step.
 
 Backward, from rows G = (G_mid ± G_rad) of ∂z/∂t: a linear node maps them to
 ``(G_mid A, G_rad |A|)``; a pointwise nonlinearity with derivative interval d_mid ± d_rad to
