@@ -28,6 +28,7 @@ from ..._array import to_numpy
 from ...errors import InputShapeError, InvalidArgumentError
 from .. import memory
 from ..graph import Graph
+from . import layout
 from .engine import Network, Pass
 from .metric import sup_metric_norm
 
@@ -106,16 +107,20 @@ class _Setup:
         G[np.arange(C), np.arange(C)] = 1.0
         G[C + np.arange(len(others)), top] = 1.0
         G[C + np.arange(len(others)), others] = -1.0
-        Jm, Jr = p.backward(out, G.reshape((G.shape[0], *self.g.shape(out)[1:])), GENERATORS)
-        L = np.linalg.norm(Jm[:C], 2) + np.linalg.norm(Jr[:C], 2)
+        Jm, Jr = p.backward(out, G.reshape((G.shape[0], *layout.shape(self.g, out)[1:])), GENERATORS)
+        if np.all(np.isfinite(Jm)) and np.all(np.isfinite(Jr)):
+            L = np.linalg.norm(Jm[:C], 2) + np.linalg.norm(Jr[:C], 2)
+            low, up = p.offsets(Jm, Jr)
+            slope = np.linalg.norm(Jm[C:], axis=1) + np.linalg.norm(Jr[C:], axis=1)
+        else:  # intervals too wide to bound anything: no certificate from the Jacobian
+            L, low, up, slope = math.inf, np.full(len(G), -np.inf), np.full(len(G), np.inf), np.full(C - 1, np.inf)
         if self.L is not None:
             L = min(L, self.L)
-        low, up = p.offsets(Jm, Jr)
         zlo = np.maximum(p.lo[out].reshape(-1), z + low[:C])
         zhi = np.minimum(p.hi[out].reshape(-1), z + up[:C])
         m = z[top] - z[others]
         mlo = np.maximum(m + low[C:], zlo[top] - zhi[others])
-        slope = np.minimum(np.linalg.norm(Jm[C:], axis=1) + np.linalg.norm(Jr[C:], axis=1), math.sqrt(2.0) * L)
+        slope = np.minimum(slope, math.sqrt(2.0) * L)
         if C < 2:
             cert = 0.0
         elif np.all(mlo > 0):

@@ -8,7 +8,11 @@ derivative is only known to lie in d_mid ± d_rad sends ``M d_mid`` on, and its 
 ``M_0 d_rad`` at that unit either becomes a new generator (kept signed through every later
 node, so the cancellations of later weights are kept) or, past the ``generators`` budget, is
 added to R by magnitude; generators meeting a further uncertain unit add ``|M_k| d_rad`` to R.
-A max pool's candidate cell is such a unit with weight 0.5 ± 0.5. At the input,
+A max pool's candidate cell is such a unit with weight 0.5 ± 0.5. The radii a product, softmax or
+LayerNormalization leaves (:mod:`.products`, :mod:`.norms`) become generators the same way, the
+largest units first (one ε per unit and row: the passes act on each row alone, so sharing an ε
+across rows changes nothing). A radius R reaching a tensor t whose bound |∂t/∂x| ≤ K over the box
+the forward pass kept goes straight to the input as R K. At the input,
 ``J_mid = M_0`` and ``J_rad = R + Σ_k |M_k|`` bound every Jacobian over the box elementwise.
 
 With no generators this is plain interval arithmetic (midpoint-radius, Rump 1999); with them it
@@ -20,7 +24,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from . import grid, linear, moves
+from . import grid, layout, moves, norms, products
 
 ELEMENTS = 1 << 24  # generator rows × tensor size held at once
 
@@ -30,7 +34,7 @@ def backward(p, t, G, generators=0):
     m = G.shape[0]
     if t == inp:
         return G.reshape(m, -1), np.zeros((m, p.a.size))
-    grads, made = {t: (G, None)}, [0]
+    grads, made, direct = {t: (G, None)}, [0], 0.0
 
     def grow(M, rows):  # pad signed rows with zero blocks for generators made elsewhere
         return M if M.shape[0] >= rows else np.concatenate([M, np.zeros((rows - M.shape[0], *M.shape[1:]))])
@@ -53,6 +57,9 @@ def backward(p, t, G, generators=0):
         if node.output[0] not in grads:
             continue
         Gm, Gr = grads.pop(node.output[0])
+        if Gr is not None and node.output[0] in p.jac:  # |ρ J_t| ≤ R |∂t/∂x| over the box: straight to the input
+            direct = direct + Gr.reshape(m, -1) @ p.jac[node.output[0]]
+            Gr = None
         if role in ("act", "silu"):
             dm, dr = p.deriv[node.output[0]]
             rad = None if Gr is None else Gr * (np.abs(dm) + dr)
@@ -90,6 +97,23 @@ def backward(p, t, G, generators=0):
             if Gr is not None:
                 rad = rad + grid.max_pool_adjoint(np.zeros_like(Gr), Gr, weights, geo, hw)[1]
             push(node.input[0], M, rad)
+        elif role in ("product", "softmax", "layernorm"):
+            rule = norms if role == "layernorm" else products
+            for name, gm, gr in rule.backward(p, node, Gm, Gr, m):
+                keep = budget(gr.size)
+                if keep > 0:  # the largest radii become generators, kept signed through earlier nodes
+                    flat = gr.reshape(m, -1)
+                    score = flat.sum(0)
+                    units = np.argsort(-score)[:keep]
+                    units = units[score[units] > 0]
+                    gens = np.zeros((units.size, m, flat.shape[1]))
+                    gens[np.arange(units.size), :, units] = flat[:, units].T
+                    flat = flat.copy()
+                    flat[:, units] = 0.0
+                    gm = np.concatenate([grow(gm, m * (1 + made[0])), gens.reshape(-1, *gm.shape[1:])])
+                    made[0] += units.size
+                    gr = flat.reshape(gr.shape)
+                push(name, gm, gr)
         elif role == "move":
             v = node.input[0]
             push(v, moves.move_back(node, net.g, Gm, v), None if Gr is None else moves.move_back(node, net.g, Gr, v))
@@ -102,10 +126,10 @@ def backward(p, t, G, generators=0):
                 push(name, gm, gr)
         else:
             var = next(i for i in node.input if i in net.live)
-            rad = None if Gr is None else linear.adjoint(node, net.g, net.live, Gr, absolute=True)
-            push(var, linear.adjoint(node, net.g, net.live, Gm), rad)
+            rad = None if Gr is None else layout.adjoint(node, net.g, net.live, Gr, absolute=True)
+            push(var, layout.adjoint(node, net.g, net.live, Gm), rad)
     Gm, Gr = grads.get(inp, (np.zeros_like(G), None))
-    R = np.zeros((m, p.a.size)) if Gr is None else Gr.reshape(m, -1)
+    R = direct + (np.zeros((m, p.a.size)) if Gr is None else Gr.reshape(m, -1))
     if Gm.shape[0] > m:
         R = R + spread(Gm[m:].reshape(Gm.shape[0] - m, -1), 1.0)
     return Gm[:m].reshape(m, -1), R

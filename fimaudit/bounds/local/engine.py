@@ -2,12 +2,16 @@ r"""Bounds on a box B around one input x: every tensor's interval on B, and inte
 Jacobians ∂t/∂x over B of any tensor t, carried backward from t.
 
 Forward, node by node: intervals by interval arithmetic (:mod:`.linear`, :mod:`.moves`,
-:mod:`.activations`); before a nonlinearity reads a pre-activation t that depends on the
+:mod:`.activations`, :mod:`.products`, :mod:`.norms`; tensors held as :mod:`.layout` says);
+before a nonlinearity reads a pre-activation t that depends on the
 input through an earlier nonlinearity, t's interval is tightened by the mean-value form
 ``t(x') ∈ t(x) + J_B (x' − x)`` with J_B the interval Jacobian of t over B computed backward
 from t (the rows of the units that interval arithmetic cannot settle: unstable ReLUs, every
 unit of a smooth activation). Every derivative interval that a backward pass uses belongs to
-a nonlinearity before t, so it is already known.
+a nonlinearity before t, so it is already known. Every input of a product, softmax or
+LayerNormalization is tightened so (and the outputs of the last two, whose rules then reread
+their intervals), and for each the bound |J_mid| + J_rad ≥ |∂t/∂x| over B is kept: a radius
+R ≥ |ρ| on rows at t then reaches the input as R (|J_mid| + J_rad) ≥ |ρ ∂t/∂x| in one step.
 
 Backward, from rows G = (G_mid ± G_rad) of ∂z/∂t: a linear node maps them to
 ``(G_mid A, G_rad |A|)``; a pointwise nonlinearity with derivative interval d_mid ± d_rad to
@@ -29,9 +33,11 @@ from __future__ import annotations
 import numpy as np
 
 from ...errors import UnsupportedOnnxOpError
-from . import activations, grid, linear, moves
+from . import activations, grid, layout, linear, moves, norms, products
 
 CHUNK_ELEMENTS = 1 << 22  # rows × tensor size per backward pass
+JAC_ELEMENTS = 1 << 24  # |∂t/∂x| bounds kept for the backward passes (:mod:`.backward`)
+SMOOTH = {"product": products, "softmax": products, "layernorm": norms}  # roles with their own rules
 
 
 class Network:
@@ -63,20 +69,35 @@ class Network:
                 k = producer.get(s)
                 if k is not None and self.nodes[k].op_type == "Sigmoid" and self.nodes[k].input[0] == t:
                     return "silu"
+        if op in ("MatMul", "Mul") and len(var) == 2:
+            products.check(node, self.g)
+            return "product"
+        if op == "Softmax":
+            products.check(node, self.g)
+            return "softmax"
+        if op == "LayerNormalization":
+            norms.check(node, self.g)
+            return "layernorm"
+        if op in ("MaxPool", *layout.SPATIAL) and not layout.plain(node, self.g, live):
+            raise UnsupportedOnnxOpError(
+                f"{op} node {node.name!r} reads a tensor whose first axis is not the batch: no local bound rule for "
+                "it; the global lipschitz_bound still works"
+            )
         if op == "MaxPool":
             return "maxpool"
         if op in moves.OPS and (len(var) > 1 or op == "Concat"):
             moves.check(node, self.g, live)
             return "combine"
-        if op in moves.RESHAPES or op == "Transpose":
+        if op in moves.RESHAPES or op in moves.SELECT or op == "Transpose":
             moves.check(node, self.g, live)
             return "move"
         if op in linear.OPS and len(var) == 1:
             return "linear"
         raise UnsupportedOnnxOpError(
             f"{op} node {node.name!r}: no local bound rule for it (local bounds handle Conv, Gemm, MatMul with a "
-            "constant, BatchNormalization, pools, ReLU/LeakyReLU/Sigmoid/Tanh/GELU/SiLU, sums, concatenations and "
-            "reshapes); the global lipschitz_bound still works"
+            "constant, BatchNormalization, pools, ReLU/LeakyReLU/Sigmoid/Tanh/GELU/SiLU, sums, concatenations, "
+            "reshapes, products of two activations, Softmax and LayerNormalization); the global lipschitz_bound "
+            "still works"
         )
 
     def tensor_input(self, k):
@@ -98,7 +119,7 @@ class Pass:
         self.net, self.x, self.a, self.b = net, x, (low - x).reshape(-1), (high - x).reshape(-1)
         inp = net.g.input
         self.point, self.lo, self.hi = {inp: x}, {inp: low}, {inp: high}
-        self.deriv, self.pool, self.tightened = {}, {}, 0
+        self.deriv, self.pool, self.tightened, self.jac, self.kept = {}, {}, 0, {}, 0
         nonlin = {inp: False}
         for k, node in enumerate(net.nodes):
             role, out = net.roles[k], node.output[0]
@@ -108,9 +129,17 @@ class Pass:
                 if tighten and nonlin[t] and not (role == "maxpool" and before in ("act", "maxpool")):
                     self._tighten(t, node if role == "act" else None)
                 nonlin[out] = True
+            elif role in SMOOTH:  # a product, softmax or normalisation: every input, and keep its |∂t/∂x|
+                for t in dict.fromkeys(i for i in node.input if i in net.live):
+                    if tighten and t not in self.jac and t != inp:
+                        self._tighten(t, None, keep=True)
+                nonlin[out] = True
             else:
                 nonlin[out] = any(nonlin.get(i, False) for i in node.input if i in net.live)
             self._forward(k, node, role)
+            if role in ("softmax", "layernorm") and tighten and out not in self.jac:
+                self._tighten(out, None, keep=True)  # then the rule's own intervals from the tightened output
+                SMOOTH[role].refine(self, node)
 
     def _forward(self, k, node, role):
         g, net, out = self.net.g, self.net, node.output[0]
@@ -129,6 +158,8 @@ class Pass:
             sure = count == 1
             self.pool[out] = (geo, ins[2:], [(np.where(sure, m, 0.5 * m), np.where(sure, 0.0, 0.5 * m)) for m in masks])
             p, a, b = (grid.max_pool(v[t], geo, outs[2:]) for v in (self.point, self.lo, self.hi))
+        elif role in SMOOTH:
+            p, a, b = SMOOTH[role].forward(self, node)
         elif role == "move":
             p, a, b = (moves.move(node, g, v[node.input[0]]) for v in (self.point, self.lo, self.hi))
         elif role == "combine":
@@ -136,12 +167,12 @@ class Pass:
         else:
             var = next(i for i in node.input if i in net.live)
             c, r = (self.lo[var] + self.hi[var]) / 2, (self.hi[var] - self.lo[var]) / 2
-            p, mid = (linear.forward(node, g, net.live, v) for v in (self.point[var], c))
-            rad = linear.forward(node, g, net.live, r, absolute=True)
+            p, mid = (layout.forward(node, g, net.live, v) for v in (self.point[var], c))
+            rad = layout.forward(node, g, net.live, r, absolute=True)
             a, b = mid - rad, mid + rad
         self.point[out], self.lo[out], self.hi[out] = p, np.minimum(a, p), np.maximum(b, p)
 
-    def _tighten(self, t, node):
+    def _tighten(self, t, node, keep=False):
         lo, hi = self.lo[t].reshape(-1), self.hi[t].reshape(-1)
         if node is not None and node.op_type in ("Relu", "LeakyRelu"):
             rows = np.flatnonzero((lo < 0) & (hi > 0))  # the others are settled already
@@ -153,14 +184,21 @@ class Pass:
         if rows.size == 0:
             return
         lo, hi = lo.copy(), hi.copy()
+        keep = keep and rows.size == lo.size and self.kept + lo.size * self.a.size <= JAC_ELEMENTS
+        jac = np.zeros((lo.size, self.a.size)) if keep else None
         step = max(1, CHUNK_ELEMENTS // self.net.largest)
         for s in range(0, rows.size, step):
             idx = rows[s : s + step]
             G = np.zeros((idx.size, lo.size))
             G[np.arange(idx.size), idx] = 1.0
-            low, up = self.offsets(*self.backward(t, G.reshape((idx.size, *self.net.g.shape(t)[1:]))))
+            Jm, Jr = self.backward(t, G.reshape((idx.size, *layout.shape(self.net.g, t)[1:])))
+            low, up = self.offsets(Jm, Jr)
+            if keep:
+                jac[idx] = np.abs(Jm) + Jr
             lo[idx], hi[idx] = np.maximum(lo[idx], z[idx] + low), np.minimum(hi[idx], z[idx] + up)
         self.tightened += rows.size
+        if keep:
+            self.jac[t], self.kept = jac, self.kept + jac.size
         self.lo[t], self.hi[t] = lo.reshape(self.lo[t].shape), hi.reshape(self.hi[t].shape)
 
     def offsets(self, Jm, Jr):

@@ -56,11 +56,12 @@ def _axes(node, graph, rank):
     axes = attr(node, "axes", None)
     if axes is None and len(node.input) > 1 and node.input[1]:
         axes = graph.const(node.input[1]).tolist()
+    lead = getattr(graph, "lead", 0)  # 1 when the rows are an axis of their own (:mod:`.layout`)
     if axes is None or len(axes) == 0:
         if attr(node, "noop_with_empty_axes", 0):
             return ()
-        axes = range(rank)
-    axes = tuple(sorted(a % rank for a in axes))
+        axes = range(rank - lead)
+    axes = tuple(sorted(a % (rank - lead) + lead for a in axes))
     if 0 in axes:
         raise _refuse(node, "reduces over the batch axis")
     return axes

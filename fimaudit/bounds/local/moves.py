@@ -1,8 +1,12 @@
 r"""Nodes that move or combine values without weights: Reshape, Flatten, (Un)Squeeze,
-Identity, Dropout (inference), Transpose, Concat, and sums of activations (Add, Sub, Sum).
+Identity, Dropout (inference), Transpose, Gather and Slice with constant indices, Concat, and
+sums of activations (Add, Sub, Sum).
 
-Forward they act on a point, and on the two ends of an interval (Sub swaps the subtrahend's
-ends); backward a row of a Jacobian is reshaped, transposed back, split, or copied to every
+Each acts on the full form ``(rows, *s)`` of its tensors (:mod:`.layout`), with its axes
+shifted past the rows, so a move of the batch axis (of size 1) is an ordinary move. Forward
+they act on a point, and on the two ends of an interval (Sub swaps the subtrahend's ends);
+backward a row of a Jacobian is reshaped, transposed back, scattered back to the gathered or
+sliced cells (zero elsewhere; a cell gathered twice gets the sum), split, or copied to every
 summand (a tensor read by several nodes gets the sum of what each sends back: the chain rule
 on a DAG).
 """
@@ -13,79 +17,115 @@ import numpy as np
 
 from ...errors import UnsupportedOnnxOpError
 from ..rules import attr
-from .linear import unbroadcast
+from .layout import axis, full, held, unbroadcast
 
 RESHAPES = {"Reshape", "Flatten", "Squeeze", "Unsqueeze", "Identity", "Dropout"}
+SELECT = {"Gather", "Slice"}
 COMBINE = {"Add", "Sub", "Sum", "Concat"}
-OPS = RESHAPES | COMBINE | {"Transpose"}
-
-
-def _refuse(node, why):
-    return UnsupportedOnnxOpError(
-        f"{node.op_type} node {node.name!r} {why}: no local bound rule for it; the global lipschitz_bound still works"
-    )
+OPS = RESHAPES | COMBINE | SELECT | {"Transpose"}
 
 
 def check(node, graph, live):
-    """Refuse moves that mix the batch axis with others (the rules keep rows on axis 0)."""
-    var = [i for i in node.input if i in live]
-    out = graph.shape(node.output[0])
-    if node.op_type in RESHAPES and (graph.shape(var[0])[0] != 1 or out[0] != 1):
-        raise _refuse(node, "moves the batch axis")
-    if node.op_type == "Transpose" and list(attr(node, "perm", [0]))[0] != 0:
-        raise _refuse(node, "moves the batch axis")
-    if node.op_type == "Concat" and attr(node, "axis", 0) % len(out) == 0:
-        raise _refuse(node, "concatenates along the batch axis")
+    """Refuse gathers and slices whose indices depend on the input."""
+    if node.op_type in SELECT and any(i in live for i in node.input[1:] if i):
+        raise UnsupportedOnnxOpError(
+            f"{node.op_type} node {node.name!r} has indices that depend on the input: no local bound rule for it; "
+            "the global lipschitz_bound still works"
+        )
 
 
 def _perm(node, rank):
-    return list(attr(node, "perm", list(range(rank))[::-1]))
+    return [0] + [p % rank + 1 for p in attr(node, "perm", list(range(rank))[::-1])]
+
+
+def _gather(node, graph, rank):
+    idx = graph.const(node.input[1]).astype(np.int64)
+    return idx, axis(attr(node, "axis", 0), rank)
+
+
+def _slices(node, graph, s):
+    """The numpy index of a Slice on the full form (opset ≥ 10 inputs, or the older attributes)."""
+    if len(node.input) > 1:
+        get = [graph.const(i).astype(np.int64).tolist() if i else None for i in (list(node.input) + [""] * 5)[1:5]]
+        starts, ends, axes, steps = get
+    else:
+        starts, ends, axes, steps = attr(node, "starts"), attr(node, "ends"), attr(node, "axes", None), None
+    axes = axes if axes is not None else list(range(len(starts)))
+    steps = steps if steps is not None else [1] * len(starts)
+    index = [slice(None)] * (len(s) + 1)
+    for a, b, e, st in zip(axes, starts, ends, steps):
+        index[axis(a, len(s))] = slice(b, e, st)
+    return tuple(index)
 
 
 def move(node, graph, x):
-    """A one-input move applied to x (1, ...)."""
+    """A one-input move applied to x (rows as the engine keeps them)."""
+    v = node.input[0]
+    X, s = full(x, graph, v), graph.shape(v)
     if node.op_type == "Transpose":
-        return np.transpose(x, _perm(node, x.ndim))
-    return x.reshape(graph.shape(node.output[0]))
+        X = np.transpose(X, _perm(node, len(s)))
+    elif node.op_type == "Gather":
+        idx, ax = _gather(node, graph, len(s))
+        X = np.take(X, idx, axis=ax)
+    elif node.op_type == "Slice":
+        X = X[_slices(node, graph, s)]
+    return held(X, graph, node.output[0])
 
 
 def move_back(node, graph, G, var):
+    """Rows G of ∂z/∂(output) carried to the move's input (the adjoint of the move)."""
+    Gf, s, m = full(G, graph, node.output[0]), graph.shape(var), G.shape[0]
     if node.op_type == "Transpose":
-        return np.transpose(G, np.argsort(_perm(node, G.ndim)))
-    return G.reshape((G.shape[0], *graph.shape(var)[1:]))
+        R = np.transpose(Gf, np.argsort(_perm(node, len(s))))
+    elif node.op_type == "Gather":
+        idx, ax = _gather(node, graph, len(s))
+        R = np.zeros((m, *s))
+        part = Gf.reshape(m, *s[: ax - 1], idx.size, *s[ax:])
+        np.add.at(np.moveaxis(R, ax, 0), idx.reshape(-1) % s[ax - 1], np.moveaxis(part, ax, 0))
+    elif node.op_type == "Slice":
+        R = np.zeros((m, *s))
+        R[_slices(node, graph, s)] = Gf
+    else:
+        R = Gf
+    return held(R, graph, var)
 
 
-def _value(name, graph, values):
-    return values[name] if name in values else graph.const(name).astype(np.float64)
+def _value(name, graph, values, rank):
+    if name in values:
+        return full(values[name], graph, name, rank)
+    c = graph.const(name).astype(np.float64)
+    return c.reshape(1, *([1] * (rank - c.ndim)), *c.shape)
 
 
 def combine(node, graph, point, lo, hi):
     """A Concat or a sum of several inputs, on the point value and on the interval's ends
     (dicts of the tensors computed so far; constants are point intervals)."""
-    ins = [i for i in node.input if i]
-    p, a, b = ([_value(i, graph, d) for i in ins] for d in (point, lo, hi))
+    ins, out = [i for i in node.input if i], node.output[0]
+    rank = len(graph.shape(out))
+    p, a, b = ([_value(i, graph, d, rank) for i in ins] for d in (point, lo, hi))
     if node.op_type == "Concat":
-        ax = attr(node, "axis", 0) % graph.shape(node.output[0]).__len__()
-        return tuple(np.concatenate(v, axis=ax) for v in (p, a, b))
+        ax = axis(attr(node, "axis", 0), rank)
+        return tuple(held(np.concatenate(v, axis=ax), graph, out) for v in (p, a, b))
     if node.op_type == "Sub":
-        return p[0] - p[1], a[0] - b[1], b[0] - a[1]
-    return sum(p), sum(a), sum(b)
+        return tuple(held(v, graph, out) for v in (p[0] - p[1], a[0] - b[1], b[0] - a[1]))
+    return tuple(held(sum(v), graph, out) for v in (p, a, b))
 
 
 def combine_back(node, graph, G, live):
     """[(input name, rows)] for the variable inputs of a Concat or a sum."""
-    ins = [i for i in node.input if i]
+    ins, out = [i for i in node.input if i], node.output[0]
+    Gf = full(G, graph, out)
     if node.op_type == "Concat":
-        ax = attr(node, "axis", 0) % G.ndim
-        sizes = [graph.shape(i)[ax] for i in ins]
-        parts = np.split(G, np.cumsum(sizes)[:-1], axis=ax)
-        return [(i, part) for i, part in zip(ins, parts) if i in live]
-    out = []
+        ax = axis(attr(node, "axis", 0), Gf.ndim - 1)
+        sizes = [graph.shape(i)[ax - 1] for i in ins]
+        parts = np.split(Gf, np.cumsum(sizes)[:-1], axis=ax)
+        return [(i, held(part, graph, i)) for i, part in zip(ins, parts) if i in live]
+    res = []
     for k, i in enumerate(ins):
         if i in live:
             sign = -1.0 if (node.op_type == "Sub" and k == 1) else 1.0
-            out.append((i, unbroadcast(sign * G, graph.shape(i))))
-    return out
+            res.append((i, unbroadcast(sign * Gf, graph, i)))
+    return res
 
 
 def combine_back_abs(node, graph, G, live):
