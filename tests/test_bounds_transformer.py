@@ -153,15 +153,39 @@ def test_vit_bound_holds_against_sampling_and_ascent(vit, rho):
 @settings(max_examples=60, deadline=None)
 @given(seed=st.integers(0, 10**6), log_width=st.floats(-6, 3.5))
 def test_softmax_interval_holds_for_any_width_and_is_never_nan(seed, log_width):
-    from fimaudit.bounds.local.products import _softmax_interval
+    from fimaudit.bounds.interval_rules import softmax_interval
 
     rng = np.random.default_rng(seed)
     c = rng.normal(size=(3, 5)) * 3
     r = rng.random((3, 5)) * 10**log_width
-    lo, hi = _softmax_interval(c - r, c + r, 1)
+    lo, hi = softmax_interval((c - r, c + r), 1)
     assert np.all(np.isfinite(lo)) and np.all(np.isfinite(hi)) and np.all(lo <= hi)
     for _ in range(50):
         u = c + r * (2 * rng.random(c.shape) - 1)
         e = np.exp(u - u.max(1, keepdims=True))
         p = e / e.sum(1, keepdims=True)
         assert np.all(p >= lo - 1e-12) and np.all(p <= hi + 1e-12)
+
+
+def test_softmax_interval_with_infinite_ends_is_sound_and_never_nan():
+    """Unbounded logits (a global bound on an unbounded domain) and one dominant logit, where a
+    difference of sums cancels: every end is a number in [0, 1] and contains the softmax."""
+    from fimaudit.bounds.interval_rules import softmax_interval
+
+    inf = np.inf
+    lo = np.array([[-inf, 0.0, 1.0], [-inf, -inf, 2.0], [800.0, -800.0, 0.0], [-1.0, -inf, -inf]])
+    hi = np.array([[inf, 0.5, 1.0], [0.0, -inf, 2.0], [801.0, -799.0, 0.0], [-1.0, 3.0, -inf]])
+    plo, phi = softmax_interval((lo, hi), 1)
+    assert np.all(np.isfinite(plo)) and np.all(np.isfinite(phi)) and np.all((0 <= plo) & (plo <= phi) & (phi <= 1))
+    assert phi[1, 1] < 1e-300 and phi[3, 2] < 1e-300  # a logit at −inf has probability 0 (the cap: e^−700)
+    assert plo[2, 0] == pytest.approx(1.0) and phi[2, 1] < 1e-300  # one logit dominates by 800
+    rng = np.random.default_rng(0)
+    for _ in range(200):
+        with np.errstate(invalid="ignore"):  # inf − inf in the discarded branch
+            u = np.where(np.isfinite(lo) & np.isfinite(hi), lo + (hi - lo) * rng.random(lo.shape), 0.0)
+        below = np.minimum(hi, rng.normal(size=lo.shape) * 50)  # lo = −inf: anything up to hi
+        u = np.where(np.isneginf(hi), -inf, np.where(np.isfinite(lo), u, below))
+        u = np.where(np.isposinf(hi) & np.isfinite(lo), lo + rng.exponential(50, lo.shape), u)
+        e = np.exp(u - u.max(1, keepdims=True))
+        p = e / e.sum(1, keepdims=True)
+        assert np.all(p >= plo - 1e-12) and np.all(p <= phi + 1e-12)

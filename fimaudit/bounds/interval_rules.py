@@ -1,6 +1,7 @@
 r"""Interval rules for the ops that need more than monotonicity or linearity.
 
-* Softmax: ``p_i ∈ [e^{lo_i} / (e^{lo_i} + Σ_{j≠i} e^{hi_j}), e^{hi_i} / (e^{hi_i} + Σ_{j≠i} e^{lo_j})]``;
+* Softmax (:func:`softmax_interval`, from pairwise differences):
+  ``p_i ∈ [e^{lo_i} / (e^{lo_i} + Σ_{j≠i} e^{hi_j}), e^{hi_i} / (e^{hi_i} + Σ_{j≠i} e^{lo_j})]``;
 * LayerNormalization: x̂ = (x − μ)/σ lies within ``x̂(c) ± ‖r‖₂ / σ_min`` (x̂ is
   (1/σ_min)-Lipschitz on the box, ``σ_min² = v_min + ε`` with ``v_min`` the least variance on
   the box, :func:`min_variance`), within the same form around the row's value at the input
@@ -55,12 +56,27 @@ def power(iv, e, node):
     )
 
 
+SOFTMAX_CHUNK = 1 << 22  # pairwise exponentials formed at once
+
+
 def softmax_interval(iv, axis):
-    lo, hi = iv
-    shift = np.max(hi, axis=axis, keepdims=True)
-    elo, ehi = np.exp(lo - shift), np.exp(hi - shift)
-    slo, shi = elo.sum(axis=axis, keepdims=True), ehi.sum(axis=axis, keepdims=True)
-    return elo / (elo + shi - ehi), ehi / (ehi + slo - elo)
+    """The softmax bounds above along ``axis``, as ``1/(1 + Σ_{j≠i} e^{hi_j − lo_i})`` and
+    ``1/(1 + Σ_{j≠i} e^{lo_j − hi_i})``: from pairwise differences, never a difference of sums,
+    so wide or infinite intervals give 0 and 1, never NaN or a cancelled sum (an exponent
+    capped at 700 only widens the bounds). Rows go a chunk at a time (``SOFTMAX_CHUNK``)."""
+    lo, hi = (np.moveaxis(np.asarray(a, dtype=np.float64), axis, -1) for a in iv)
+    m = lo.shape[-1]
+    off = 1.0 - np.eye(m)
+    flat_lo, flat_hi = lo.reshape(-1, m), hi.reshape(-1, m)
+    out_lo, out_hi = np.empty_like(flat_lo), np.empty_like(flat_hi)
+    step = max(1, SOFTMAX_CHUNK // max(1, m * m))
+    for s in range(0, flat_lo.shape[0], step):
+        a, b = flat_lo[s : s + step], flat_hi[s : s + step]
+        with np.errstate(over="ignore", invalid="ignore"):  # NaN exponents (inf − inf) become the cap
+            up = (np.exp(np.fmin(b[:, None, :] - a[:, :, None], 700.0)) * off).sum(-1)
+            down = (np.exp(np.fmin(a[:, None, :] - b[:, :, None], 700.0)) * off).sum(-1)
+        out_lo[s : s + step], out_hi[s : s + step] = 1.0 / (1.0 + up), 1.0 / (1.0 + down)
+    return np.moveaxis(out_lo.reshape(lo.shape), -1, axis), np.moveaxis(out_hi.reshape(hi.shape), -1, axis)
 
 
 def min_variance(lo, hi):

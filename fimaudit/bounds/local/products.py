@@ -36,7 +36,7 @@ from __future__ import annotations
 import numpy as np
 
 from ...errors import UnsupportedOnnxOpError
-from ..interval_rules import mul
+from ..interval_rules import mul, softmax_interval
 from ..rules import attr
 from .layout import axis, full, held, unbroadcast
 
@@ -57,17 +57,6 @@ def check(node, graph):
             raise _refuse(node, "normalises over several axes (opset < 13)")
 
 
-def _softmax_interval(lo, hi, ax):
-    """The bounds above as 1/(1 + Σ_{j≠i} e^{u_j − l_i}) and 1/(1 + Σ_{j≠i} e^{l_j − u_i}): pairwise
-    differences, so wide or infinite intervals give 0 and 1, never NaN."""
-    lo, hi = np.moveaxis(lo, ax, -1), np.moveaxis(hi, ax, -1)
-    off = 1.0 - np.eye(lo.shape[-1])
-    with np.errstate(over="ignore", invalid="ignore"):
-        up = (np.exp(np.minimum(hi[..., None, :] - lo[..., :, None], 700.0)) * off).sum(-1)
-        down = (np.exp(np.minimum(lo[..., None, :] - hi[..., :, None], 700.0)) * off).sum(-1)
-    return np.moveaxis(1.0 / (1.0 + up), -1, ax), np.moveaxis(1.0 / (1.0 + down), -1, ax)
-
-
 def _ends(p, node, g, rank):
     """(point, lo, hi) of both factors in the full form, padded to the output's rank."""
     return [tuple(full(d[i], g, i, rank) for d in (p.point, p.lo, p.hi)) for i in node.input[:2]]
@@ -82,7 +71,7 @@ def forward(p, node):
         ax = axis(attr(node, "axis", -1), rank)
         z = full(p.point[v], g, v)
         e = np.exp(z - z.max(axis=ax, keepdims=True))
-        lo, hi = _softmax_interval(full(p.lo[v], g, v), full(p.hi[v], g, v), ax)
+        lo, hi = softmax_interval((full(p.lo[v], g, v), full(p.hi[v], g, v)), ax)
         p.deriv[out] = ((lo + hi) / 2, (hi - lo) / 2)
         return tuple(held(t, g, out) for t in (e / e.sum(axis=ax, keepdims=True), lo, hi))
     (pa, la, ha), (pb, lb, hb) = _ends(p, node, g, rank)
