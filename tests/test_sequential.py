@@ -174,3 +174,20 @@ def test_plan_estimates_the_calls_from_a_pilot():
     assert p.method == "sketch" and p.pilot_calls == 1 + 32 and "pilot" in p.note
     assert 0.5 <= p.calls_per_input / r.queries.max() <= 2.0, (p.calls_per_input, r.queries)
     assert fa.plan(Linear(J), x, method="sketch", tol=0.2, budget=60).calls_per_input <= 60
+
+
+@pytest.mark.parametrize("probes", ["random", "dct"])
+def test_sequential_direction_is_the_ritz_vector(probes):
+    """return_direction with tol: a unit vector v whose Rayleigh quotient vᵀFv (F = JᵀJ, dense)
+    is the Ritz value, so it lies below λ_max on every draw."""
+    d = 64
+    J = jacobian(SPECTRA["geometric"], d)
+    m = Linear(J, input_shape=(8, 8))
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", PrecisionNotReachedWarning)
+        r = fa.fisher_norm(m, np.zeros((12, 8, 8)), method="sketch", tol=0.2, probes=probes, return_direction=True)
+    v = np.asarray(r.direction).reshape(12, d)
+    rayleigh = np.sum((v @ J.T) ** 2, axis=1)
+    assert np.allclose(np.linalg.norm(v, axis=1), 1.0)
+    assert np.allclose(rayleigh, r.ritz, rtol=1e-10)
+    assert np.all(rayleigh <= truth(J) * (1 + 1e-12))
