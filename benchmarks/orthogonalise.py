@@ -113,10 +113,13 @@ def main():
     ap = argparse.ArgumentParser()
     ap.add_argument("--quick", action="store_true")
     ap.add_argument("--out", help="also write the table to this file")
+    ap.add_argument("--case", action="append", help="D,TOL,KMAX instead of the default cases, e.g. 12288,0.1,2000")
     args = ap.parse_args()
     if args.out:
         sys.stdout = Tee(args.out)
     cases = [(3072, 0.05, None), (3072, 0.1, None), (12288, 0.1, 5000)] if not args.quick else [(3072, 0.1, 1500)]
+    if args.case:
+        cases = [(int(d), float(t), int(k)) for d, t, k in (c.split(",") for c in args.case)]
     print(f"machine: {os.cpu_count()} CPUs, numpy {np.__version__}; seconds for all blocks of one input")
     print("| d | looks of tol | probes drawn | blocks | method | seconds | ratio | max abs(Q Qᵀ − I) |")
     print("|---|---|---|---|---|---|---|---|")
