@@ -2,6 +2,7 @@
 
     python benchmarks/blackbox.py [--quick] [--inputs N] [--seeds S]
     python benchmarks/blackbox.py --tol [--inputs N]   # the sequential sketch, benchmarks/_tol.py
+    python benchmarks/blackbox.py --law   # the same on CNNs at d = 3,072 and 12,288, benchmarks/_tol_law.py
 
 A float32 torch CNN is served as a black box that returns probabilities (numpy in, numpy
 out). For each estimator: calls per input and the relative error of λ_max against
@@ -120,14 +121,25 @@ def main():
     ap.add_argument("--inputs", type=int, default=8)
     ap.add_argument("--seeds", type=int, default=5)
     ap.add_argument("--tol", action="store_true", help="the sequential sketch (tol=) against an oracle instead")
+    ap.add_argument("--law", action="store_true", help="the sequential sketch on CNNs, from the sketch's exact law")
     args = ap.parse_args()
+    models = [("small CNN (ReLU, max-pool)", cifar_cnn), ("smooth CNN (GELU, average-pool)", smooth_cifar_cnn)]
+    if args.law:
+        import _tol_law
+
+        print(f"machine: {os.cpu_count()} CPUs, torch {torch.__version__}; 95% intervals; tol = relative half-width")
+        inputs, seeds = (1, 4) if args.quick else (3, 20)
+        setup = _tol_law.cnns(models, [0.1, 0.05], inputs, seeds, service)
+        archs = ["mlp"] if args.quick else ["mlp", "cnn", "resnet"]
+        _tol_law.digits(archs, [0.1, 0.05], 4 if args.quick else 20, seeds // 4 if args.quick else 3, service)
+        _tol_law.rank_one_bound([3072, 12288], [0.1, 0.05], setup, runs=50 if args.quick else 200)
+        return
     if args.tol:
         import _tol
 
         n, n_cnn = (12, 2) if args.quick else (60, args.inputs)
         print(f"machine: {os.cpu_count()} CPUs, torch {torch.__version__}; 95% intervals; tol = relative half-width")
         _tol.simulated([0.1, 0.05], n)
-        models = [("small CNN (ReLU, max-pool)", cifar_cnn), ("smooth CNN (GELU, average-pool)", smooth_cifar_cnn)]
         _tol.cnns(models, [0.1], n_cnn, service)
         return
     n, seeds = (4, 2) if args.quick else (args.inputs, args.seeds)

@@ -9,35 +9,18 @@ loaded. Importing this module loads neither numpy nor any framework: ``--help`` 
 from __future__ import annotations
 
 import argparse
-import enum
 import math
 import sys
 
 from . import __version__
+from .cli_exit import EXIT_CODES_HELP, MEANING, ExitCode  # noqa: F401  (MEANING: part of this module's face)
+from .cli_exit import verdict as _verdict
 from .cli_options import URL_EXAMPLE, add_model_options, input_domain, model_options
-from .cli_summary import closing_line, interrupted, progress_of, reported_warnings
+from .cli_summary import closing_line, interrupted, precision_line, progress_of, reported_warnings
 from .errors import FimauditError, InvalidArgumentError
 from .hints import for_command_line
 
 METHODS = ("auto", "exact", "lanczos", "power", "sketch")
-
-
-class ExitCode(enum.IntEnum):
-    OK = 0
-    USAGE = 2
-    GATE_EXCEEDED = 3
-    INCOMPLETE = 4
-    INTERRUPTED = 130
-
-
-MEANING = {
-    ExitCode.OK: "every input audited and the --fail-above gate (if given) passed",
-    ExitCode.USAGE: "usage error: a bad argument, or a file that cannot be read or written",
-    ExitCode.GATE_EXCEEDED: "some input's λ_max is above --fail-above (wins over 4: the gate has failed either way)",
-    ExitCode.INCOMPLETE: "audit incomplete: some input has no result (an error, no convergence) or none was audited",
-    ExitCode.INTERRUPTED: "interrupted (Ctrl-C); with --journal the same command resumes",
-}
-EXIT_CODES_HELP = "exit status:\n" + "\n".join(f"  {int(c):>3}  {text}" for c, text in MEANING.items())
 
 
 def _positive_int(text):
@@ -64,6 +47,8 @@ def _audit(args):
     from .audit.inputs import check_journal, check_model_source, load_inputs, load_labels, writable_folder
 
     options = model_options(args)  # before any file is read or request made
+    if args.tol is not None and not 0 < args.tol < 1:
+        raise InvalidArgumentError(f"--tol {args.tol}: a relative half-width, pass 0 < TOL < 1 (e.g. --tol 0.05)")
     domain = input_domain(args.input_domain)
     X = load_inputs(args.data)
     y = None if args.labels is None else load_labels(args.labels, len(X))
@@ -88,6 +73,7 @@ def _audit(args):
             y,
             method=args.method,
             budget=args.budget,
+            tol=args.tol,
             journal=args.journal,
             progress=progress_of(args),
             batch_size=args.batch_size,
@@ -100,33 +86,9 @@ def _audit(args):
         print(to_json(a.summary))
     elif not args.quiet:
         print(closing_line(a.summary, path))
+        if a.summary.get("precision"):
+            print(precision_line(a.summary["precision"]))
     return _verdict(a.rows, args.fail_above)
-
-
-def _verdict(rows, fail_above):
-    """The exit code of an audit's rows (see :class:`ExitCode`), with the reason on stderr."""
-
-    def number(r):
-        v = r.get("lambda_max")
-        return isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v)
-
-    missing = [r for r in rows if r.get("status") != "ok" or not number(r)]
-    code = ExitCode.OK
-    if fail_above is not None:
-        over = [r["index"] for r in rows if number(r) and r["lambda_max"] > fail_above]
-        if over:
-            print(f"fimaudit: {len(over)} inputs have λ_max above {fail_above} (first: {over[:10]})", file=sys.stderr)
-            code = ExitCode.GATE_EXCEEDED
-    if missing or not rows:
-        why = f" (first: input {missing[0].get('index')}, {missing[0].get('status')})" if missing else ""
-        print(
-            f"fimaudit: audit incomplete: {len(missing)} of {len(rows)} inputs have no result{why}; "
-            "the report lists each input's status, and a rerun with the same --journal measures only those",
-            file=sys.stderr,
-        )
-        if code == ExitCode.OK:
-            code = ExitCode.INCOMPLETE
-    return code
 
 
 def _bound(args):
@@ -183,6 +145,12 @@ def _parser():
     au.add_argument("--out", required=True, help="output folder for results.json, results.csv, report.html")
     au.add_argument("--method", default="auto", choices=METHODS)
     au.add_argument("--budget", type=_positive_int, help="model calls per input (black-box models), >= 1")
+    au.add_argument(
+        "--tol",
+        type=_finite_float,
+        help="black-box sketches: probes in rounds until each input's 95%% interval is within ±TOL of its "
+        "midpoint (0 < TOL < 1, e.g. 0.05), or --budget runs out",
+    )
     au.add_argument("--journal", help="SQLite journal: resume an interrupted audit")
     au.add_argument("--batch-size", type=_positive_int, default=64, help="inputs per chunk (default 64)")
     au.add_argument("--probs", action="store_true", help="the model outputs probabilities (same as --output probs)")

@@ -68,3 +68,17 @@ def interrupted(args):
     if args.journal:
         return f"fimaudit: interrupted; finished inputs are kept in {args.journal}: run the same command to resume"
     return "fimaudit: interrupted; nothing was kept: pass --journal FILE to make the audit resumable"
+
+
+def precision_line(p):
+    """The line that says how precise a ``--tol`` audit's black-box intervals came out."""
+    if not p.get("rows"):
+        return f"--tol {p['tol']}: no input was estimated by a black-box sketch (exact or white-box rows need none)"
+    line = (
+        f"precision: {p['met']}/{p['rows']} inputs within ±{p['tol']} (95% interval's relative half-width: median "
+        f"{p['halfwidth_median']:.3g}, max {p['halfwidth_max']:.3g}; probes median {p['probes_median']:.0f}, "
+        f"max {p['probes_max']})"
+    )
+    if p["missed"]:
+        line += f"; missed tol: inputs {p['missed_first']} (a larger --budget, or a looser --tol)"
+    return line

@@ -92,7 +92,9 @@ def fisher_norm(
     may stop, and no call sets both.
     ``on_nonconvergence="raise"`` raises :class:`~fimaudit.errors.NotConvergedError`
     carrying the partial result; ``"flag"`` returns it with ``converged`` False and a warning.
-    ``return_direction=True`` adds the unit top eigenvector of F per input. ``exact`` also
+    ``return_direction=True`` adds the unit top eigenvector of F per input (of a sketch: its
+    Ritz vector, the top eigenvector of F restricted to the probes' span, whose Rayleigh
+    quotient is the Ritz value, ``ritz``). ``exact`` also
     returns ``first_order_distance`` and ``first_order_class`` (:class:`FisherNormResult`).
     ``progress``: a bar per batch and model-call round, None (default) when standard error
     is a terminal, True/False to force it (:mod:`fimaudit.progress`).

@@ -174,3 +174,45 @@ def test_plan_estimates_the_calls_from_a_pilot():
     assert p.method == "sketch" and p.pilot_calls == 1 + 32 and "pilot" in p.note
     assert 0.5 <= p.calls_per_input / r.queries.max() <= 2.0, (p.calls_per_input, r.queries)
     assert fa.plan(Linear(J), x, method="sketch", tol=0.2, budget=60).calls_per_input <= 60
+
+
+@pytest.mark.parametrize("probes", ["random", "dct"])
+def test_sequential_direction_is_the_ritz_vector(probes):
+    """return_direction with tol: a unit vector v whose Rayleigh quotient vᵀFv (F = JᵀJ, dense)
+    is the Ritz value, so it lies below λ_max on every draw."""
+    d = 64
+    J = jacobian(SPECTRA["geometric"], d)
+    m = Linear(J, input_shape=(8, 8))
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", PrecisionNotReachedWarning)
+        r = fa.fisher_norm(m, np.zeros((12, 8, 8)), method="sketch", tol=0.2, probes=probes, return_direction=True)
+    v = np.asarray(r.direction).reshape(12, d)
+    rayleigh = np.sum((v @ J.T) ** 2, axis=1)
+    assert np.allclose(np.linalg.norm(v, axis=1), 1.0)
+    assert np.allclose(rayleigh, r.ritz, rtol=1e-10)
+    assert np.all(rayleigh <= truth(J) * (1 + 1e-12))
+
+
+def test_probe_blocks_are_the_householder_q_factor_and_orthogonal_to_the_kept_rows():
+    """CholeskyQR2 and BCGS2 give the Q factor with positive-diagonal R (that of a Householder
+    QR with signs fixed, computed here with numpy), orthonormal to 1e-12, also for an
+    ill-conditioned block (Cholesky fails: the Householder fallback)."""
+    from fimaudit._array import namespace
+    from fimaudit.blackbox.probes import extend, orthonormalise
+
+    xp, rng = namespace(np.zeros(1)), np.random.default_rng(5)
+    G = rng.standard_normal((2, 300, 40))
+    Q, R = np.linalg.qr(G)
+    ref = Q * np.sign(np.diagonal(R, axis1=1, axis2=2))[:, None, :]
+    assert np.allclose(orthonormalise(xp, G), ref, atol=1e-12)
+    bad = G.copy()
+    bad[:, :, 1] = bad[:, :, 0] + 1e-12 * bad[:, :, 1]  # cond ~ 1e12: GᵀG is singular in float64
+    P = orthonormalise(xp, bad)
+    assert np.abs(np.swapaxes(P, 1, 2) @ P - np.eye(40)).max() < 1e-12
+    kept = np.swapaxes(ref, 1, 2)  # (2, 40, 300)
+    rows = [kept]
+    for m in (100, 160):  # the last block fills R^300 exactly
+        rows.append(extend(xp, np.concatenate(rows, axis=1), m, seed=m))
+    allq = np.concatenate(rows, axis=1)
+    assert allq.shape == (2, 300, 300)
+    assert np.abs(allq @ np.swapaxes(allq, 1, 2) - np.eye(300)).max() < 1e-12

@@ -40,6 +40,9 @@ COLUMNS = [
     "seconds",
     "status",
     "certified_radius",
+    "tol_met",  # these three: black-box sketches audited with tol only
+    "halfwidth",
+    "probes",
 ]
 
 

@@ -40,6 +40,21 @@ def _facts(s):
         facts.append(("median first-order distance d₁", _fmt(s["first_order_distance_median"])))
     if "spearman_lambda_vs_margin" in s:
         facts.append(("Spearman(λ_max, margin)", _fmt(s["spearman_lambda_vs_margin"], "+.2f")))
+    p = s.get("precision")
+    if isinstance(p, dict) and p.get("rows"):
+        facts.append((f"inputs within ±{_text(p.get('tol'))} (95% interval)", f"{_fmt(p.get('met'), '')}"))
+        facts.append(
+            (
+                "relative half-width, median / max",
+                f"{_fmt(p.get('halfwidth_median'), '.3g')} / {_fmt(p.get('halfwidth_max'), '.3g')}",
+            )
+        )
+        facts.append(
+            (
+                "probes per input, median / max",
+                f"{_fmt(p.get('probes_median'), '.0f')} / {_fmt(p.get('probes_max'), '')}",
+            )
+        )
     return "".join(f"<tr><th>{k}</th><td>{v}</td></tr>" for k, v in facts)
 
 

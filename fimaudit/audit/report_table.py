@@ -102,7 +102,10 @@ def _cells(r, rank, radius, pics, first=False):
         cells += [fmt(r.get("first_order_distance")), MISSING if cls is None else text(cls)]
     if radius:
         cells.append(fmt(r.get("certified_radius")))
-    cells += [text(r.get("queries")), text(r.get("status"))]
+    status = text(r.get("status"))
+    if r.get("tol_met") is False:  # a tol audit whose interval stayed wider than tol when the budget ran out
+        status += f" · ±{fmt(r.get('halfwidth'), '.3g')}, wider than tol"
+    cells += [text(r.get("queries")), status]
     if pics is not None:
         pic, way = pics.get(_key(r.get("index")), ("", ""))
         cells += [_img(pic, "input"), _img(way, "direction")]

@@ -4,16 +4,10 @@ resumable through a journal and spread over any ``concurrent.futures.Executor``.
 
 from __future__ import annotations
 
-import time
-
 import numpy as np
 
 from .._array import to_numpy
 from ..errors import FimauditError, InvalidArgumentError
-from ..first_order import per_row
-from ..fisher import fisher_norm, fisher_trace
-from ..hints import numbered_from
-from ..likelihoods import get_likelihood
 from ..plugins import wrap
 from ..progress import tracking
 from .executors import run_chunks
@@ -21,97 +15,8 @@ from .identity import data_digest, model_identity
 from .journal import Journal
 from .provenance import recorded
 from .result import Audit
-from .summary import summarize
-
-
-def _readouts(m, z):
-    """Prediction, confidence and margin of each row, read by the model's likelihood off the
-    natural parameters z the estimator used (log p for a categorical model served as
-    probabilities): :meth:`~fimaudit.likelihoods.Likelihood.predict` and the two after it.
-    A Gaussian model has no confidence and no margin (None).
-
-    >>> import numpy as np
-    >>> from fimaudit.testing import LinearModel
-    >>> _readouts(LinearModel(np.eye(2), likelihood="bernoulli"), np.array([[1.0, -3.0]]))
-    ([0], [0.7310585786300049], [1.0])
-    """
-    lik = get_likelihood(m.likelihood, m.sigma)
-    z = np.asarray(to_numpy(z), dtype=np.float64)
-    conf, margin = lik.confidence(z), lik.margin(z)
-    none = [None] * len(z)
-    return lik.predict(z).tolist(), none if conf is None else conf.tolist(), none if margin is None else margin.tolist()
-
-
-def _chunk(m, X, y, lo, hi, method, budget, seed, top=0, progress=False):
-    """The rows of inputs lo..hi (with the first-order distance and class when the method was
-    ``exact``); the ``top`` largest λ_max of the chunk carry their direction
-    (``"direction"``), found in the same estimator call, so every row sent is on the budget.
-    ``progress``: the audit's tracker (its model rows), or False."""
-    t0 = time.perf_counter()
-    xb = X[lo:hi]
-    try:
-        opts = dict(on_nonconvergence="flag", return_direction=top > 0, progress=progress)
-        r = fisher_norm(m, xb, method=method, budget=budget, seed=seed + lo, **opts)
-        trace = None  # white-box models only: free with exact; a trace estimator when no budget caps the calls
-        if m.has_vjp and (r.trace is not None or budget is None):
-            trace = to_numpy(r.trace if r.trace is not None else fisher_trace(m, xb, progress=progress).value)
-        prediction, confidence, margin = _readouts(m, r.logits)
-        status = ["ok" if c else "not converged" for c in r.converged]
-        vals, low, up = (to_numpy(a).astype(np.float64) for a in (r.value, r.lower, r.upper))
-        first, first_class = per_row(r.first_order_distance, r.first_order_class, hi - lo)
-    except FimauditError as err:  # keep going: these rows say why they have no number
-        msg = f"error: {type(err).__name__}: {err}"
-        return [
-            dict(
-                index=i,
-                label=None if y is None else int(y[i]),
-                prediction=None,
-                confidence=None,
-                margin=None,
-                lambda_max=None,
-                lower=None,
-                upper=None,
-                trace=None,
-                first_order_distance=None,
-                first_order_class=None,
-                queries=None,
-                seconds=None,
-                status=msg,
-            )
-            for i in range(lo, hi)
-        ]
-    seconds = (time.perf_counter() - t0) / (hi - lo)
-    rows = []
-    for j, i in enumerate(range(lo, hi)):
-        rows.append(
-            dict(
-                index=i,
-                label=None if y is None else int(y[i]),
-                prediction=prediction[j],
-                confidence=confidence[j],
-                margin=margin[j],
-                lambda_max=float(vals[j]),
-                lower=float(low[j]),
-                upper=float(up[j]),
-                trace=None if trace is None else float(trace[j]),
-                first_order_distance=first[j],
-                first_order_class=first_class[j],
-                queries=int(r.queries[j]),
-                seconds=seconds,
-                status=status[j],
-            )
-        )
-    if top > 0 and r.direction is not None:
-        d = to_numpy(r.direction)
-        for j in np.argsort(-vals, kind="stable")[:top]:
-            rows[j]["direction"] = d[j].astype(float).ravel().tolist()
-    return rows
-
-
-def _numbered_chunk(m, X, y, lo, hi, *rest):
-    """:func:`_chunk` whose warnings name inputs by their place in X, not in the chunk."""
-    with numbered_from(lo):
-        return _chunk(m, X, y, lo, hi, *rest)
+from .rows import numbered_chunk
+from .summary import precision, summarize
 
 
 def _bound(m, enabled, input_domain=None):
@@ -141,6 +46,7 @@ def audit(
     *,
     method="auto",
     budget=None,
+    tol=None,
     bound=True,
     journal=None,
     executor=None,
@@ -152,6 +58,10 @@ def audit(
 ) -> Audit:
     """Audit every input of X (n, *input_shape). See :class:`Audit` for what comes back.
 
+    ``tol``: for a black-box sketch, probes in rounds until each input's 95% interval is within
+    ±tol of its midpoint or ``budget`` runs out (:mod:`fimaudit.blackbox.sequential`); each row
+    then carries ``tol_met``, ``halfwidth`` and ``probes``, the summary the precision reached,
+    and inputs that missed tol are named in one warning per chunk.
     ``journal``: a SQLite path; finished chunks are committed as they complete and a rerun
     resumes where the last one stopped (it refuses a journal from another run).
     ``executor``: any ``concurrent.futures.Executor`` (a Dask ``Client.get_executor()``
@@ -197,6 +107,8 @@ def audit(
         labels=None if y is None else data_digest(y),
         n=len(X),
     )
+    if tol is not None:  # absent otherwise: journals written before tol existed still resume
+        settings["tol"] = tol
     jr = Journal(journal, settings) if journal is not None else None
     done = jr.done() if jr else {}
     chunks = [(lo, min(len(X), lo + batch_size)) for lo in range(0, len(X), batch_size)]
@@ -216,15 +128,17 @@ def audit(
         try:
             if executor is None:
                 for lo, hi in todo:
-                    finish(_numbered_chunk(m, X, y, lo, hi, method, budget, seed, top, tracker))
+                    finish(numbered_chunk(m, X, y, lo, hi, method, budget, seed, top, tracker, tol))
             else:  # retries chunks whose worker died; the data goes once (Dask) or as each chunk's rows
-                run_chunks(executor, _numbered_chunk, m, X, y, todo, (method, budget, seed, top), finish)
+                run_chunks(executor, numbered_chunk, m, X, y, todo, (method, budget, seed, top, False, tol), finish)
         finally:
             if jr:
                 jr.close()
     ordered = [rows[i] for i in range(len(X))]
     directions = {r["index"]: r.pop("direction") for r in ordered if "direction" in r}
     summary = summarize(ordered, seed=seed)
+    if tol is not None:
+        summary["precision"] = precision(ordered, tol)
     graph_bound = _bound(m, bound, input_domain)
     if graph_bound and graph_bound["available"]:
         L = graph_bound["lipschitz"]

@@ -43,3 +43,31 @@ def summarize(rows, seed=0, resamples=2000, level=0.95):
     if labels:
         out["accuracy"] = float(np.mean([r["label"] == r["prediction"] for r in ok if r["label"] is not None]))
     return out
+
+
+def precision(rows, tol):
+    """The precision a ``tol`` audit reached: how many rows met tol, the largest and median
+    relative half-width, the median and largest probes, and the rows that missed (the first 10).
+
+    >>> rows = [dict(status="ok", tol_met=h <= 0.05, halfwidth=h, probes=k) for h, k in ((0.04, 90), (0.07, 120))]
+    >>> p = precision(rows, 0.05)
+    >>> p["met"], p["missed"], p["halfwidth_max"], p["missed_first"]
+    (1, 1, 0.07, [1])
+    """
+    seq = [(i, r) for i, r in enumerate(rows) if r.get("status") == "ok" and r.get("halfwidth") is not None]
+    out = dict(tol=tol, rows=len(seq))
+    if not seq:
+        return out
+    hw = np.array([r["halfwidth"] for _, r in seq], dtype=np.float64)
+    k = np.array([r["probes"] for _, r in seq], dtype=np.float64)
+    missed = [r.get("index", i) for i, r in seq if not r["tol_met"]]
+    out.update(
+        met=len(seq) - len(missed),
+        missed=len(missed),
+        halfwidth_median=float(np.median(hw)),
+        halfwidth_max=float(hw.max()),
+        probes_median=float(np.median(k)),
+        probes_max=int(k.max()),
+        missed_first=missed[:10],
+    )
+    return out

@@ -98,13 +98,16 @@ def top_of_gram(xp, op, memory_limit):
     return vals[:, 0], u, xp.sum(xp.linalg.diagonal(small), axis=-1), W, pair
 
 
-def _sequential(xp, op, plan, per_probe, probes, seed, tol, memory_limit):
+def _sequential(xp, op, plan, per_probe, probes, seed, tol, memory_limit, return_direction):
     _check_memory(op, "the sequential sketch's probes", plan.probes * (op.d + op.C), memory_limit)
-    r = sequential_norm(xp, op, tol, per_probe, probes, seed, kmax=plan.probes)
+    r = sequential_norm(xp, op, tol, per_probe, probes, seed, kmax=plan.probes, direction=return_direction)
     value, ritz, low, high = (
         xp.asarray(r[key], dtype=op.logits.dtype, device=device(op.logits)) for key in ("value", "ritz", "low", "high")
     )
     extra = dict(ritz=ritz, halfwidth=r["halfwidth"], tol_met=r["tol_met"], probes=r["k"])
+    if return_direction:  # the Ritz vectors, normalised and shaped like the inputs
+        V = r["direction"][:, None, :]
+        extra["direction"] = op.lift(xp.ones((op.n, 1, 1), dtype=V.dtype, device=device(V)), V)[:, 0]
     return value, low, high, extra, r["k"]
 
 
@@ -115,10 +118,10 @@ def norm(xp, op, plan, per_probe, probes, seed, return_direction, memory_limit, 
     them in rounds and stops each input once its interval is narrow enough."""
     extra = {}
     if plan.method == "sketch" and tol is not None:
-        if return_direction:
-            raise InvalidArgumentError("return_direction=True needs a fixed sketch: leave tol unset")
-        value, lower, upper, extra, ks = _sequential(xp, op, plan, per_probe, probes, seed, tol, memory_limit)
-        stderr, trace, pair, top, direction = None, None, None, None, None
+        value, lower, upper, extra, ks = _sequential(
+            xp, op, plan, per_probe, probes, seed, tol, memory_limit, return_direction
+        )
+        stderr, trace, pair, top, direction = None, None, None, None, extra.pop("direction", None)
         name, k = ("sketch" if probes == "random" else "sketch-" + probes), int(ks.max())
     elif plan.method == "exact":
         value, top, trace, W, pair = top_of_gram(xp, op, memory_limit)

@@ -36,6 +36,7 @@ import numpy as np
 
 from .._array import device, to_numpy
 from ..errors import InvalidArgumentError, PrecisionNotReachedWarning
+from ..hints import first_input, say
 from ..linalg.sketch_bounds import _beta, _top, interval, relative_halfwidth, spend
 from .probes import dct_basis, extend, fixed, random_orthonormal
 
@@ -119,9 +120,12 @@ def _draw(xp, op, blocks, idx, m, k_now, k1, basis, seed):
     return rows[0] if len(rows) == 1 else xp.concat(rows, axis=1)
 
 
-def sequential_norm(xp, op, tol, per_probe, probes, seed, kmax=None, level=0.95):
+def sequential_norm(xp, op, tol, per_probe, probes, seed, kmax=None, level=0.95, direction=False):
     """Per input: value, ritz, low, high, halfwidth, probes used and tol_met (numpy), and u
-    (n, C), by the rounds of the module docstring; ``kmax`` caps the probes (the plan's)."""
+    (n, C), by the rounds of the module docstring; ``kmax`` caps the probes (the plan's).
+    ``direction``: also the Ritz vector in input space, ``v = Qᵀ Sᵀ u`` (n, d, in Q's library,
+    not normalised) at each input's last look: the top eigenvector of F restricted to span Q,
+    whose Rayleigh quotient is the Ritz value (a certified lower bound, not λ_max)."""
     if not isinstance(probes, str) or probes not in ("random", "dct"):
         raise InvalidArgumentError(
             f"tol= with a jvp-only model draws probes='random' or 'dct' in rounds, got {probes!r}: pass one of "
@@ -135,6 +139,8 @@ def sequential_norm(xp, op, tol, per_probe, probes, seed, kmax=None, level=0.95)
     basis = dct_basis(op.input_shape, k1) if k1 else None
     out = {key: np.zeros(n) for key in ("value", "ritz", "low", "high")}
     out["halfwidth"], out["k"], out["u"] = np.ones(n), np.zeros(n, np.int64), np.zeros((n, C))
+    if direction:
+        out["direction"] = xp.zeros((n, d), dtype=op.logits.dtype, device=device(op.logits))
     active, blocks, k_now = np.arange(n), _Blocks(xp), 0
     for j, target in enumerate(plan, 1):
         m = target - k_now
@@ -159,6 +165,10 @@ def sequential_norm(xp, op, tol, per_probe, probes, seed, kmax=None, level=0.95)
             out[key][active] = val
         out["value"][active] = np.clip(plug, est.low, est.high)
         out["halfwidth"][active], out["k"][active], out["u"][active] = hw, k_now, est.u
+        if direction:  # u·S are the coefficients of the Ritz vector in the rows of Q
+            coef = xp.asarray(np.einsum("nc,nck->nk", est.u, S_all)[:, None, :], dtype=Q.dtype, device=device(Q))
+            rows = xp.asarray(active, device=device(Q))
+            out["direction"][rows] = xp.matmul(coef, blocks.take(active, "Q"))[:, 0]
         active = active[hw > tol]
         if not active.size:
             break
@@ -167,14 +177,15 @@ def sequential_norm(xp, op, tol, per_probe, probes, seed, kmax=None, level=0.95)
 
 
 def warn_precision(missed, tol, stacklevel=3):
-    """One PrecisionNotReachedWarning for a call; ``missed``: (input, half-width) pairs."""
+    """One PrecisionNotReachedWarning for a call; ``missed``: (input, half-width) pairs, the
+    inputs numbered from the call's first (:func:`fimaudit.hints.first_input` is added)."""
     if not missed:
         return
-    worst = max(h for _, h in missed)
+    worst, first = max(h for _, h in missed), [i + first_input() for i, _ in missed[:10]]
     warnings.warn(
-        f"the interval of {len(missed)} inputs (first: {[i for i, _ in missed[:10]]}) is wider than tol={tol} when "
-        f"the budget (or d) ran out: relative half-width up to {worst:.3g} (see .halfwidth and .tol_met); raise "
-        "budget=, or use fa.plan(model, x, tol=...) to see the calls it needs",
+        f"the interval of {len(missed)} inputs (first: {first}) is wider than tol={tol} when the budget (or d) "
+        f"ran out: relative half-width up to {worst:.3g} (see the rows' halfwidth and tol_met); pass a larger "
+        f"{say('budget')} or a looser {say('tol')}, or use fa.plan(model, x, tol=...) to see the calls it needs",
         PrecisionNotReachedWarning,
         stacklevel=stacklevel,
     )
