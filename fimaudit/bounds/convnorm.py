@@ -25,8 +25,7 @@ for a batch of such Hermitian PSD matrices (:func:`hermitian_max_eig`):
   get their exact eigenvalues, which then are the maximum.
 
 So the result lies in ``[max_ω σ₁, √(1 + RTOL) · max_ω σ₁]`` up to float64 rounding, relative
-and of order d·10⁻¹⁶. LAPACK runs on one thread there (threadpoolctl, where installed): the
-calls are many and small, and a shared machine's threads only contend.
+and of order d·10⁻¹⁶.
 
 The symbol's Gram matrix is summed from the kernel's autocorrelation, G(ω) = K̂(ω)*K̂(ω) =
 Σ_r C_r e^{2πi⟨ω, r/N⟩} with C_r = Σ_{p − q = r} W_pᵀ W_q (one product per tap pair q ≤ p, since
@@ -136,8 +135,7 @@ def autocorrelation(W, taps, group):
 
 
 def _exact(G):
-    lam = np.linalg.eigvalsh(G)[:, -1] if len(G) else np.zeros(0)
-    top = float(max(np.max(lam, initial=0.0), 0.0))
+    top = float(max(np.max(np.linalg.eigvalsh(G)[:, -1], initial=0.0), 0.0)) if len(G) else 0.0
     return top, top
 
 
@@ -181,16 +179,14 @@ def _max_eig(G, floor):
 
 
 def ritz_lower(apply, B, d, dtype, steps=None, seed=0):
-    """Certified lower bounds on λ_max of B Hermitian PSD operators ``apply`` ((B, d) → (B, d)),
-    of norm at most about 1: the Rayleigh quotient xᴴAx / xᴴx at the top Ritz vector x of a
-    Lanczos basis with full reorthogonalisation (Golub & Van Loan, Matrix Computations, §10.1),
-    ``LANCZOS_STEPS`` vectors. Any Rayleigh quotient is at most λ_max; Lanczos makes this one
-    close to it (its error falls like the square of a Chebyshev polynomial in the gap)."""
+    """Lower bounds on λ_max of B Hermitian PSD operators ``apply`` ((B, d) → (B, d)) of norm about
+    1: xᴴAx / xᴴx (≤ λ_max) at the top Ritz vector x of a fully reorthogonalised Lanczos basis
+    (Golub & Van Loan, Matrix Computations, §10.1), up to LANCZOS_STEPS vectors, fewer once settled."""
     k = min(steps or LANCZOS_STEPS, d)
     rng = np.random.default_rng(seed)
     v = rng.standard_normal((B, d)).astype(dtype)
     v /= np.linalg.norm(v, axis=1, keepdims=True)
-    V, T = np.zeros((B, k, d), dtype), np.zeros((B, k, k))
+    V, T, last = np.zeros((B, k, d), dtype), np.zeros((B, k, k)), None
     for j in range(k):
         V[:, j] = v
         w = apply(v)
@@ -198,10 +194,17 @@ def ritz_lower(apply, B, d, dtype, steps=None, seed=0):
         for _ in range(2):  # twice is enough (Kahan, Parlett)
             w = w - np.einsum("bkd,bk->bd", V[:, : j + 1], np.einsum("bkd,bd->bk", np.conj(V[:, : j + 1]), w))
         beta = np.linalg.norm(w, axis=1)
-        if j + 1 < k:
-            ok = beta > 1e-12
-            T[:, j, j + 1] = T[:, j + 1, j] = np.where(ok, beta, 0.0)
-            v = np.where(ok[:, None], w / np.where(ok, beta, 1.0)[:, None], 0.0)  # an invariant subspace: stop
+        ok = beta > 1e-12
+        if j + 1 == k or not np.any(ok):  # all invariant subspaces: the Ritz values are eigenvalues
+            break
+        T[:, j, j + 1] = T[:, j + 1, j] = np.where(ok, beta, 0.0)
+        v = np.where(ok[:, None], w / np.where(ok, beta, 1.0)[:, None], 0.0)
+        if j % 4 == 3:  # stop once the top Ritz values have settled
+            top = np.linalg.eigvalsh(T[:, : j + 1, : j + 1])[:, -1]
+            if last is not None and np.all(top - last <= 1e-3 * RTOL * np.abs(top)):
+                break
+            last = top
+    V, T = V[:, : j + 1], T[:, : j + 1, : j + 1]
     _, vecs = np.linalg.eigh(T)
     x = np.einsum("bkd,bk->bd", V, vecs[:, :, -1])
     num = np.real(np.sum(np.conj(x) * apply(x), axis=1))
@@ -223,7 +226,7 @@ def below(G, mu):
 
 
 def _one_thread():
-    """A context in which BLAS and LAPACK run on one thread (threadpoolctl, where installed)."""
+    """BLAS and LAPACK on one thread (threadpoolctl, where installed): the calls are many and small."""
     try:
         from threadpoolctl import threadpool_limits
     except ImportError:  # pragma: no cover
@@ -238,10 +241,8 @@ def _definite(A):
         np.linalg.cholesky(A)
         return np.ones(len(A), dtype=bool)
     except np.linalg.LinAlgError:
-        if len(A) == 1:
-            return np.zeros(1, dtype=bool)
         h = len(A) // 2
-        return np.concatenate([_definite(A[:h]), _definite(A[h:])])
+        return np.concatenate([_definite(A[:h]), _definite(A[h:])]) if h else np.zeros(1, dtype=bool)
 
 
 def _frobenius(M):
