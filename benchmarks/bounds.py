@@ -13,14 +13,16 @@ declared input boxes — the whole image range [0, 1], and boxes of radius 0.01,
 around one input — against the largest ‖J(x)‖₂ measured inside each box.
 
 The ImageNet architecture graphs the onnx package ships (``onnx/backend/test/data/light``, at
-3×224×224, weights from ConstantOfShape generators) are bounded by this revision and, in a
-subprocess capped at BEFORE_CAP CPU seconds, by the revision before the Gram-iteration conv norm
-(BASELINE, per-frequency SVD on the whole FFT grid; "> N" when it did not finish), in CPU
-seconds of each process (the machine is shared: wall seconds depend on its load). Each bound
-is set against the largest secant slope ‖z(x + δ) − z(x)‖ / ‖δ‖ of the logits z measured with
-onnxruntime (float32; its Conv has no float64 kernel) over a few random pairs.
+3×224×224), with their shipped weights (ConstantOfShape generators: every weight is 0.02, so
+every kernel has rank one) and with random ones in their place (:func:`randomised`), are
+bounded by this revision and, in a subprocess capped at CAP CPU seconds, by the revision before
+(BASELINE: Gram iteration per frequency; "> N" when it did not finish), in CPU seconds of each
+process (the machine is shared: wall seconds depend on its load). Each bound is set against the
+largest secant slope ‖z(x + δ) − z(x)‖ / ‖δ‖ of the logits z measured with onnxruntime (float32;
+its Conv has no float64 kernel) over a few random pairs, and so is the local bound
+(fimaudit.local_bound) on the box of radius 1e-2 around one input in [0, 1], capped at CAP.
 
-    python benchmarks/bounds.py [--graphs-only]
+    python benchmarks/bounds.py [--models-only | --graphs-only [NAME ...] [--no-local]]
 """
 
 import copy
@@ -79,8 +81,9 @@ def measured(net, n=20, steps=20, seed=0):
     return best
 
 
-BASELINE = "9af58d95"  # per-frequency SVD conv norm, no LRN rule
-BEFORE_CAP = 60  # CPU seconds
+BASELINE = "0fa293ac"  # Gram iteration per frequency (up to 10 squarings), Gemm Gram matrices always formed
+CAP = 20  # CPU seconds per subprocess: the revision before, and the local bound
+CAP_NOW = 300  # CPU seconds for this revision's global bound
 GRAPHS = [
     "squeezenet",
     "shufflenet",
@@ -92,14 +95,18 @@ GRAPHS = [
     "zfnet512",
     "vgg19",
 ]
-BEFORE = GRAPHS[:5]  # the earlier revision on the others (large Gemm SVDs) is left out: it only takes longer
 TIMED = """
 import sys, time
+import numpy as np
 import fimaudit as fa
 t, c = time.perf_counter(), time.process_time()
 try:
-    b = fa.lipschitz_bound(sys.argv[1])
-    out = f"ok {b.lipschitz!r}"
+    if sys.argv[2] == "global":
+        out = f"ok {fa.lipschitz_bound(sys.argv[1]).lipschitz!r}"
+    else:
+        x = np.random.default_rng(0).random((1, 3, 224, 224)).astype(np.float32)
+        lb = fa.local_bound(sys.argv[1], x, 1e-2, input_domain=(0.0, 1.0))
+        out = f"ok {float(lb.lipschitz[0])!r}"
 except Exception as err:
     out = f"refused {type(err).__name__}: {err}"
 print(f"{time.process_time() - c:.1f} {time.perf_counter() - t:.1f} {out}")
@@ -112,8 +119,41 @@ def light(name):
     return os.path.join(os.path.dirname(onnx.__file__), "backend", "test", "data", "light", f"light_{name}.onnx")
 
 
-def timed(path, tree, cap=None):
-    """(CPU seconds, wall seconds, bound or the error's name) of fimaudit from ``tree`` on
+def randomised(path, out, seed=0):
+    """The graph with its ConstantOfShape weights (all 0.02 in the shipped files) replaced by
+    random ones: He-normal Conv and Gemm weights, BatchNorm scale 1 ± 0.1, variance in
+    [0.5, 1.5], small biases and means."""
+    import onnx
+    from onnx import numpy_helper
+
+    m = onnx.load(path)
+    rng = np.random.default_rng(seed)
+    inits = {t.name: numpy_helper.to_array(t) for t in m.graph.initializer}
+    use = {i: (n.op_type, k) for n in m.graph.node for k, i in enumerate(n.input)}
+    keep, new = [], []
+    for n in m.graph.node:
+        if n.op_type != "ConstantOfShape":
+            keep.append(n)
+            continue
+        shape = tuple(int(v) for v in inits[n.input[0]])
+        op, k = use.get(n.output[0], ("", -1))
+        if op in ("Conv", "Gemm") and k == 1:
+            fan = int(np.prod(shape[1:])) if op == "Conv" else shape[-1]
+            v = rng.standard_normal(shape) * np.sqrt(2.0 / fan)
+        elif op == "BatchNormalization" and k in (1, 4):
+            v = 1 + 0.1 * rng.standard_normal(shape) if k == 1 else rng.uniform(0.5, 1.5, shape)
+        else:
+            v = 0.01 * rng.standard_normal(shape)
+        new.append(numpy_helper.from_array(v.astype(np.float32), n.output[0]))
+    del m.graph.node[:]
+    m.graph.node.extend(keep)
+    m.graph.initializer.extend(new)
+    onnx.save(m, out)
+    return out
+
+
+def timed(path, tree, mode="global", cap=None):
+    """(CPU seconds, wall seconds, value or the error's name) of fimaudit from ``tree`` on
     ``path``, in a subprocess killed after ``cap`` CPU seconds."""
     import resource
 
@@ -122,12 +162,19 @@ def timed(path, tree, cap=None):
 
     env = dict(os.environ, PYTHONPATH=tree)
     out = subprocess.run(
-        [sys.executable, "-c", TIMED, path], env=env, capture_output=True, text=True, preexec_fn=limit if cap else None
+        [sys.executable, "-c", TIMED, path, mode],
+        env=env,
+        capture_output=True,
+        text=True,
+        preexec_fn=limit if cap else None,
     )
     if out.returncode != 0 or not out.stdout.strip():
-        return f"> {cap}", "", "no bound"
+        return f"> {cap}", "", "not finished"
     cpu, wall, kind, rest = out.stdout.strip().splitlines()[-1].split(" ", 3)
-    return cpu, wall, (f"{float(rest):.4g}" if kind == "ok" else rest.split(":")[0])
+    if kind != "ok":  # the error's name and the node it names
+        name, _, message = rest.partition(": ")
+        return cpu, wall, f"refused: {name} ({message.split(':')[0]})"
+    return cpu, wall, f"{float(rest):.4g}"
 
 
 def secant(path, logits, pairs=4, seed=0):
@@ -151,10 +198,20 @@ def secant(path, logits, pairs=4, seed=0):
     return best
 
 
-def graphs(workers=4):
-    """Both revisions on every graph, ``workers`` subprocesses at a time (CPU seconds are
-    per process, so running them side by side does not change them); a row is printed as
-    soon as both of its runs are done."""
+def ratio(a, b):
+    if str(a).startswith("> "):  # a capped run: at least this much
+        return f"> {ratio(a[2:], b)}" if ratio(a[2:], b) else ""
+    try:
+        return f"{float(a) / float(b):.3g}×" if float(b) > 0 else "(constant logits)"
+    except ValueError:
+        return ""
+
+
+def graphs(workers=3, names=GRAPHS, local=True):
+    """Both revisions on every graph, shipped and random weights, ``workers`` subprocesses at a
+    time (CPU seconds are per process, so running them side by side does not change them); the
+    local bound at radius 1e-2 on [0, 1] capped at CAP CPU seconds; a row is printed as soon as
+    its runs are done."""
     from concurrent.futures import ThreadPoolExecutor
 
     import onnx
@@ -164,38 +221,56 @@ def graphs(workers=4):
     load = ", ".join(f"{v:.1f}" for v in os.getloadavg())
     print(f"onnx light_* graphs at 3×224×224, {os.cpu_count()} shared CPU cores (load average {load} at the start)")
     print(
-        f"| graph | CPU s before ({BASELINE}) | bound before | CPU s now | wall s now | certified L now "
-        "| max secant slope (onnxruntime) | bound / secant |"
+        f"| graph | weights | CPU s before ({BASELINE}) | CPU s now | speed-up (CPU) | wall s now | certified L "
+        "| bound before | max secant slope (onnxruntime) | bound / secant | local L at 1e-2 | local CPU s "
+        "| local / secant |"
     )
-    print("|---|---|---|---|---|---|---|---|", flush=True)
+    print("|---|---|---|---|---|---|---|---|---|---|---|---|---|", flush=True)
     with tempfile.TemporaryDirectory() as tree:
         archive = subprocess.run(["git", "-C", ROOT, "archive", BASELINE, "fimaudit"], capture_output=True, check=True)
         subprocess.run(["tar", "-x", "-C", tree], input=archive.stdout, check=True)
+        cases = [
+            (n, w, light(n) if w == "shipped" else randomised(light(n), os.path.join(tree, f"{n}.onnx")))
+            for w in ("shipped", "random")
+            for n in names
+        ]
         with ThreadPoolExecutor(workers) as pool:
             jobs = [
                 (
                     n,
-                    pool.submit(timed, light(n), ROOT),
-                    pool.submit(timed, light(n), tree, BEFORE_CAP) if n in BEFORE else None,
+                    w,
+                    p,
+                    pool.submit(timed, p, ROOT, "global", CAP_NOW),
+                    pool.submit(timed, p, tree, "global", CAP),
+                    pool.submit(timed, p, ROOT, "local", CAP) if local else None,
                 )
-                for n in GRAPHS
+                for n, w, p in cases
             ]
-            for name, now, old in jobs:
+            for name, weights, path, now, old, loc in jobs:
                 cpu, wall, val = now.result()
-                ocpu, _, oval = old.result() if old is not None else ("not run", "", "")
+                ocpu, _, oval = old.result()
+                lcpu, _, lval = loc.result() if loc is not None else ("not run", "", "")
                 try:
-                    low = secant(light(name), Graph(onnx.load(light(name))).output)
-                    ratio = f"{float(val) / low:.3g}×" if low > 0 else "(constant logits)"
+                    low = secant(path, Graph(onnx.load(path)).output)
                 except ValueError:  # no bound to compare
-                    low, ratio = float("nan"), ""
-                row = (name, ocpu, oval, cpu, wall, val, f"{low:.4g}", ratio)
-                print("| " + " | ".join(row) + " |", flush=True)
+                    low = float("nan")
+                row = (name, weights, ocpu, cpu, ratio(ocpu, cpu), wall, val, oval, f"{low:.4g}", ratio(val, low))
+                print("| " + " | ".join(row + (lval, lcpu, ratio(lval, low))) + " |", flush=True)
 
 
 def main():
     warnings.simplefilter("ignore")
+    if "--models-only" in sys.argv:
+        return models()
     if "--graphs-only" in sys.argv:
-        return graphs()
+        names = [a for a in sys.argv[1:] if not a.startswith("--")] or GRAPHS
+        return graphs(names=names, local="--no-local" not in sys.argv)
+    models()
+    print()
+    graphs()
+
+
+def models():
     rows = []
     for name, make in [("VGG-style", vgg_style), ("ResNet-style", resnet_style), ("DenseNet-style", densenet_style)]:
         torch.manual_seed(0)
@@ -223,8 +298,6 @@ def main():
     for name, L, low, naive, fb in rows:
         print(f"| {name} | {L:.4g} | {low:.4g} | {L / low:.1f}× | {naive:.4g} | {fb:.4g} |")
     print("ranking by certified L: " + " < ".join(r[0] for r in sorted(rows[:3], key=lambda r: r[1])))
-    print()
-    graphs()
 
 
 if __name__ == "__main__":

@@ -3,11 +3,11 @@ r"""Certified ℓ2 Lipschitz constants for single ONNX nodes, one rule per op ty
 Each rule bounds ``‖f(a) − f(b)‖₂ ≤ L ‖a − b‖₂`` for the node as a map of its one
 variable input (the others constant), on the node's real input size:
 
-* Gemm / MatMul with a constant operand: the spectral norm of the constant (SVD, or Gram
-  iteration for large matrices, :func:`spectral_norm`).
+* Gemm / MatMul with a constant operand: the spectral norm of the constant (SVD, or a
+  certificate on its Gram matrix for large matrices, :func:`spectral_norm`).
 * Conv (zero padding, any stride, dilation, groups): at most the norm of the circular
   convolution on the (n + k − 1) grid, ``max_ω σ_max(K̂(ω))`` over its DFT frequencies,
-  bounded by Gram iteration or computed exactly (:mod:`fimaudit.bounds.convnorm`). Never
+  certified by Cholesky or computed exactly (:mod:`fimaudit.bounds.convnorm`). Never
   the norm of the reshaped kernel matrix, which is not a bound. ConvTranspose: the adjoint
   of the Conv with the same weight tensor (same groups), on the transpose's output size.
 * BatchNormalization: ``max |γ / √(var + ε)|`` (folded into a preceding Conv when it
@@ -34,7 +34,7 @@ import math
 import numpy as np
 
 from ..errors import NonFiniteBoundError, UnsupportedOnnxOpError
-from .convnorm import conv_norm, hermitian_max_eig
+from .convnorm import RTOL, conv_norm, hermitian_max_eig, ritz_lower
 
 ACTIVATIONS = {
     "Relu": 1.0,
@@ -72,16 +72,27 @@ def attr(node, name, default=None):
 
 def spectral_norm(M):
     """‖M‖₂ of a matrix (or the largest over a stack): by SVD where the smaller side is at most
-    SVD_SIDE, else from its Gram matrix by :func:`fimaudit.bounds.convnorm.hermitian_max_eig`
-    (Gram iteration, certified and within 1 + RTOL), which costs a few matrix products."""
+    SVD_SIDE, else certified within 1 + RTOL by :func:`fimaudit.bounds.convnorm.hermitian_max_eig`
+    on its Gram matrix. Before that product is formed, a Ritz value of MᵀM from products with M
+    (a lower bound on ‖M‖₂²) is set against ‖M‖_F² ≥ ‖M‖₂²: where they agree within 1 + RTOL
+    (a matrix of rank one, say) ‖M‖_F is returned and the Gram matrix is never computed."""
     M = np.asarray(M, dtype=np.float64)
     if M.ndim <= 1:
         return float(np.max(np.abs(M))) if M.size else 0.0
     M = M.reshape(-1, M.shape[-2], M.shape[-1])
     if min(M.shape[-2:]) <= SVD_SIDE:
         return float(np.max(np.linalg.norm(M, ord=2, axis=(-2, -1))))
-    G = M.transpose(0, 2, 1) @ M if M.shape[-1] <= M.shape[-2] else M @ M.transpose(0, 2, 1)
-    return math.sqrt(hermitian_max_eig(G)[0])
+    M = M if M.shape[-1] <= M.shape[-2] else M.transpose(0, 2, 1)  # the Gram side is the smaller
+    frob = np.linalg.norm(M, axis=(1, 2))
+    scaled = M / np.where(frob > 0, frob, 1.0)[:, None, None]
+    low = ritz_lower(
+        lambda v: np.einsum("bji,bj->bi", scaled, np.einsum("bji,bi->bj", scaled, v)), *M.shape[::2], M.dtype
+    )
+    best = float(np.max(low * frob**2))
+    if float(np.max(frob)) ** 2 <= (1 + RTOL) * best:
+        return float(np.max(frob))
+    G = M.transpose(0, 2, 1) @ M
+    return math.sqrt(hermitian_max_eig(G, best)[0])
 
 
 def lrn_params(node):
