@@ -127,6 +127,14 @@ CLAIMS = {
         + [on_clever("digits", "clever")["value"], on_clever("digits", "clever", "on_clever_inputs_fitted")["value"]]
         + [on_clever("digits", k)["value"] for k in ("lambda_whitebox", "first_order")],
     ),
+    "breast_cancer tie": (
+        rf"breast_cancer's within-model medians: {NUM} and {NUM}",
+        lambda: [within("breast_cancer", "first_order"), within("breast_cancer", "lambda_whitebox")],
+    ),
+    "gradient norm on mnist1d": (
+        rf"norm ranks better than λ_max within {NUM} of {NUM} models \(median {NUM}\)",
+        lambda: better("mnist1d", "gradient_norm") + [within("mnist1d", "gradient_norm")],
+    ),
 }  # fmt: skip
 
 
