@@ -9,6 +9,8 @@
 - The partial Spearman ρ matches the Gaussian closed form; on clustered data the model-clustered
   bootstrap interval is wider than the i.i.d. one and covers the true ρ far more often.
 - Training twice gives identical weights, whatever the caller's thread count.
+- MNIST-1D, generated here: the same seed gives the same signals, classes are balanced, and
+  simple classifiers learn it far above chance (and more so without the noise and shear).
 - The quick study runs, writes its JSON and figure, and obeys what must hold whatever the models.
 """
 
@@ -161,15 +163,36 @@ def test_training_is_deterministic_whatever_the_thread_count():
     assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
 
 
+def test_mnist1d_is_deterministic_balanced_and_learnable():
+    from sklearn.neighbors import KNeighborsClassifier
+
+    from benchmarks.validation import data
+
+    X, y = data.mnist1d(samples=2000, seed=3)
+    X2, y2 = data.mnist1d(samples=2000, seed=3)
+    assert np.array_equal(X, X2) and np.array_equal(y, y2)
+    assert not np.allclose(X, data.mnist1d(samples=2000, seed=4)[0])
+    assert X.shape == (2000, 40) and np.all(np.bincount(y) == 200)
+    knn = KNeighborsClassifier(5).fit(X[:1500], y[:1500])
+    assert knn.score(X[1500:], y[1500:]) > 0.2  # chance is 0.1; its sd on 500 inputs is ~0.013
+    clean = dict(data.MNIST1D, corr_noise=0.0, iid_noise=0.0, shear=0.0)  # only shifts, stretches and padding
+    Xc, yc = data.mnist1d(samples=2000, seed=3, p=clean)
+    assert KNeighborsClassifier(5).fit(Xc[:1500], yc[:1500]).score(Xc[1500:], yc[1500:]) > knn.score(X[1500:], y[1500:])
+    Xtr, ytr, Xte, yte, shape = data.load("mnist1d")
+    assert shape == (1, 40) and Xtr.min() >= 0 and Xtr.max() <= 1 and Xte.min() >= 0 and Xte.max() <= 1
+    assert len(Xtr) == 4000 and len(Xte) == 1000
+
+
 def test_quick_study_runs_and_is_consistent(tmp_path):
     pytest.importorskip("art")
     pytest.importorskip("fimaudit_torch")
-    from benchmarks.validation.__main__ import main
+    from benchmarks.validation import zoo
+    from benchmarks.validation.__main__ import QUICK, main
 
     result = main(["--quick", "--out", str(tmp_path), "--rows", str(tmp_path / "rows.jsonl")])
     saved = json.loads((tmp_path / "validation.json").read_text())
-    assert saved["quick"] and len(saved["models"]) == 2
-    assert len((tmp_path / "rows.jsonl").read_text().splitlines()) == 2
+    assert saved["quick"] and [r["name"] for r in saved["models"]] == [f[0] for f in zoo.FAMILY if f[0] in QUICK]
+    assert len((tmp_path / "rows.jsonl").read_text().splitlines()) == 3 == len({r["dataset"] for r in saved["models"]})
     ET.parse(tmp_path / "validation.svg")  # well-formed SVG
     for row in result["models"]:
         p = row["per_input"]
@@ -185,7 +208,8 @@ def test_quick_study_runs_and_is_consistent(tmp_path):
         for k in ("fmn", "deepfool_line_search", "pgd_bisection"):
             dk = np.array([np.inf if v is None else v for v in p[f"distance_{k}"]])
             assert np.all(d <= dk)
-        C = 10 if row["dataset"] == "digits" else 2
+        C = 2 if row["dataset"] == "breast_cancer" else 10
+        assert row["bound"]["lipschitz"] is not None or row["arch"] == "attention", row["name"]  # Conv1d/Conv2d: bound
         assert row["cost"]["clever"]["model_calls_per_input"] == (C - 1) * 2 * 10 * 20  # classes × pair × pool
     for table in result["per_input"].values():
         c = table["scores"]["lambda_whitebox"]["censored"]

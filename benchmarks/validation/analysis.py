@@ -123,8 +123,45 @@ def per_model(rs, settings, boots):
     return out
 
 
+def seed_groups(rows, settings):
+    """Models that differ only by seed (``name``, ``name-s1``, ...): per model the median λ_max and d₁
+    over correct inputs, clean accuracy and the stronger attacks' ℓ2 robust accuracy at the grid's
+    second ε; and, for comparison, the same medians' range over the dataset's whole family."""
+
+    def base(r):
+        return r["name"].rsplit("-s", 1)[0] if r["train"].get("seed") else r["name"]
+
+    seeded = {base(r) for r in rows if r["train"].get("seed")}
+    out = {}
+    for r in rows:
+        if base(r) in seeded:
+            out.setdefault(base(r), []).append(r)
+
+    def level(r):
+        keep, p = np.array(r["per_input"]["correct"]), r["per_input"]
+        e = str(settings[r["dataset"]]["l2"][1])  # the ε differs by dataset: the key names its place in the grid
+        return {
+            "name": r["name"],
+            "median lambda_whitebox": float(np.nanmedian(arr(p["lambda_whitebox"])[keep])),
+            "median first_order": float(np.nanmedian(arr(p["first_order"])[keep])),
+            "clean_accuracy": r["clean_accuracy"],
+            "l2 robust accuracy at the second ε": r["robust_accuracy"]["l2"][e],
+        }
+
+    res = {}
+    for base, rs in out.items():
+        fam = [level(r) for r in rows if r["dataset"] == rs[0]["dataset"]]
+        res[base] = {
+            "models": [level(r) for r in rs],
+            "family range": {
+                k: [min(f[k] for f in fam), max(f[k] for f in fam)] for k in fam[0] if k != "name"
+            },  # fmt: skip
+        }
+    return res
+
+
 def analyse(rows, settings, boots):
-    result = {"per_input": {}, "per_model": {}}
+    result = {"per_input": {}, "per_model": {}, "seeds": seed_groups(rows, settings)}
     for ds in settings:
         rs = [r for r in rows if r["dataset"] == ds]
         if not rs:

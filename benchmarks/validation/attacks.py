@@ -99,6 +99,18 @@ def robust_accuracy(net, x, y, eps, norm, steps=STEPS, restarts=1, seed=0):
     return float((~broken).float().mean())
 
 
+def robust_accuracies(net, x, y, grid, norm, steps=STEPS, restarts=RESTARTS, seed=0):
+    """({ε: accuracy under the first random start}, {ε: accuracy under all ``restarts``}) at every ε
+    of ``grid``, one batch (inputs × ε × restarts): the first start alone is a single-start PGD run."""
+    n, k = x.shape[0], len(grid)
+    eps = torch.as_tensor(grid, dtype=x.dtype).repeat_interleave(n).repeat(restarts)
+    xr, yr = x.repeat(k * restarts, *[1] * (x.dim() - 1)), y.repeat(k * restarts)
+    broken = pgd(net, xr, yr, eps, norm, steps=steps, seed=seed)[0].reshape(restarts, k, n)
+    single = (~broken[0]).float().mean(dim=1)
+    strong = (~broken.any(dim=0)).float().mean(dim=1)
+    return {e: float(a) for e, a in zip(grid, single)}, {e: float(a) for e, a in zip(grid, strong)}
+
+
 def pgd_bisection(net, x, y, high, start=None, bisections=BISECTIONS, steps=STEPS, restarts=RESTARTS, seed=0):
     """Closest adversarial points of PGD with bisection on each input's ℓ2 budget. The bracket is
     [0, high], or [0, ‖start − x‖] where ``start`` (points another attack found) is adversarial:

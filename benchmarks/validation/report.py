@@ -118,6 +118,26 @@ def per_model_table(ds, res):
         print(f"| {label} | " + " | ".join(f"{_v(v[e]['value'])} {_ci(v[e], 'iid')}" for e in keys) + " |")
 
 
+def seeds_table(result):
+    if not result.get("seeds"):
+        return
+    print(
+        "\nModels that differ only by seed: median λ_max and d₁ over correct inputs, clean accuracy, ℓ2 robust "
+        "accuracy (stronger attacks) at the second ε; last row of each group: the range over the dataset's family"
+    )
+    keys = None
+    for base, g in result["seeds"].items():
+        if keys is None:
+            keys = [k for k in g["models"][0] if k != "name"]
+            print("| model | " + " | ".join(k.replace("l2 robust accuracy", "ℓ2 robust acc.") for k in keys) + " |")
+            print("|---" * (len(keys) + 1) + "|")
+        for m in g["models"]:
+            print(f"| {m['name']} | " + " | ".join(f"{m[k]:.3g}" for k in keys if k in m) + " |")
+        fam = g["family range"]
+        print(f"| (family of {base.split('/')[0]}) | " + " | ".join(
+            f"{fam[k][0]:.3g} – {fam[k][1]:.3g}" for k in fam) + " |")  # fmt: skip
+
+
 def report(result):
     models_table(result)
     for ds, res in result["per_input"].items():
@@ -126,4 +146,5 @@ def report(result):
         clever_table(ds, res)
     for ds, res in result["per_model"].items():
         per_model_table(ds, res)
+    seeds_table(result)
     print(f"\ntotal {result['seconds']:.0f} s")

@@ -91,7 +91,7 @@ def build(arch, input_shape, C, mean, std, width=64):
             nn.ReLU(),
             nn.Linear(width, C),
         ]
-    elif arch == "cnn":
+    elif arch == "cnn" and len(input_shape) == 3:
         layers += [
             nn.Conv2d(input_shape[0], 16, 3, padding=1),
             nn.ReLU(),
@@ -99,6 +99,17 @@ def build(arch, input_shape, C, mean, std, width=64):
             nn.ReLU(),
             nn.Flatten(),
             nn.Linear(32 * (input_shape[1] // 2) * (input_shape[2] // 2), width),
+            nn.ReLU(),
+            nn.Linear(width, C),
+        ]
+    elif arch == "cnn":  # signals (channels, length): the same layout in 1-D, kernel 5
+        layers += [
+            nn.Conv1d(input_shape[0], 16, 5, padding=2),
+            nn.ReLU(),
+            nn.Conv1d(16, 32, 5, stride=2, padding=2),
+            nn.ReLU(),
+            nn.Flatten(),
+            nn.Linear(32 * ((input_shape[1] + 1) // 2), width),
             nn.ReLU(),
             nn.Linear(width, C),
         ]
@@ -138,23 +149,13 @@ def build(arch, input_shape, C, mean, std, width=64):
     return nn.Sequential(*layers)
 
 
-# name, dataset, architecture, width, training options (see train.train)
+# name, dataset, architecture, width, training options (see train.train; "seed" also seeds the initialisation).
+# Models named "-s1", "-s2" differ from the one without the suffix only by that seed. Long and short training
+# (epochs) and the regularisers vary one option against the dataset's default (``SETTINGS`` in ``__main__``).
 FAMILY = [
-    ("digits/mlp-w32", "digits", "mlp", 32, {}),
-    ("digits/mlp-w256", "digits", "mlp", 256, {}),
-    ("digits/mlp-w256-wd", "digits", "mlp", 256, {"weight_decay": 0.5}),
-    ("digits/mlp-w256-3ep", "digits", "mlp", 256, {"epochs": 3}),
-    ("digits/mlp-w256-300ep", "digits", "mlp", 256, {"epochs": 300}),
-    ("digits/mlp-w256-jacreg", "digits", "mlp", 256, {"jacobian": 0.05}),
-    ("digits/mlp-w256-spectral", "digits", "mlp", 256, {"spectral": True}),
-    ("digits/mlp-w256-pgd", "digits", "mlp", 256, {"adversarial": ("l2", 1.0)}),
-    ("digits/cnn", "digits", "cnn", 64, {}),
-    ("digits/cnn-pgd", "digits", "cnn", 64, {"adversarial": ("linf", 0.1)}),
-    ("digits/resnet", "digits", "resnet", 64, {}),
-    ("digits/resnet-jacreg", "digits", "resnet", 64, {"jacobian": 0.05}),
-    ("digits/attention", "digits", "attention", 64, {}),
-    ("digits/attention-wd", "digits", "attention", 64, {"weight_decay": 0.5}),
     ("breast_cancer/mlp-w16", "breast_cancer", "mlp", 16, {}),
+    ("breast_cancer/mlp-w16-s1", "breast_cancer", "mlp", 16, {"seed": 1}),
+    ("breast_cancer/mlp-w16-s2", "breast_cancer", "mlp", 16, {"seed": 2}),
     ("breast_cancer/mlp-w128", "breast_cancer", "mlp", 128, {}),
     ("breast_cancer/mlp-w128-wd", "breast_cancer", "mlp", 128, {"weight_decay": 0.5}),
     ("breast_cancer/mlp-w128-5ep", "breast_cancer", "mlp", 128, {"epochs": 5}),
@@ -164,4 +165,40 @@ FAMILY = [
     ("breast_cancer/mlp-w128-pgd", "breast_cancer", "mlp", 128, {"adversarial": ("l2", 0.2)}),
     ("breast_cancer/resmlp", "breast_cancer", "resmlp", 64, {}),
     ("breast_cancer/attention", "breast_cancer", "attention", 64, {}),
-]
+    ("digits/mlp-w32", "digits", "mlp", 32, {}),
+    ("digits/mlp-w32-s1", "digits", "mlp", 32, {"seed": 1}),
+    ("digits/mlp-w32-s2", "digits", "mlp", 32, {"seed": 2}),
+    ("digits/mlp-w256", "digits", "mlp", 256, {}),
+    ("digits/mlp-w256-wd", "digits", "mlp", 256, {"weight_decay": 0.5}),
+    ("digits/mlp-w256-3ep", "digits", "mlp", 256, {"epochs": 3}),
+    ("digits/mlp-w256-150ep", "digits", "mlp", 256, {"epochs": 150}),
+    ("digits/mlp-w256-jacreg", "digits", "mlp", 256, {"jacobian": 0.05}),
+    ("digits/mlp-w256-spectral", "digits", "mlp", 256, {"spectral": True}),
+    ("digits/mlp-w256-pgd", "digits", "mlp", 256, {"adversarial": ("l2", 1.0), "epochs": 15}),
+    ("mnist1d/mlp-w64", "mnist1d", "mlp", 64, {}),
+    ("mnist1d/mlp-w64-s1", "mnist1d", "mlp", 64, {"seed": 1}),
+    ("mnist1d/mlp-w64-s2", "mnist1d", "mlp", 64, {"seed": 2}),
+    ("mnist1d/mlp-w256", "mnist1d", "mlp", 256, {}),
+    ("mnist1d/mlp-w256-wd", "mnist1d", "mlp", 256, {"weight_decay": 0.5}),
+    ("mnist1d/mlp-w256-jacreg", "mnist1d", "mlp", 256, {"jacobian": 0.05}),
+    ("mnist1d/mlp-w256-spectral", "mnist1d", "mlp", 256, {"spectral": True}),
+    ("mnist1d/mlp-w256-pgd", "mnist1d", "mlp", 256, {"adversarial": ("l2", 0.05), "epochs": 15}),
+    ("digits/attention", "digits", "attention", 64, {}),
+    ("digits/attention-wd", "digits", "attention", 64, {"weight_decay": 0.5}),
+    ("digits/cnn", "digits", "cnn", 64, {}),
+    ("mnist1d/cnn", "mnist1d", "cnn", 64, {}),
+    ("mnist1d/cnn-wd", "mnist1d", "cnn", 64, {"weight_decay": 0.5}),
+    ("digits/resnet", "digits", "resnet", 64, {}),
+    ("mnist1d/cnn-jacreg", "mnist1d", "cnn", 64, {"jacobian": 0.05}),
+    ("digits/resnet-jacreg", "digits", "resnet", 64, {"jacobian": 0.05}),
+    ("digits/cnn-pgd", "digits", "cnn", 64, {"adversarial": ("linf", 0.1), "epochs": 15}),
+    ("mnist1d/cnn-pgd", "mnist1d", "cnn", 64, {"adversarial": ("linf", 0.01), "epochs": 15}),
+]  # cheapest first, so a run cut short keeps the most models
+
+# CLEVER (a baseline costing ~10⁴ class gradients per input) runs on these models only, on the first
+# ``clever_inputs`` of each: a small MLP and a Jacobian-regularised one per dataset, and digits' wide MLP.
+CLEVER_MODELS = {
+    "breast_cancer/mlp-w16", "breast_cancer/mlp-w128-jacreg",
+    "digits/mlp-w32", "digits/mlp-w256", "digits/mlp-w256-jacreg",
+    "mnist1d/mlp-w64", "mnist1d/mlp-w256-jacreg",
+}  # fmt: skip
