@@ -158,19 +158,35 @@ ROW = st.fixed_dictionaries(
     {
         "status": st.sampled_from(["ok", "not converged", "error: ServiceError: down"]),
         "lambda_max": st.one_of(st.none(), st.just(float("nan")), st.floats(0, 10, allow_nan=False)),
+        "spread": st.one_of(st.none(), st.just(float("inf")), st.floats(0, 5)),  # upper − λ_max
+        "tol_met": st.sampled_from([None, True, False]),
     }
 )
 
 
-@settings(max_examples=200, deadline=None)
+def _row(i, r):
+    v, spread = r["lambda_max"], r.pop("spread")
+    return dict(r, index=i, upper=None if v is None or spread is None else v + spread)
+
+
+@settings(max_examples=300, deadline=None)
 @given(rows=st.lists(ROW, max_size=8), gate=st.one_of(st.none(), st.floats(0, 10)))
-def test_the_verdict_never_passes_an_incomplete_or_exceeded_audit(rows, gate):
-    rows = [dict(r, index=i) for i, r in enumerate(rows)]
+def test_the_verdict_never_passes_an_incomplete_imprecise_or_exceeded_audit(rows, gate):
+    """Fails closed: exceeded when any λ_max or the upper end of any measured input's interval
+    is above the gate; incomplete when any input has no number, is not ok, or missed its tol."""
+    rows = [_row(i, r) for i, r in enumerate(rows)]
     code = cli._verdict(rows, gate)
-    measured = [r["lambda_max"] for r in rows if r["lambda_max"] is not None and r["lambda_max"] == r["lambda_max"]]
-    complete = bool(rows) and all(r["status"] == "ok" and r["lambda_max"] is not None for r in rows)
-    complete = complete and len(measured) == len(rows)
-    if gate is not None and any(v > gate for v in measured):
+
+    def measured(r):
+        return r["lambda_max"] is not None and r["lambda_max"] == r["lambda_max"]
+
+    ok = [r for r in rows if r["status"] == "ok" and measured(r)]
+    complete = bool(rows) and len(ok) == len(rows) and all(r["tol_met"] is not False for r in rows)
+    above = gate is not None and (
+        any(r["lambda_max"] > gate for r in rows if measured(r))
+        or any(r["upper"] is not None and r["upper"] > gate for r in ok)
+    )
+    if above:
         assert code == ExitCode.GATE_EXCEEDED
     elif not complete:
         assert code == ExitCode.INCOMPLETE
