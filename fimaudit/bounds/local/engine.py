@@ -29,7 +29,7 @@ from __future__ import annotations
 import numpy as np
 
 from ...errors import UnsupportedOnnxOpError
-from . import activations, grid, linear, moves
+from . import activations, crown, grid, linear, moves
 
 CHUNK_ELEMENTS = 1 << 22  # rows × tensor size per backward pass
 
@@ -51,7 +51,7 @@ class Network:
                     producer[o] = len(self.nodes) - 1
             if graph.output in node.output:
                 break
-        self.live, self.producer = live, producer
+        self.live, self.producer, self.biases = live, producer, {}
         self.largest = max(int(np.prod(graph.shape(n.output[0]))) for n in self.nodes)
 
     def _role(self, node, live, producer):
@@ -90,23 +90,26 @@ class Network:
 
 
 class Pass:
-    """The bounds for one input x on the box [low, high] (x inside it); at most ``limit``
-    units of a tensor are tightened (a subset keeps every bound sound, only looser)."""
+    """The bounds for one input x on the box [low, high] (x inside it), or on its
+    intersection with the ℓ2 ball of radius ``ball`` around x; at most ``limit`` units of a
+    tensor are tightened (a subset keeps every bound sound, only looser). ``crown`` adds the
+    linear bounds of :mod:`.crown` to the mean-value form (the intersection of the two)."""
 
-    def __init__(self, net, x, low, high, tighten=True, limit=4096):
-        self.limit = limit
+    def __init__(self, net, x, low, high, tighten=True, limit=4096, ball=None, crown=True):
+        self.limit, self.ball, self.crown = limit, ball, crown
         self.net, self.x, self.a, self.b = net, x, (low - x).reshape(-1), (high - x).reshape(-1)
         inp = net.g.input
         self.point, self.lo, self.hi = {inp: x}, {inp: low}, {inp: high}
-        self.deriv, self.pool, self.tightened = {}, {}, 0
+        self.deriv, self.pool, self.lines, self.tightened = {}, {}, {}, 0
         nonlin = {inp: False}
         for k, node in enumerate(net.nodes):
             role, out = net.roles[k], node.output[0]
             if role in ("act", "silu", "maxpool"):
                 t = net.tensor_input(k)
                 before = net.roles[net.producer[t]] if t in net.producer else None
-                if tighten and nonlin[t] and not (role == "maxpool" and before in ("act", "maxpool")):
-                    self._tighten(t, node if role == "act" else None)
+                first = not nonlin[t] and ball is not None and crown  # an affine map of the ball: exact by CROWN
+                if tighten and (nonlin[t] or first) and not (role == "maxpool" and before in ("act", "maxpool")):
+                    self._tighten(t, node if role == "act" else None, nonlin[t])
                 nonlin[out] = True
             else:
                 nonlin[out] = any(nonlin.get(i, False) for i in node.input if i in net.live)
@@ -141,7 +144,7 @@ class Pass:
             a, b = mid - rad, mid + rad
         self.point[out], self.lo[out], self.hi[out] = p, np.minimum(a, p), np.maximum(b, p)
 
-    def _tighten(self, t, node):
+    def _tighten(self, t, node, mean_value=True):
         lo, hi = self.lo[t].reshape(-1), self.hi[t].reshape(-1)
         if node is not None and node.op_type in ("Relu", "LeakyRelu"):
             rows = np.flatnonzero((lo < 0) & (hi > 0))  # the others are settled already
@@ -153,13 +156,18 @@ class Pass:
         if rows.size == 0:
             return
         lo, hi = lo.copy(), hi.copy()
-        step = max(1, CHUNK_ELEMENTS // self.net.largest)
+        step = max(1, CHUNK_ELEMENTS // (2 * self.net.largest))
         for s in range(0, rows.size, step):
             idx = rows[s : s + step]
             G = np.zeros((idx.size, lo.size))
             G[np.arange(idx.size), idx] = 1.0
-            low, up = self.offsets(*self.backward(t, G.reshape((idx.size, *self.net.g.shape(t)[1:]))))
-            lo[idx], hi[idx] = np.maximum(lo[idx], z[idx] + low), np.minimum(hi[idx], z[idx] + up)
+            G = G.reshape((idx.size, *self.net.g.shape(t)[1:]))
+            if mean_value:
+                low, up = self.offsets(*self.backward(t, G))
+                lo[idx], hi[idx] = np.maximum(lo[idx], z[idx] + low), np.minimum(hi[idx], z[idx] + up)
+            if self.crown:
+                low, up = crown.bounds(self, t, G)
+                lo[idx], hi[idx] = np.maximum(lo[idx], low), np.minimum(hi[idx], up)
         self.tightened += rows.size
         self.lo[t], self.hi[t] = lo.reshape(self.lo[t].shape), hi.reshape(self.hi[t].shape)
 
@@ -168,7 +176,11 @@ class Pass:
         over coordinates of the extreme products of [J_lo, J_hi] × [a, b] (a ≤ 0 ≤ b)."""
         jl, jh = Jm - Jr, Jm + Jr
         prods = (jl * self.a, jl * self.b, jh * self.a, jh * self.b)
-        return np.minimum.reduce(prods).sum(1), np.maximum.reduce(prods).sum(1)
+        low, up = np.minimum.reduce(prods).sum(1), np.maximum.reduce(prods).sum(1)
+        if self.ball is None:
+            return low, up
+        reach = (np.linalg.norm(Jm, axis=1) + np.linalg.norm(Jr, axis=1)) * self.ball  # |J d| ≤ (‖Jm‖ + ‖Jr‖)‖d‖
+        return np.maximum(low, -reach), np.minimum(up, reach)
 
     def backward(self, t, G, generators=0):
         """(J_mid, J_rad), each (rows, input size): the interval Jacobian over the box of the

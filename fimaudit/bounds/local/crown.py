@@ -1,0 +1,131 @@
+r"""Linear bounds by a backward pass (CROWN): for rows G (m, *shape of t) and every input x' of
+the input set, ``Σ G ⊙ t(x') ≥ Λ · x' + β`` with Λ (m, input size) and β (m,) from one walk
+back from t to the input, signed throughout (no magnitudes of weights).
+
+A linear node y = A v + b maps the rows exactly: ``Λ ↦ Λ A`` and ``β += Λ · b``; moves, sums
+and concatenations route them (a tensor read twice gets the sum of what both readers send); a
+constant operand of a sum or concatenation adds its part to β. A pointwise activation with the
+lines ``α_l z + β_l ≤ σ(z) ≤ α_u z + β_u`` on its pre-activation interval (:mod:`.relax`) takes
+the lower line where a row's coefficient is ≥ 0 and the upper one where it is < 0, so each
+product keeps the bound's direction. A max pool window whose argmax is the same on the whole
+set is a selection; otherwise ``max_k v_k ≥ v_{k*}`` (k* the cell with the largest lower end)
+bounds it below and the constant ``max_k u_k`` above. Upper bounds are the lower bounds of −G.
+
+At the input the bound is made concrete over the set: on the box [x + a, x + b] (a ≤ 0 ≤ b),
+``min Λ·x' = Λ·x + Σ min(Λ a, Λ b)``; on the ℓ2 ball of radius ρ, ``Λ·x − ‖Λ‖₂ ρ`` (the dual
+norm); on their intersection the larger of the two.
+
+References: Zhang et al., NeurIPS 2018, "Efficient neural network robustness certification with
+general activation functions" (CROWN); Xu et al., NeurIPS 2020, "Automatic perturbation analysis
+for scalable certified robustness and beyond" (auto_LiRPA: the same pass on general graphs).
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from ..rules import attr
+from . import activations, grid, linear, moves, relax
+
+
+def _lines(p, k):
+    """The relaxation of nonlinear node k on its input's interval, cached on the pass."""
+    net, node = p.net, p.net.nodes[k]
+    out = node.output[0]
+    if out not in p.lines:
+        t = net.tensor_input(k)
+        if net.roles[k] == "maxpool":
+            geo, hw = p.pool[out][0], net.g.shape(t)[2:]
+            lop = grid.pad(p.lo[t], geo, -np.inf)
+            slices = [sl for _, _, sl in grid._slices(geo, net.g.shape(out)[2:])]
+            pick = np.argmax(np.stack([lop[sl] for sl in slices]), axis=0)
+            sure = np.logical_and.reduce([w[1] == 0 for w in p.pool[out][2]])  # one candidate per window
+            p.lines[out] = (geo, hw, [(pick == o).astype(np.float64) for o in range(len(slices))], sure)
+        else:
+            op = "Silu" if net.roles[k] == "silu" else activations.kind(node)
+            p.lines[out] = relax.lines(op, node, p.lo[t], p.hi[t])
+    return p.lines[out]
+
+
+def _bias(p, k):
+    """The output of linear node k at a zero input: its bias, broadcast to its output shape."""
+    net, node = p.net, p.net.nodes[k]
+    if k not in net.biases:
+        var = next(i for i in node.input if i in net.live)
+        net.biases[k] = linear.forward(node, net.g, net.live, np.zeros(net.g.shape(var)))
+    return net.biases[k]
+
+
+def _constants(node, g, G, live):
+    """Σ G ⊙ (the constant inputs of a sum or concatenation), per row."""
+    ins = [i for i in node.input if i]
+    if all(i in live for i in ins):
+        return 0.0
+    if node.op_type == "Concat":
+        ax = attr(node, "axis", 0) % G.ndim
+        parts = np.split(G, np.cumsum([g.shape(i)[ax] for i in ins])[:-1], axis=ax)
+        return sum((part * g.const(i)).reshape(G.shape[0], -1).sum(1) for i, part in zip(ins, parts) if i not in live)
+    total = 0.0
+    for j, i in enumerate(ins):
+        if i not in live:
+            sign = -1.0 if (node.op_type == "Sub" and j == 1) else 1.0
+            c = np.broadcast_to(g.const(i).astype(np.float64), G.shape[1:])
+            total = total + sign * (G * c).reshape(G.shape[0], -1).sum(1)
+    return total
+
+
+def lower(p, t, G):
+    """(Λ, β): ``Σ G ⊙ t(x') ≥ Λ·x' + β`` for every x' in the input set, Λ (m, input size)."""
+    net, inp = p.net, p.net.g.input
+    m = G.shape[0]
+    beta = np.zeros(m)
+    if t == inp:
+        return G.reshape(m, -1), beta
+    grads = {t: G}
+
+    def push(name, L):
+        grads[name] = grads[name] + L if name in grads else L
+
+    for k in range(net.producer[t], -1, -1):
+        node, role = net.nodes[k], net.roles[k]
+        out = node.output[0]
+        if out not in grads:
+            continue
+        L = grads.pop(out)
+        if role in ("act", "silu"):
+            al, bl, au, bu = _lines(p, k)
+            pos, neg = np.maximum(L, 0.0), np.minimum(L, 0.0)
+            beta += (pos * bl + neg * bu).reshape(m, -1).sum(1)
+            push(net.tensor_input(k), pos * al + neg * au)
+        elif role == "maxpool":
+            geo, hw, picks, sure = _lines(p, k)
+            pos, neg = np.maximum(L, 0.0), np.minimum(L, 0.0)
+            sel = pos + neg * sure
+            beta += (neg * ~sure * p.hi[out]).reshape(m, -1).sum(1)
+            zero = np.zeros_like(picks[0])
+            push(node.input[0], grid.max_pool_adjoint(sel, np.zeros_like(sel), [(w, zero) for w in picks], geo, hw)[0])
+        elif role == "move":
+            push(node.input[0], moves.move_back(node, net.g, L, node.input[0]))
+        elif role == "combine":
+            beta += _constants(node, net.g, L, net.live)
+            for name, part in moves.combine_back(node, net.g, L, net.live):
+                push(name, part)
+        else:
+            var = next(i for i in node.input if i in net.live)
+            beta += (L * _bias(p, k)).reshape(m, -1).sum(1)
+            push(var, linear.adjoint(node, net.g, net.live, L))
+    L = grads.get(inp)
+    return (np.zeros((m, p.a.size)) if L is None else L.reshape(m, -1)), beta
+
+
+def bounds(p, t, G):
+    """(low, up) per row of G: ``low ≤ Σ G ⊙ t(x') ≤ up`` on the input set (box and, when
+    the pass has one, the ℓ2 ball)."""
+    m = G.shape[0]
+    Lam, beta = lower(p, t, np.concatenate([G, -G]))
+    x = p.x.reshape(-1)
+    at = Lam @ x + beta
+    box = at + np.minimum(Lam * p.a, Lam * p.b).sum(1)
+    if p.ball is not None:
+        box = np.maximum(box, at - np.linalg.norm(Lam, axis=1) * p.ball)
+    return box[:m], -box[m:]
