@@ -118,14 +118,44 @@ def lower(p, t, G):
     return (np.zeros((m, p.a.size)) if L is None else L.reshape(m, -1)), beta
 
 
-def bounds(p, t, G):
+def bounds(p, t, G, upper=True):
     """(low, up) per row of G: ``low ≤ Σ G ⊙ t(x') ≤ up`` on the input set (box and, when
-    the pass has one, the ℓ2 ball)."""
+    the pass has one, the ℓ2 ball); ``up`` is None unless ``upper``."""
     m = G.shape[0]
-    Lam, beta = lower(p, t, np.concatenate([G, -G]))
-    x = p.x.reshape(-1)
-    at = Lam @ x + beta
-    box = at + np.minimum(Lam * p.a, Lam * p.b).sum(1)
+    Lam, beta = lower(p, t, np.concatenate([G, -G]) if upper else G)
+    at = Lam @ p.x.reshape(-1) + beta
+    low = at + np.minimum(Lam * p.a, Lam * p.b).sum(1)
     if p.ball is not None:
-        box = np.maximum(box, at - np.linalg.norm(Lam, axis=1) * p.ball)
-    return box[:m], -box[m:]
+        low = np.maximum(low, at - np.linalg.norm(Lam, axis=1) * p.ball)
+    return (low[:m], -low[m:]) if upper else (low, None)
+
+
+def settle_pool(p, t, geo, masks, out_hw, chunk):
+    """Candidate masks of a max pool with the cells that cannot hold the window's maximum
+    removed: cell c of a window is dropped where CROWN proves v_k* − v_c > 0 on the whole set
+    (k* the cell with the largest lower end), which interval arithmetic on v_k* and v_c alone
+    cannot see when their intervals overlap. Cells constant on the set are left as they are."""
+    lo, hi = p.lo[t], p.hi[t]
+    k, s, d, pads = geo
+    offs = [(i, j) for i in range(k[0]) for j in range(k[1])]
+    lop = grid.pad(lo, geo, -np.inf)
+    slices = [sl for _, _, sl in grid._slices(geo, out_hw)]
+    pick = np.argmax(np.stack([lop[sl] for sl in slices]), axis=0)
+    count = sum(m.astype(np.int64) for m in masks)
+    live = grid.pad((hi > lo).astype(np.float64), geo)
+    rows = []
+    for o, sl in enumerate(slices):
+        for _, c, a, b in np.argwhere(masks[o] & (pick != o) & (count > 1) & (live[sl] > 0)):
+            rows.append((o, c, a, b, pick[0, c, a, b]))
+    for n in range(0, len(rows), chunk):
+        part = rows[n : n + chunk]
+        G = np.zeros((len(part), *lo.shape[1:]))
+        for r, (o, c, a, b, q) in enumerate(part):
+            for off, sign in ((q, 1.0), (o, -1.0)):
+                i, j = offs[off]
+                G[r, c, a * s[0] + i * d[0] - pads[0], b * s[1] + j * d[1] - pads[1]] += sign
+        low = bounds(p, t, G, upper=False)[0]
+        for (o, c, a, b, _), v in zip(part, low):
+            if v > 0:
+                masks[o][0, c, a, b] = False
+    return masks, sum(m.astype(np.int64) for m in masks)

@@ -96,7 +96,7 @@ class Pass:
     linear bounds of :mod:`.crown` to the mean-value form (the intersection of the two)."""
 
     def __init__(self, net, x, low, high, tighten=True, limit=4096, ball=None, crown=True):
-        self.limit, self.ball, self.crown = limit, ball, crown
+        self.limit, self.ball, self.crown, self.tighten = limit, ball, crown, tighten
         self.net, self.x, self.a, self.b = net, x, (low - x).reshape(-1), (high - x).reshape(-1)
         inp = net.g.input
         self.point, self.lo, self.hi = {inp: x}, {inp: low}, {inp: high}
@@ -129,6 +129,9 @@ class Pass:
             ins, outs = g.shape(t), g.shape(out)
             geo = grid.geometry(node, ins, outs, grid.kernel_of(node))
             masks, count = grid.max_candidates(self.lo[t], self.hi[t], geo, outs[2:])
+            if self.crown and self.tighten and np.any(count > 1):
+                step = max(1, CHUNK_ELEMENTS // self.net.largest)
+                masks, count = crown.settle_pool(self, t, geo, masks, outs[2:], step)
             sure = count == 1
             self.pool[out] = (geo, ins[2:], [(np.where(sure, m, 0.5 * m), np.where(sure, 0.0, 0.5 * m)) for m in masks])
             p, a, b = (grid.max_pool(v[t], geo, outs[2:]) for v in (self.point, self.lo, self.hi))
