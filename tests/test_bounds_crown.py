@@ -4,6 +4,7 @@ ball, closed forms on linear nets, linear programs over every ReLU region of tin
 against the certified ℓ2 radius."""
 
 import copy
+import functools
 import itertools
 
 import numpy as np
@@ -102,12 +103,12 @@ def _extremes(net64, x, rho, ball, C, seed):
     low, high = z.min(0).values, z.max(0).values
     for j in range(C):
         for sign in (1.0, -1.0):
-            d = project(rho * torch.randn(4, *x.shape[1:], generator=g, dtype=torch.float64))
-            for _ in range(15):
+            d = project(rho * torch.randn(3, *x.shape[1:], generator=g, dtype=torch.float64))
+            for _ in range(10):
                 d.requires_grad_(True)
                 (grad,) = torch.autograd.grad((sign * net64(x + d)[:, j]).sum(), d)
                 with torch.no_grad():
-                    step = grad / grad.reshape(4, -1).norm(dim=1).clamp_min(1e-300).reshape(-1, *[1] * (d.ndim - 1))
+                    step = grad / grad.reshape(3, -1).norm(dim=1).clamp_min(1e-300).reshape(-1, *[1] * (d.ndim - 1))
                     d = project(d + 0.2 * rho * (step if ball else grad.sign()))
             with torch.no_grad():
                 v = net64(x + d)[:, j]
@@ -124,7 +125,12 @@ class Residual(nn.Module):
         return torch.relu(x + self.conv(torch.relu(x)))
 
 
+@functools.cache
 def _nets():
+    return tuple((name, net, export(net, shape), shape) for name, net, shape in _make_nets())
+
+
+def _make_nets():
     torch.manual_seed(3)
     yield "mlp", mlp(4, [8, 8, 8], nn.ReLU, 3), (4,)
     yield "tanh", mlp(4, [8, 8], nn.Tanh, 4), (4,)
@@ -137,11 +143,9 @@ def _nets():
     yield "silu", nn.Sequential(silu, nn.Linear(3, 3)).eval(), (2, 6, 6)
 
 
-@pytest.mark.parametrize("ball", [False, True])
-@pytest.mark.parametrize("rho", [0.02, 0.3])
+@pytest.mark.parametrize("ball, rho", [(False, 0.02), (True, 0.3)])
 def test_crown_bounds_contain_every_sampled_and_ascended_logit(ball, rho):
-    for k, (name, net, shape) in enumerate(_nets()):
-        proto = export(net, shape)
+    for k, (name, net, proto, shape) in enumerate(_nets()):
         x = np.random.default_rng(k).random((1, *shape))
         g, p = _pass(proto, shape, x, rho, ball)
         lo, up = _logit_bounds(g, p)
@@ -200,16 +204,19 @@ def regions_extremes(net, x, rho):
             A, c, k = s[:, None] * A, s * c, k + h
         A, c = Ws[-1] @ A, Ws[-1] @ c + bs[-1]
         A_ub, b_ub = np.array([a for a, _ in rows]), np.array([v for _, v in rows])
+        box = [(v - rho, v + rho) for v in x]
+        if linprog(np.zeros(d), A_ub=A_ub, b_ub=b_ub, bounds=box).status != 0:
+            continue  # the region does not meet the box
         for j in range(C):
             for sign in (1.0, -1.0):
-                res = linprog(sign * A[j], A_ub=A_ub, b_ub=b_ub, bounds=[(v - rho, v + rho) for v in x])
+                res = linprog(sign * A[j], A_ub=A_ub, b_ub=b_ub, bounds=box)
                 if res.status == 0:
                     v = A[j] @ res.x + c[j]
                     low[j], high[j] = min(low[j], v), max(high[j], v)
     return low, high
 
 
-@pytest.mark.parametrize("seed", range(4))
+@pytest.mark.parametrize("seed", range(3))
 def test_enumerated_regions_lie_inside_the_crown_bounds(seed):
     net = mlp(2, [3, 3], nn.ReLU, seed)
     proto = export(net, (2,))
@@ -224,7 +231,7 @@ def test_enumerated_regions_lie_inside_the_crown_bounds(seed):
 # --- certified ℓ2 radius: never beaten by an attack, never below the global route
 
 
-@settings(max_examples=8, deadline=None)
+@settings(max_examples=5, deadline=None)
 @given(seed=st.integers(0, 10_000), act=st.sampled_from(["relu", "tanh"]), width=st.integers(4, 12))
 def test_certified_l2_radius_is_never_beaten_and_never_below_the_global_route(seed, act, width):
     d = 3
@@ -251,3 +258,30 @@ def test_l2_ball_bounds_are_no_looser_than_the_box_that_holds_it():
     assert np.all(ball.lipschitz <= box.lipschitz * (1 + 1e-12))
     with pytest.raises(InvalidArgumentError, match="norm must be 'linf'"):
         fa.local_bound(proto, x, 0.1, norm="l3")
+
+
+# --- max pools: cells CROWN proves below the window's best leave the interval Jacobian
+
+
+def test_settled_max_pools_keep_every_jacobian_in_the_interval_jacobian():
+    torch.manual_seed(5)
+    net = nn.Sequential(
+        nn.Conv2d(2, 4, 3, padding=1), nn.ReLU(), nn.MaxPool2d(2), nn.Conv2d(4, 4, 3, padding=1), nn.ReLU()
+    )
+    net = nn.Sequential(net, nn.MaxPool2d(2), nn.Flatten(), nn.Linear(4 * 2 * 2, 3)).eval()
+    proto = export(net, (2, 8, 8))
+    x = np.random.default_rng(5).random((1, 2, 8, 8))
+    rho = 0.02
+    ambiguous = {}
+    for crown_on in (False, True):
+        g, p = _pass(proto, (2, 8, 8), x, rho, False, crown=crown_on)
+        ambiguous[crown_on] = sum(int(np.sum(w[1] > 0)) for v in p.pool.values() for w in v[2])
+    assert ambiguous[True] < ambiguous[False], ambiguous  # CROWN settles cells interval arithmetic cannot
+    Jm, Jr = p.backward(g.g.output, np.eye(3), 256)
+    net64 = copy.deepcopy(net).double()
+    gen = torch.Generator().manual_seed(5)
+    for k in range(200):
+        u = torch.rand(x.shape[1:], generator=gen, dtype=torch.float64)
+        y = torch.tensor(x[0]) + rho * (2 * (u if k % 2 else (u > 0.5).double()) - 1)
+        J = torch.autograd.functional.jacobian(lambda a: net64(a[None])[0], y).reshape(3, -1).numpy()
+        assert np.all(np.abs(J - Jm) <= Jr + 1e-12), np.max(np.abs(J - Jm) - Jr)
