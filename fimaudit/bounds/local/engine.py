@@ -1,13 +1,18 @@
-r"""Bounds on a box B around one input x: every tensor's interval on B, and interval
-Jacobians ∂t/∂x over B of any tensor t, carried backward from t.
+r"""Bounds on a set B around one input x — a box, or a box intersected with an ℓ2 ball —:
+every tensor's interval on B, and interval Jacobians ∂t/∂x over B of any tensor t, carried
+backward from t.
 
 Forward, node by node: intervals by interval arithmetic (:mod:`.linear`, :mod:`.moves`,
 :mod:`.activations`); before a nonlinearity reads a pre-activation t that depends on the
-input through an earlier nonlinearity, t's interval is tightened by the mean-value form
-``t(x') ∈ t(x) + J_B (x' − x)`` with J_B the interval Jacobian of t over B computed backward
-from t (the rows of the units that interval arithmetic cannot settle: unstable ReLUs, every
-unit of a smooth activation). Every derivative interval that a backward pass uses belongs to
-a nonlinearity before t, so it is already known.
+input through an earlier nonlinearity, t's interval is tightened by the intersection of two
+sound bounds (for the units that interval arithmetic cannot settle: unstable ReLUs, every unit
+of a smooth activation): the mean-value form ``t(x') ∈ t(x) + J_B (x' − x)`` with J_B the
+interval Jacobian of t over B computed backward from t, and the CROWN linear bounds of
+:mod:`.crown`. Every derivative interval and linear relaxation a backward pass uses belongs to
+a nonlinearity before t, so it is already known. On a ball the first pre-activations are
+tightened as well (CROWN is exact on an affine map), so every interval holds on the ball. A
+max pool's candidate cells are those interval arithmetic cannot exclude, less those CROWN
+proves below the window's best (:func:`.crown.settle_pool`).
 
 Backward, from rows G = (G_mid ± G_rad) of ∂z/∂t: a linear node maps them to
 ``(G_mid A, G_rad |A|)``; a pointwise nonlinearity with derivative interval d_mid ± d_rad to
@@ -176,7 +181,8 @@ class Pass:
 
     def offsets(self, Jm, Jr):
         """[low, up] ∋ J (x' − x) for every J in Jm ± Jr and x' in the box: per row, the sum
-        over coordinates of the extreme products of [J_lo, J_hi] × [a, b] (a ≤ 0 ≤ b)."""
+        over coordinates of the extreme products of [J_lo, J_hi] × [a, b] (a ≤ 0 ≤ b); on a
+        ball of radius ρ also |J (x' − x)| ≤ (‖Jm‖₂ + ‖Jr‖₂) ρ (Cauchy–Schwarz, |J| ≤ |Jm| + Jr)."""
         jl, jh = Jm - Jr, Jm + Jr
         prods = (jl * self.a, jl * self.b, jh * self.a, jh * self.b)
         low, up = np.minimum.reduce(prods).sum(1), np.maximum.reduce(prods).sum(1)
