@@ -16,7 +16,9 @@ and CNN trained briefly on scikit-learn's digits (8×8 images in [0, 1]): median
 inputs the model classifies correctly.
 The ViT-style model is listed as unsupported when the local rules refuse its ops.
 
-Writes benchmarks/results/local_bounds_cpu.txt.
+    python benchmarks/local_bounds.py --radii 1e-3   # one box radius only
+
+Writes benchmarks/results/local_bounds_cpu.txt (after every row).
 """
 
 import copy
@@ -47,7 +49,7 @@ from fimaudit.errors import UnsupportedOnnxOpError  # noqa: E402
 
 RADII = (1e-4, 1e-3, 1e-2, 1e-1)
 TIGHTEN = 1024  # units tightened per tensor at most
-DIGITS = 10  # test inputs per digits model
+DIGITS = 6  # test inputs per digits model
 
 
 def mlp():
@@ -83,7 +85,6 @@ def digits_rows():
     """Median certified ℓ2 radius vs median attack distance, trained digits MLP and CNN."""
     Xtr, ytr, Xte, yte, shape = data.load("digits")
     mean, std = Xtr.mean(0), Xtr.std(0) + 1e-2
-    out = []
     for arch in ("mlp", "cnn"):
         torch.manual_seed(0)
         net = train.train(zoo.build(arch, shape, 10, mean, std, width=64), Xtr, ytr, epochs=10)
@@ -98,7 +99,7 @@ def digits_rows():
         with torch.no_grad():
             rg = g.certified_radius(copy.deepcopy(net).double()(torch.from_numpy(X)).numpy())
         d = attack_distance(net, Xte[ok], yte[ok])
-        out.append(
+        yield (
             row(
                 f"digits-{arch}",
                 f"{np.median(rg):.4g}",
@@ -108,8 +109,6 @@ def digits_rows():
                 f"{secs / len(ok):.1f}",
             )
         )
-        print(out[-1], flush=True)
-    return out
 
 
 def row(*cells):
@@ -121,9 +120,23 @@ def table_head(*names):
     return [row(*names), row(*["---"] * len(names))]
 
 
+def certified_row(name, net, proto, x, glob):
+    t0 = time.perf_counter()
+    r = fa.certified_radius(proto, x.numpy(), iterations=3, input_domain=(0.0, 1.0), tighten=TIGHTEN)[0]
+    secs = time.perf_counter() - t0
+    with torch.no_grad():
+        z = copy.deepcopy(net).double()(x)[0].numpy()
+    rg = (np.sort(z)[-1] - np.sort(z)[-2]) / (np.sqrt(2) * glob)
+    d = attack_distance(net, x, torch.tensor([int(np.argmax(z))]))[0]
+    return row(name, f"{rg:.4g}", f"{r:.4g}", f"{d:.4g}", f"{d / r:.3g}", f"{secs:.1f}")
+
+
 def main():
+    """``--radii 1e-3 ...`` limits the box radii (default: all four). The results file is
+    rewritten after every row, so an interrupted run leaves the rows it finished."""
     warnings.simplefilter("ignore")
     torch.set_num_threads(2)
+    radii = [float(v) for v in sys.argv[sys.argv.index("--radii") + 1 :]] if "--radii" in sys.argv else RADII
     lines = [
         "Local certified bounds vs measured max ‖J‖₂ in the same ℓ∞ box (one input, random init, float64)",
         *table_head(
@@ -134,11 +147,19 @@ def main():
         "Certified ℓ2 radius of the predicted class (median over inputs; random-init models: one input)",
         *table_head("model", "global", "local", "attack", "attack/local", "seconds per input"),
     ]
+    out = os.path.join(ROOT, "benchmarks", "results", "local_bounds_cpu.txt")
+
+    def flush():
+        print((radii_lines if len(radii_lines) > 3 else lines)[-1], flush=True)
+        with open(out, "w", encoding="utf-8") as f:
+            f.write("\n".join(lines + [""] + radii_lines) + "\n")
+
+    later = {}
     for name, net, shape in models():
         proto = _proto(fa.wrap(net, input_shape=shape))
         x = torch.rand(1, *shape, generator=torch.Generator().manual_seed(1), dtype=torch.float64)
         glob = fa.lipschitz_bound(proto).lipschitz if name != "vit" else float("nan")
-        for rho in RADII:
+        for rho in radii:
             t0 = time.perf_counter()
             try:
                 b = fa.local_bound(proto, x.numpy(), rho, global_cap=False, tighten=TIGHTEN)
@@ -162,25 +183,17 @@ def main():
                     f"{secs:.2f}",
                 )
             )
-            print(lines[-1], flush=True)
+            flush()
         else:
-            if name not in ("mlp", "vgg"):
-                continue
-            t0 = time.perf_counter()
-            r = fa.certified_radius(proto, x.numpy(), iterations=3, input_domain=(0.0, 1.0), tighten=TIGHTEN)[0]
-            secs = time.perf_counter() - t0
-            with torch.no_grad():
-                z = copy.deepcopy(net).double()(x)[0].numpy()
-            rg = (np.sort(z)[-1] - np.sort(z)[-2]) / (np.sqrt(2) * glob)
-            d = attack_distance(net, x, torch.tensor([int(np.argmax(z))]))[0]
-            radii_lines.append(row(name, f"{rg:.4g}", f"{r:.4g}", f"{d:.4g}", f"{d / r:.3g}", f"{secs:.1f}"))
-            print(radii_lines[-1], flush=True)
-    radii_lines += digits_rows()
-    text = "\n".join(lines + [""] + radii_lines) + "\n"
-    print(text)
-    out = os.path.join(ROOT, "benchmarks", "results", "local_bounds_cpu.txt")
-    with open(out, "w", encoding="utf-8") as f:
-        f.write(text)
+            if name in ("mlp", "vgg"):
+                later[name] = (net, proto, x, glob)
+    radii_lines.append(certified_row("mlp", *later["mlp"]))
+    flush()
+    for r in digits_rows():
+        radii_lines.append(r)
+        flush()
+    radii_lines.append(certified_row("vgg", *later["vgg"]))
+    flush()
 
 
 if __name__ == "__main__":
