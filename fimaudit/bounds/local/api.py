@@ -1,19 +1,21 @@
 r"""Local certified bounds around inputs: on B = {x' : ‖x' − x‖_∞ ≤ ρ} ∩ input domain (which
-holds the ℓ2 ball of radius ρ), per input x:
+holds the ℓ2 ball of radius ρ), or with ``norm="l2"`` on B = {x' : ‖x' − x‖₂ ≤ ρ} ∩ input domain
+(its derivative intervals from pre-activation intervals valid on the ball), per input x:
 
 * ``lipschitz``: L_B ≥ sup_{x' ∈ B} ‖J(x')‖₂ (J the logits' Jacobian), from the interval
   Jacobian of :mod:`.engine`: ‖J_mid‖₂ + ‖J_rad‖₂ ≥ ‖J‖₂ since |J − J_mid| ≤ J_rad
   elementwise; capped by the global bound when that is computed;
-* ``logits_lower``/``logits_upper``: every logit on B (interval arithmetic ∩ mean-value form);
+* ``logits_lower``/``logits_upper``: every logit on B (interval arithmetic ∩ mean-value form ∩
+  the CROWN linear bounds of :mod:`.crown`);
 * ``fisher_bound``: sup_B λ_max(F) ≤ sup_B λ_max(M) · L_B² (:mod:`.metric`);
 * ``certified``: an ℓ2 radius r ≤ ρ around x inside which the top-1 class cannot change
-  (inside the domain): r = ρ when the margin's lower bound on B is positive, else
-  min_j m_j(x) / G_j with m_j = z_top − z_j and G_j ≥ sup_B ‖∇m_j‖₂ (each margin falls by at
-  most G_j ‖x' − x‖₂ on B), capped at ρ and at √2 L_B.
+  (inside the domain): r = ρ when the margins' lower bounds on B (mean-value form ∩ CROWN)
+  are positive, else min_j m_j(x) / G_j with m_j = z_top − z_j and G_j ≥ sup_B ‖∇m_j‖₂ (each
+  margin falls by at most G_j ‖x' − x‖₂ on the convex set B), capped at ρ and at √2 L_B.
 
-:func:`certified_radius` searches ρ (doubling, halving, then log-bisection, bounded) for the
-largest such r. References: Weng et al., ICML 2018 (CLEVER: certification from local Lipschitz
-constants); Shi et al., NeurIPS 2022; Zhang et al., NeurIPS 2018 (CROWN).
+:func:`certified_radius` searches ρ over ℓ2 balls (doubling, halving, then log-bisection,
+bounded) for the largest such r. References: Weng et al., ICML 2018 (CLEVER: certification from
+local Lipschitz constants); Shi et al., NeurIPS 2022; Zhang et al., NeurIPS 2018 (CROWN).
 """
 
 from __future__ import annotations
@@ -28,7 +30,7 @@ from ..._array import to_numpy
 from ...errors import InputShapeError, InvalidArgumentError
 from .. import memory
 from ..graph import Graph
-from . import layout
+from . import crown, layout
 from .engine import Network, Pass
 from .metric import sup_metric_norm
 
@@ -53,8 +55,12 @@ class LocalBound:
 
 
 class _Setup:
-    def __init__(self, model, x, input_shape, likelihood, sigma, input_domain, global_cap, memory_limit, tighten):
+    def __init__(self, model, x, input_shape, likelihood, sigma, input_domain, global_cap, memory_limit, tighten, norm):
         from ..lipschitz import _proto, lipschitz_bound
+
+        if norm not in ("linf", "l2"):
+            raise InvalidArgumentError(f"norm must be 'linf' (the box) or 'l2' (the ball), got {norm!r}")
+        self.norm = norm
 
         proto = _proto(model, memory_limit)
         X = np.asarray(to_numpy(x), dtype=np.float64)
@@ -98,7 +104,8 @@ class _Setup:
         """The bounds for input i on its box of radius rho, as a dict of numbers and rows."""
         t0 = time.perf_counter()
         x, lo, hi = self.box(i, rho)
-        p = Pass(self.net, x, lo, hi, self.tighten > 0, int(self.tighten))
+        ball = float(rho) if self.norm == "l2" else None
+        p = Pass(self.net, x, lo, hi, self.tighten > 0, int(self.tighten), ball=ball)
         out = self.g.output
         z = p.point[out].reshape(-1)
         C, top = z.size, int(np.argmax(z))
@@ -120,6 +127,9 @@ class _Setup:
         zhi = np.minimum(p.hi[out].reshape(-1), z + up[:C])
         m = z[top] - z[others]
         mlo = np.maximum(m + low[C:], zlo[top] - zhi[others])
+        if rho > 0:  # CROWN: linear bounds of the logits and margins, made concrete over the set
+            clo, cup = crown.bounds(p, out, G.reshape((G.shape[0], *layout.shape(self.g, out)[1:])))
+            zlo, zhi, mlo = np.maximum(zlo, clo[:C]), np.minimum(zhi, cup[:C]), np.maximum(mlo, clo[C:])
         slope = np.minimum(slope, math.sqrt(2.0) * L)
         if C < 2:
             cert = 0.0
@@ -161,10 +171,12 @@ def local_bound(
     input_domain=None,
     global_cap=True,
     tighten=4096,
+    norm="linf",
     memory_limit=memory.DEFAULT_LIMIT,
 ) -> LocalBound:
     """Certified bounds around each row of ``x`` on its ℓ∞ box of ``radius`` (a scalar or one
-    per input) intersected with ``input_domain=(low, high)`` (see the module docstring).
+    per input), or with ``norm="l2"`` on its ℓ2 ball of that radius, intersected with
+    ``input_domain=(low, high)`` (see the module docstring).
 
     ``model`` is what :func:`fimaudit.lipschitz_bound` accepts (an ONNX path, bytes,
     ModelProto, or a wrapped model with ``to_onnx()``). ``global_cap`` also computes the
@@ -172,7 +184,7 @@ def local_bound(
     per tensor whose intervals the mean-value form tightens (each costs one backward pass;
     0 or False: none, faster and looser).
     """
-    s = _Setup(model, x, input_shape, likelihood, sigma, input_domain, global_cap, memory_limit, tighten)
+    s = _Setup(model, x, input_shape, likelihood, sigma, input_domain, global_cap, memory_limit, tighten, norm)
     radii = _radii(radius, len(s.X))
     rows = [s.one(i, radii[i]) for i in range(len(s.X))]
     cols = {k: np.array([r[k] for r in rows]) for k in rows[0]}
@@ -192,11 +204,13 @@ def certified_radius(
 ):
     """Per row of ``x``, an ℓ2 radius inside which the predicted class provably cannot change
     (for perturbations inside ``input_domain``): the largest certificate of :class:`LocalBound`
-    over the box radii tried — the linearised radius at x, then up to 8 doublings or halvings,
-    then ``iterations`` log-bisection steps — and the global ``margin / (√2 L)``."""
+    on the ℓ2 balls tried — the linearised radius at x, then up to 8 doublings or halvings,
+    then ``iterations`` log-bisection steps — and the global ``margin / (√2 L)``. A ball is
+    certified whole when the CROWN lower bounds of every margin z_top − z_j over it are
+    positive; else its Lipschitz certificate min_j m_j / G_j still counts."""
     if not (isinstance(iterations, (int, np.integer)) and 0 <= iterations <= 60):
         raise InvalidArgumentError(f"iterations must be an integer in [0, 60], got {iterations!r}")
-    s = _Setup(model, x, input_shape, "categorical", 1.0, input_domain, global_cap, memory_limit, tighten)
+    s = _Setup(model, x, input_shape, "categorical", 1.0, input_domain, global_cap, memory_limit, tighten, "l2")
     out = np.zeros(len(s.X))
     for i in range(len(s.X)):
         at_x = s.one(i, 0.0)

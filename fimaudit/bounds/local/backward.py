@@ -136,36 +136,46 @@ def backward(p, t, G, generators=0):
 
 
 def _pool_generators(p, node, P, weights, geo, hw, keep):
-    """Generators for the candidate cells of ambiguous windows whose input is not constant on
-    the box (a constant cell is a dead unit's 0, which the unit's zero derivative clears), the
-    largest first; and the primary rows' remaining radius, scattered to the input."""
+    """Generators for the ambiguous windows, the largest first: a window with two candidate
+    cells c, k has derivative e_c or e_k, i.e. ½(e_c + e_k) ± ½(e_c − e_k), one generator that
+    keeps the two cells' weights summing to 1; a window with more, one generator per candidate
+    cell whose input is not constant on the box (a constant cell is a dead unit's 0, which the
+    unit's zero derivative clears). Also the primary rows' remaining radius, at the input."""
     t = node.input[0]
     live = grid.pad((p.hi[t] > p.lo[t]).astype(np.float64), geo)
-    picks = []
+    count = sum((wr > 0).astype(np.int64) for _, wr in weights)[0]  # candidates per window
+    picks, pairs, alive = [], {}, []
     for o, ((_, wr), (_, _, sl)) in enumerate(zip(weights, grid._slices(geo, P.shape[2:]))):
-        sel = np.argwhere(((wr > 0) & (live[sl] > 0))[0])
+        amb, on = (wr > 0)[0], (live[sl] > 0)[0]
+        alive.append(on)
+        for c in map(tuple, np.argwhere(amb & (count == 2))):
+            pairs.setdefault(c, []).append(o)
+        sel = np.argwhere(amb & (count != 2) & on)
         if len(sel):
             size = np.abs(P[:, sel[:, 0], sel[:, 1], sel[:, 2]]).sum(0) * wr[0, sel[:, 0], sel[:, 1], sel[:, 2]]
-            picks += [(float(v), o, tuple(c)) for v, c in zip(size, sel)]
+            picks += [(float(v), (o,), tuple(c)) for v, c in zip(size, sel)]
+    for c, offs in pairs.items():
+        if alive[offs[0]][c] or alive[offs[1]][c]:
+            picks.append((float(np.abs(P[(slice(None), *c)]).sum() * weights[offs[0]][1][(0, *c)]), tuple(offs), c))
     picks.sort(key=lambda v: -v[0])
     chosen = {}
-    for _, o, c in picks[:keep]:
-        chosen.setdefault(o, []).append(c)
-    rest = []
-    for o, (wm, wr) in enumerate(weights):
-        r = wr.copy()
-        for c in chosen.get(o, []):
-            r[(0, *c)] = 0.0
-        rest.append((np.zeros_like(wm), r))
+    for _, offs, c in picks[:keep]:
+        chosen.setdefault(offs, []).append(c)
+    rest = [(np.zeros_like(wm), wr.copy()) for wm, wr in weights]
+    for offs, cells in chosen.items():
+        for o in offs:
+            for c in cells:
+                rest[o][1][(0, *c)] = 0.0
     prim = grid.max_pool_adjoint(P, np.zeros_like(P), rest, geo, hw)[1]
     if not chosen:
         return None, prim
     blocks = []
-    for o, cells in chosen.items():
+    for offs, cells in chosen.items():
         E = np.zeros((len(cells), *P.shape))
         for n, c in enumerate(cells):
-            E[(n, slice(None), *c)] = P[(slice(None), *c)] * weights[o][1][(0, *c)]
+            E[(n, slice(None), *c)] = P[(slice(None), *c)] * weights[offs[0]][1][(0, *c)]
         E = E.reshape(-1, *P.shape[1:])
-        only = [(np.full_like(w[0], float(j == o)), np.zeros_like(w[0])) for j, w in enumerate(weights)]
+        sign = {offs[0]: 1.0, **({offs[1]: -1.0} if len(offs) == 2 else {})}
+        only = [(np.full_like(w[0], sign.get(j, 0.0)), np.zeros_like(w[0])) for j, w in enumerate(weights)]
         blocks.append(grid.max_pool_adjoint(E, np.zeros_like(E), only, geo, hw)[0])
     return np.concatenate(blocks), prim

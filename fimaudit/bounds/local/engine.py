@@ -1,15 +1,22 @@
-r"""Bounds on a box B around one input x: every tensor's interval on B, and interval
-Jacobians ∂t/∂x over B of any tensor t, carried backward from t.
+r"""Bounds on a set B around one input x — a box, or a box intersected with an ℓ2 ball —:
+every tensor's interval on B, and interval Jacobians ∂t/∂x over B of any tensor t, carried
+backward from t.
 
 Forward, node by node: intervals by interval arithmetic (:mod:`.linear`, :mod:`.moves`,
+Forward, node by node: intervals by interval arithmetic (:mod:`.linear`, :mod:`.moves`,
 :mod:`.activations`, :mod:`.products`, :mod:`.norms`; tensors held as :mod:`.layout` says);
-before a nonlinearity reads a pre-activation t that depends on the
-input through an earlier nonlinearity, t's interval is tightened by the mean-value form
-``t(x') ∈ t(x) + J_B (x' − x)`` with J_B the interval Jacobian of t over B computed backward
-from t (the rows of the units that interval arithmetic cannot settle: unstable ReLUs, every
-unit of a smooth activation). Every derivative interval that a backward pass uses belongs to
-a nonlinearity before t, so it is already known. Every input of a product, softmax or
-LayerNormalization is tightened so (and the outputs of the last two, whose rules then reread
+before a nonlinearity reads a pre-activation t that depends on the input through an earlier
+nonlinearity, t's interval is tightened by the intersection of two sound bounds (for the units
+that interval arithmetic cannot settle: unstable ReLUs, every unit of a smooth activation):
+the mean-value form ``t(x') ∈ t(x) + J_B (x' − x)`` with J_B the interval Jacobian of t over B
+computed backward from t, and the CROWN linear bounds of :mod:`.crown` (where every node before
+t has a linear relaxation: not past a product, softmax or normalisation). Every derivative
+interval and linear relaxation a backward pass uses belongs to a nonlinearity before t, so it
+is already known. On a ball the first pre-activations are tightened as well (CROWN is exact on
+an affine map), so every interval holds on the ball. A max pool's candidate cells are those
+interval arithmetic cannot exclude, less those CROWN proves below the window's best
+(:func:`.crown.settle_pool`). Every input of a product, softmax or LayerNormalization is
+tightened by the mean-value form (and the outputs of the last two, whose rules then reread
 their intervals), and for each the bound |J_mid| + J_rad ≥ |∂t/∂x| over B is kept: a radius
 R ≥ |ρ| on rows at t then reaches the input as R (|J_mid| + J_rad) ≥ |ρ ∂t/∂x| in one step.
 
@@ -33,7 +40,7 @@ from __future__ import annotations
 import numpy as np
 
 from ...errors import UnsupportedOnnxOpError
-from . import activations, grid, layout, linear, moves, norms, products
+from . import activations, crown, grid, layout, linear, moves, norms, products
 
 CHUNK_ELEMENTS = 1 << 22  # rows × tensor size per backward pass
 JAC_ELEMENTS = 1 << 24  # |∂t/∂x| bounds kept for the backward passes (:mod:`.backward`)
@@ -57,7 +64,7 @@ class Network:
                     producer[o] = len(self.nodes) - 1
             if graph.output in node.output:
                 break
-        self.live, self.producer = live, producer
+        self.live, self.producer, self.biases = live, producer, {}
         self.largest = max(int(np.prod(graph.shape(n.output[0]))) for n in self.nodes)
 
     def _role(self, node, live, producer):
@@ -111,23 +118,26 @@ class Network:
 
 
 class Pass:
-    """The bounds for one input x on the box [low, high] (x inside it); at most ``limit``
-    units of a tensor are tightened (a subset keeps every bound sound, only looser)."""
+    """The bounds for one input x on the box [low, high] (x inside it), or on its
+    intersection with the ℓ2 ball of radius ``ball`` around x; at most ``limit`` units of a
+    tensor are tightened (a subset keeps every bound sound, only looser). ``crown`` adds the
+    linear bounds of :mod:`.crown` to the mean-value form (the intersection of the two)."""
 
-    def __init__(self, net, x, low, high, tighten=True, limit=4096):
-        self.limit = limit
+    def __init__(self, net, x, low, high, tighten=True, limit=4096, ball=None, crown=True):
+        self.limit, self.ball, self.crown, self.tighten = limit, ball, crown, tighten
         self.net, self.x, self.a, self.b = net, x, (low - x).reshape(-1), (high - x).reshape(-1)
         inp = net.g.input
         self.point, self.lo, self.hi = {inp: x}, {inp: low}, {inp: high}
-        self.deriv, self.pool, self.tightened, self.jac, self.kept = {}, {}, 0, {}, 0
+        self.deriv, self.pool, self.lines, self.tightened, self.jac, self.kept = {}, {}, {}, 0, {}, 0
         nonlin = {inp: False}
         for k, node in enumerate(net.nodes):
             role, out = net.roles[k], node.output[0]
             if role in ("act", "silu", "maxpool"):
                 t = net.tensor_input(k)
                 before = net.roles[net.producer[t]] if t in net.producer else None
-                if tighten and nonlin[t] and not (role == "maxpool" and before in ("act", "maxpool")):
-                    self._tighten(t, node if role == "act" else None)
+                first = not nonlin[t] and ball is not None and crown  # an affine map of the ball: exact by CROWN
+                if tighten and (nonlin[t] or first) and not (role == "maxpool" and before in ("act", "maxpool")):
+                    self._tighten(t, node if role == "act" else None, nonlin[t])
                 nonlin[out] = True
             elif role in SMOOTH:  # a product, softmax or normalisation: every input, and keep its |∂t/∂x|
                 for t in dict.fromkeys(i for i in node.input if i in net.live):
@@ -155,6 +165,9 @@ class Pass:
             ins, outs = g.shape(t), g.shape(out)
             geo = grid.geometry(node, ins, outs, grid.kernel_of(node))
             masks, count = grid.max_candidates(self.lo[t], self.hi[t], geo, outs[2:])
+            if self.crown and self.tighten and np.any(count > 1):
+                step = max(1, CHUNK_ELEMENTS // self.net.largest)
+                masks, count = crown.settle_pool(self, t, geo, masks, outs[2:], step)
             sure = count == 1
             self.pool[out] = (geo, ins[2:], [(np.where(sure, m, 0.5 * m), np.where(sure, 0.0, 0.5 * m)) for m in masks])
             p, a, b = (grid.max_pool(v[t], geo, outs[2:]) for v in (self.point, self.lo, self.hi))
@@ -172,7 +185,7 @@ class Pass:
             a, b = mid - rad, mid + rad
         self.point[out], self.lo[out], self.hi[out] = p, np.minimum(a, p), np.maximum(b, p)
 
-    def _tighten(self, t, node, keep=False):
+    def _tighten(self, t, node, mean_value=True, keep=False):
         lo, hi = self.lo[t].reshape(-1), self.hi[t].reshape(-1)
         if node is not None and node.op_type in ("Relu", "LeakyRelu"):
             rows = np.flatnonzero((lo < 0) & (hi > 0))  # the others are settled already
@@ -184,18 +197,23 @@ class Pass:
         if rows.size == 0:
             return
         lo, hi = lo.copy(), hi.copy()
-        keep = keep and rows.size == lo.size and self.kept + lo.size * self.a.size <= JAC_ELEMENTS
+        keep = keep and mean_value and rows.size == lo.size and self.kept + lo.size * self.a.size <= JAC_ELEMENTS
         jac = np.zeros((lo.size, self.a.size)) if keep else None
-        step = max(1, CHUNK_ELEMENTS // self.net.largest)
+        step = max(1, CHUNK_ELEMENTS // (2 * self.net.largest))
         for s in range(0, rows.size, step):
             idx = rows[s : s + step]
             G = np.zeros((idx.size, lo.size))
             G[np.arange(idx.size), idx] = 1.0
-            Jm, Jr = self.backward(t, G.reshape((idx.size, *layout.shape(self.net.g, t)[1:])))
-            low, up = self.offsets(Jm, Jr)
-            if keep:
-                jac[idx] = np.abs(Jm) + Jr
-            lo[idx], hi[idx] = np.maximum(lo[idx], z[idx] + low), np.minimum(hi[idx], z[idx] + up)
+            G = G.reshape((idx.size, *layout.shape(self.net.g, t)[1:]))
+            if mean_value:
+                Jm, Jr = self.backward(t, G)
+                low, up = self.offsets(Jm, Jr)
+                if keep:
+                    jac[idx] = np.abs(Jm) + Jr
+                lo[idx], hi[idx] = np.maximum(lo[idx], z[idx] + low), np.minimum(hi[idx], z[idx] + up)
+            if self.crown:
+                low, up = crown.bounds(self, t, G)
+                lo[idx], hi[idx] = np.maximum(lo[idx], low), np.minimum(hi[idx], up)
         self.tightened += rows.size
         if keep:
             self.jac[t], self.kept = jac, self.kept + jac.size
@@ -203,10 +221,15 @@ class Pass:
 
     def offsets(self, Jm, Jr):
         """[low, up] ∋ J (x' − x) for every J in Jm ± Jr and x' in the box: per row, the sum
-        over coordinates of the extreme products of [J_lo, J_hi] × [a, b] (a ≤ 0 ≤ b)."""
+        over coordinates of the extreme products of [J_lo, J_hi] × [a, b] (a ≤ 0 ≤ b); on a
+        ball of radius ρ also |J (x' − x)| ≤ (‖Jm‖₂ + ‖Jr‖₂) ρ (Cauchy–Schwarz, |J| ≤ |Jm| + Jr)."""
         jl, jh = Jm - Jr, Jm + Jr
         prods = (jl * self.a, jl * self.b, jh * self.a, jh * self.b)
-        return np.minimum.reduce(prods).sum(1), np.maximum.reduce(prods).sum(1)
+        low, up = np.minimum.reduce(prods).sum(1), np.maximum.reduce(prods).sum(1)
+        if self.ball is None:
+            return low, up
+        reach = (np.linalg.norm(Jm, axis=1) + np.linalg.norm(Jr, axis=1)) * self.ball  # |J d| ≤ (‖Jm‖ + ‖Jr‖)‖d‖
+        return np.maximum(low, -reach), np.minimum(up, reach)
 
     def backward(self, t, G, generators=0):
         """(J_mid, J_rad), each (rows, input size): the interval Jacobian over the box of the

@@ -1,0 +1,175 @@
+r"""Linear bounds by a backward pass (CROWN): for rows G (m, *shape of t) and every input x' of
+the input set, ``Σ G ⊙ t(x') ≥ Λ · x' + β`` with Λ (m, input size) and β (m,) from one walk
+back from t to the input, signed throughout (no magnitudes of weights).
+
+A linear node y = A v + b maps the rows exactly: ``Λ ↦ Λ A`` and ``β += Λ · b``; moves, sums
+and concatenations route them (a tensor read twice gets the sum of what both readers send); a
+constant operand of a sum or concatenation adds its part to β. A pointwise activation with the
+lines ``α_l z + β_l ≤ σ(z) ≤ α_u z + β_u`` on its pre-activation interval (:mod:`.relax`) takes
+the lower line where a row's coefficient is ≥ 0 and the upper one where it is < 0, so each
+product keeps the bound's direction. A max pool window whose argmax is the same on the whole
+set is a selection; otherwise ``max_k v_k ≥ v_{k*}`` (k* the cell with the largest lower end)
+bounds it below and the constant ``max_k u_k`` above. Upper bounds are the lower bounds of −G.
+
+At the input the bound is made concrete over the set: on the box [x + a, x + b] (a ≤ 0 ≤ b),
+``min Λ·x' = Λ·x + Σ min(Λ a, Λ b)``; on the ℓ2 ball of radius ρ, ``Λ·x − ‖Λ‖₂ ρ`` (the dual
+norm); on their intersection the larger of the two.
+
+References: Zhang et al., NeurIPS 2018, "Efficient neural network robustness certification with
+general activation functions" (CROWN); Xu et al., NeurIPS 2020, "Automatic perturbation analysis
+for scalable certified robustness and beyond" (auto_LiRPA: the same pass on general graphs).
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from ..rules import attr
+from . import activations, grid, layout, moves, relax
+
+
+def _lines(p, k):
+    """The relaxation of nonlinear node k on its input's interval, cached on the pass."""
+    net, node = p.net, p.net.nodes[k]
+    out = node.output[0]
+    if out not in p.lines:
+        t = net.tensor_input(k)
+        if net.roles[k] == "maxpool":
+            geo, hw = p.pool[out][0], net.g.shape(t)[2:]
+            lop = grid.pad(p.lo[t], geo, -np.inf)
+            slices = [sl for _, _, sl in grid._slices(geo, net.g.shape(out)[2:])]
+            pick = np.argmax(np.stack([lop[sl] for sl in slices]), axis=0)
+            sure = np.logical_and.reduce([w[1] == 0 for w in p.pool[out][2]])  # one candidate per window
+            p.lines[out] = (geo, hw, [(pick == o).astype(np.float64) for o in range(len(slices))], sure)
+        else:
+            op = "Silu" if net.roles[k] == "silu" else activations.kind(node)
+            p.lines[out] = relax.lines(op, node, p.lo[t], p.hi[t])
+    return p.lines[out]
+
+
+def _bias(p, k):
+    """The output of linear node k at a zero input: its bias, broadcast to its output shape."""
+    net, node = p.net, p.net.nodes[k]
+    if k not in net.biases:
+        var = next(i for i in node.input if i in net.live)
+        net.biases[k] = layout.forward(node, net.g, net.live, np.zeros(layout.shape(net.g, var)))
+    return net.biases[k]
+
+
+def _constants(node, g, G, live):
+    """Σ G ⊙ (the constant inputs of a sum or concatenation), per row."""
+    ins = [i for i in node.input if i]
+    if all(i in live for i in ins):
+        return 0.0
+    if node.op_type == "Concat":
+        ax = attr(node, "axis", 0) % G.ndim
+        parts = np.split(G, np.cumsum([g.shape(i)[ax] for i in ins])[:-1], axis=ax)
+        return sum((part * g.const(i)).reshape(G.shape[0], -1).sum(1) for i, part in zip(ins, parts) if i not in live)
+    total = 0.0
+    for j, i in enumerate(ins):
+        if i not in live:
+            sign = -1.0 if (node.op_type == "Sub" and j == 1) else 1.0
+            c = np.broadcast_to(g.const(i).astype(np.float64), G.shape[1:])
+            total = total + sign * (G * c).reshape(G.shape[0], -1).sum(1)
+    return total
+
+
+UNRELAXED = {"product", "softmax", "layernorm"}  # roles with no linear relaxation here
+
+
+class Unrelaxed(Exception):
+    """The walk back met a node with no linear relaxation (:data:`UNRELAXED`)."""
+
+
+def lower(p, t, G):
+    """(Λ, β): ``Σ G ⊙ t(x') ≥ Λ·x' + β`` for every x' in the input set, Λ (m, input size)."""
+    net, inp = p.net, p.net.g.input
+    m = G.shape[0]
+    beta = np.zeros(m)
+    if t == inp:
+        return G.reshape(m, -1), beta
+    grads = {t: G}
+
+    def push(name, L):
+        grads[name] = grads[name] + L if name in grads else L
+
+    for k in range(net.producer[t], -1, -1):
+        node, role = net.nodes[k], net.roles[k]
+        out = node.output[0]
+        if out not in grads:
+            continue
+        L = grads.pop(out)
+        if role in ("act", "silu"):
+            al, bl, au, bu = _lines(p, k)
+            pos, neg = np.maximum(L, 0.0), np.minimum(L, 0.0)
+            beta += (pos * bl + neg * bu).reshape(m, -1).sum(1)
+            push(net.tensor_input(k), pos * al + neg * au)
+        elif role == "maxpool":
+            geo, hw, picks, sure = _lines(p, k)
+            pos, neg = np.maximum(L, 0.0), np.minimum(L, 0.0)
+            sel = pos + neg * sure
+            beta += (neg * ~sure * p.hi[out]).reshape(m, -1).sum(1)
+            zero = np.zeros_like(picks[0])
+            push(node.input[0], grid.max_pool_adjoint(sel, np.zeros_like(sel), [(w, zero) for w in picks], geo, hw)[0])
+        elif role in UNRELAXED:
+            raise Unrelaxed(role)
+        elif role == "move":
+            push(node.input[0], moves.move_back(node, net.g, L, node.input[0]))
+        elif role == "combine":
+            beta += _constants(node, net.g, L, net.live)
+            for name, part in moves.combine_back(node, net.g, L, net.live):
+                push(name, part)
+        else:
+            var = next(i for i in node.input if i in net.live)
+            beta += (L * _bias(p, k)).reshape(m, -1).sum(1)
+            push(var, layout.adjoint(node, net.g, net.live, L))
+    L = grads.get(inp)
+    return (np.zeros((m, p.a.size)) if L is None else L.reshape(m, -1)), beta
+
+
+def bounds(p, t, G, upper=True):
+    """(low, up) per row of G: ``low ≤ Σ G ⊙ t(x') ≤ up`` on the input set (box and, when
+    the pass has one, the ℓ2 ball); ``up`` is None unless ``upper``. Where the walk back meets
+    a node with no linear relaxation the bounds are ±inf, so intersecting with them changes
+    nothing."""
+    m = G.shape[0]
+    try:
+        Lam, beta = lower(p, t, np.concatenate([G, -G]) if upper else G)
+    except Unrelaxed:  # a product, softmax or normalisation before t: no linear bound, nothing lost
+        return np.full(m, -np.inf), (np.full(m, np.inf) if upper else None)
+    at = Lam @ p.x.reshape(-1) + beta
+    low = at + np.minimum(Lam * p.a, Lam * p.b).sum(1)
+    if p.ball is not None:
+        low = np.maximum(low, at - np.linalg.norm(Lam, axis=1) * p.ball)
+    return (low[:m], -low[m:]) if upper else (low, None)
+
+
+def settle_pool(p, t, geo, masks, out_hw, chunk):
+    """Candidate masks of a max pool with the cells that cannot hold the window's maximum
+    removed: cell c of a window is dropped where CROWN proves v_k* − v_c > 0 on the whole set
+    (k* the cell with the largest lower end), which interval arithmetic on v_k* and v_c alone
+    cannot see when their intervals overlap. Cells constant on the set are left as they are."""
+    lo, hi = p.lo[t], p.hi[t]
+    k, s, d, pads = geo
+    offs = [(i, j) for i in range(k[0]) for j in range(k[1])]
+    lop = grid.pad(lo, geo, -np.inf)
+    slices = [sl for _, _, sl in grid._slices(geo, out_hw)]
+    pick = np.argmax(np.stack([lop[sl] for sl in slices]), axis=0)
+    count = sum(m.astype(np.int64) for m in masks)
+    live = grid.pad((hi > lo).astype(np.float64), geo)
+    rows = []
+    for o, sl in enumerate(slices):
+        for _, c, a, b in np.argwhere(masks[o] & (pick != o) & (count > 1) & (live[sl] > 0)):
+            rows.append((o, c, a, b, pick[0, c, a, b]))
+    for n in range(0, len(rows), chunk):
+        part = rows[n : n + chunk]
+        G = np.zeros((len(part), *lo.shape[1:]))
+        for r, (o, c, a, b, q) in enumerate(part):
+            for off, sign in ((q, 1.0), (o, -1.0)):
+                i, j = offs[off]
+                G[r, c, a * s[0] + i * d[0] - pads[0], b * s[1] + j * d[1] - pads[1]] += sign
+        low = bounds(p, t, G, upper=False)[0]
+        for (o, c, a, b, _), v in zip(part, low):
+            if v > 0:
+                masks[o][0, c, a, b] = False
+    return masks, sum(m.astype(np.int64) for m in masks)
