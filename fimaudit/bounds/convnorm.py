@@ -226,13 +226,9 @@ def below(G, mu):
 
 
 def _one_thread():
-    """BLAS and LAPACK on one thread (threadpoolctl, where installed): the calls are many and small."""
-    try:
-        from threadpoolctl import threadpool_limits
-    except ImportError:  # pragma: no cover
-        import contextlib
+    """BLAS and LAPACK on one thread (threadpoolctl): the calls are many and small."""
+    from threadpoolctl import threadpool_limits
 
-        return contextlib.nullcontext()
     return threadpool_limits(1)
 
 
