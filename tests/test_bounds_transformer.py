@@ -3,7 +3,6 @@ moves of the batch axis) against independent answers: torch float64 values and a
 Jacobians of the same weights at points sampled in the box, and sampling plus ascent."""
 
 import copy
-import warnings
 
 import numpy as np
 import pytest
@@ -16,17 +15,10 @@ import fimaudit as fa
 from fimaudit.bounds.graph import Graph
 from fimaudit.bounds.local.engine import Network, Pass
 
+from .test_bounds_local import export
+
 torch.set_num_threads(1)
 T, D = 4, 8  # tokens, features
-
-
-def export(net, shape):
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")
-        prog = torch.onnx.export(
-            copy.deepcopy(net).float().eval(), (torch.rand(1, *shape),), dynamo=True, external_data=False, verbose=False
-        )
-    return prog.model_proto
 
 
 class Block(nn.Module):
