@@ -20,6 +20,7 @@ from hypothesis import strategies as st
 
 import fimaudit as fa
 from fimaudit.errors import PrecisionNotReachedWarning
+from fimaudit.testing import save_gemm_onnx
 
 D, C = 48, 6
 W = np.random.default_rng(0).standard_normal((C, D)) * np.geomspace(1.0, 0.1, D)  # a decaying input spectrum
@@ -102,18 +103,9 @@ def _cli(*args):
 
 @pytest.fixture()
 def onnx_files(tmp_path):
-    onnx = pytest.importorskip("onnx")
+    pytest.importorskip("onnx")
     pytest.importorskip("fimaudit_onnx")
-    from onnx import TensorProto, helper, numpy_helper
-
-    g = helper.make_graph(
-        [helper.make_node("Gemm", ["x", "W"], ["logits"])],
-        "g",
-        [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["N", D])],
-        [helper.make_tensor_value_info("logits", TensorProto.FLOAT, ["N", C])],
-        [numpy_helper.from_array(W.T.astype(np.float32), "W")],
-    )
-    onnx.save(helper.make_model(g, opset_imports=[helper.make_opsetid("", 17)]), tmp_path / "m.onnx")
+    save_gemm_onnx(W.T, tmp_path / "m.onnx")
     np.save(tmp_path / "x.npy", X[:20].astype(np.float32))
     return tmp_path
 

@@ -16,7 +16,7 @@ from hypothesis import strategies as st
 import fimaudit as fa
 from fimaudit import errors as E
 from fimaudit.progress import shown
-from fimaudit.testing import LinearModel, MLPModel
+from fimaudit.testing import LinearModel, MLPModel, save_gemm_onnx
 
 W = np.random.default_rng(3).standard_normal((4, 6))
 MODEL = MLPModel.random([6, 8, 4], seed=5, scale=1.5)
@@ -167,18 +167,9 @@ def test_no_bar_imports_no_tqdm():
 
 @pytest.fixture()
 def onnx_files(tmp_path):
-    onnx = pytest.importorskip("onnx")
+    pytest.importorskip("onnx")
     pytest.importorskip("fimaudit_onnx")
-    from onnx import TensorProto, helper, numpy_helper
-
-    g = helper.make_graph(
-        [helper.make_node("Gemm", ["x", "W"], ["logits"])],
-        "g",
-        [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["N", 6])],
-        [helper.make_tensor_value_info("logits", TensorProto.FLOAT, ["N", 4])],
-        [numpy_helper.from_array(W.T.astype(np.float32), "W")],
-    )
-    onnx.save(helper.make_model(g, opset_imports=[helper.make_opsetid("", 17)]), tmp_path / "m.onnx")
+    save_gemm_onnx(W.T, tmp_path / "m.onnx")
     np.save(tmp_path / "x.npy", X.astype(np.float32))
     return tmp_path
 

@@ -3,6 +3,7 @@ the adapter conformance checks. Importing it does not import Hypothesis; the
 strategies load on first use (``fimaudit.testing.strategies``)."""
 
 from .conformance import check_adapter
+from .graphs import save_gemm_onnx
 from .models import (
     SPECTRA,
     ForwardLinearModel,
@@ -18,6 +19,7 @@ from .models import (
 
 __all__ = [
     "check_adapter",
+    "save_gemm_onnx",
     "ForwardLinearModel",
     "SPECTRA",
     "spectral_jacobian",
