@@ -22,7 +22,7 @@ largest secant slope ‖z(x + δ) − z(x)‖ / ‖δ‖ of the logits z measure
 its Conv has no float64 kernel) over a few random pairs, and so is the local bound
 (fimaudit.local_bound) on the box of radius 1e-2 around one input in [0, 1], capped at CAP.
 
-    python benchmarks/bounds.py [--models-only | --graphs-only [NAME ...] [--no-local]]
+    python benchmarks/bounds.py [--models-only | --graphs-only [NAME ...] [--no-local] [--workers N]]
 """
 
 import copy
@@ -263,8 +263,10 @@ def main():
     if "--models-only" in sys.argv:
         return models()
     if "--graphs-only" in sys.argv:
-        names = [a for a in sys.argv[1:] if not a.startswith("--")] or GRAPHS
-        return graphs(names=names, local="--no-local" not in sys.argv)
+        args = sys.argv[1:]
+        workers = int(args.pop(args.index("--workers") + 1)) if "--workers" in args else 3
+        names = [a for a in args if not a.startswith("--")] or GRAPHS
+        return graphs(workers=workers, names=names, local="--no-local" not in args)
     models()
     print()
     graphs()

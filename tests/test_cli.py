@@ -9,7 +9,9 @@ import pytest
 
 onnx = pytest.importorskip("onnx")
 pytest.importorskip("fimaudit_onnx")
-from onnx import TensorProto, helper, numpy_helper  # noqa: E402
+from onnx import TensorProto, helper  # noqa: E402
+
+from fimaudit.testing import save_gemm_onnx  # noqa: E402
 
 
 def _cli(*args):
@@ -20,14 +22,7 @@ def _cli(*args):
 def files(tmp_path):
     rng = np.random.default_rng(0)
     W = rng.standard_normal((4, 3)).astype(np.float32)
-    g = helper.make_graph(
-        [helper.make_node("Gemm", ["x", "W"], ["logits"])],
-        "g",
-        [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["N", 4])],
-        [helper.make_tensor_value_info("logits", TensorProto.FLOAT, ["N", 3])],
-        [numpy_helper.from_array(W, "W")],
-    )
-    onnx.save(helper.make_model(g, opset_imports=[helper.make_opsetid("", 17)]), tmp_path / "m.onnx")
+    save_gemm_onnx(W, tmp_path / "m.onnx")
     np.save(tmp_path / "x.npy", rng.standard_normal((10, 4)).astype(np.float32))
     np.save(tmp_path / "y.npy", rng.integers(0, 3, 10))
     return tmp_path, W

@@ -16,10 +16,10 @@ from hypothesis import strategies as st
 
 from fimaudit import cli
 from fimaudit.cli import ExitCode, main
+from fimaudit.testing import save_gemm_onnx
 
-onnx = pytest.importorskip("onnx")
+pytest.importorskip("onnx")
 pytest.importorskip("fimaudit_onnx")
-from onnx import TensorProto, helper, numpy_helper  # noqa: E402
 
 from tests.journals import wait_for_rows  # noqa: E402
 
@@ -31,14 +31,7 @@ def _cli(*args, timeout=300):
 
 
 def _gemm(path, W):
-    g = helper.make_graph(
-        [helper.make_node("Gemm", ["x", "W"], ["logits"])],
-        "g",
-        [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["N", W.shape[0]])],
-        [helper.make_tensor_value_info("logits", TensorProto.FLOAT, ["N", W.shape[1]])],
-        [numpy_helper.from_array(W.astype(np.float32), "W")],
-    )
-    onnx.save(helper.make_model(g, opset_imports=[helper.make_opsetid("", 17)]), path)
+    save_gemm_onnx(W, path)
     return str(path)
 
 

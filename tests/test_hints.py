@@ -63,23 +63,16 @@ def test_each_reader_gets_its_own_spelling(key, n):
 
 
 def test_the_same_budget_error_names_the_keyword_in_python_and_the_flag_in_the_shell(tmp_path):
-    onnx = pytest.importorskip("onnx")
+    pytest.importorskip("onnx")
     pytest.importorskip("fimaudit_onnx")
-    from onnx import TensorProto, helper, numpy_helper
+    from fimaudit.testing import save_gemm_onnx
 
     bb = fa.wrap(MLP.forward, input_shape=(5,), output="logits")
     with pytest.raises(E.InvalidArgumentError) as py:
         fa.fisher_norm(bb, X, budget=4)
     need = int(re.search(r"budget >= (\d+)", str(py.value)).group(1))
     assert f"pass budget={need}" in str(py.value) and "--budget" not in str(py.value)
-    g = helper.make_graph(
-        [helper.make_node("Gemm", ["x", "W"], ["logits"])],
-        "g",
-        [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["N", 5])],
-        [helper.make_tensor_value_info("logits", TensorProto.FLOAT, ["N", 3])],
-        [numpy_helper.from_array(np.ones((5, 3), np.float32), "W")],
-    )
-    onnx.save(helper.make_model(g, opset_imports=[helper.make_opsetid("", 17)]), tmp_path / "m.onnx")
+    save_gemm_onnx(np.ones((5, 3)), tmp_path / "m.onnx")
     np.save(tmp_path / "x.npy", X.astype(np.float32))
     argv = ["audit", str(tmp_path / "m.onnx"), "--data", str(tmp_path / "x.npy"), "--out", str(tmp_path / "o")]
     assert main([*argv, "--budget", "4", "--quiet"]) == 4  # every input failed, each saying why

@@ -102,19 +102,12 @@ def test_model_identity_sources():
 
 
 def test_model_identity_of_onnx_and_torch_models(tmp_path):
-    onnx = pytest.importorskip("onnx")
+    pytest.importorskip("onnx")
     pytest.importorskip("fimaudit_onnx")
-    from onnx import TensorProto, helper, numpy_helper
+    from fimaudit.testing import save_gemm_onnx
 
     def save(weights, name):
-        g = helper.make_graph(
-            [helper.make_node("Gemm", ["x", "W"], ["logits"])],
-            "g",
-            [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["N", 4])],
-            [helper.make_tensor_value_info("logits", TensorProto.FLOAT, ["N", 3])],
-            [numpy_helper.from_array(weights.astype(np.float32), "W")],
-        )
-        onnx.save(helper.make_model(g, opset_imports=[helper.make_opsetid("", 17)]), tmp_path / name)
+        save_gemm_onnx(weights, tmp_path / name)
         return str(tmp_path / name)
 
     p1, p2 = save(W.T, "a.onnx"), save(_twin_of(W, X[:2]).T, "b.onnx")
