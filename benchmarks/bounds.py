@@ -22,7 +22,8 @@ largest secant slope ‖z(x + δ) − z(x)‖ / ‖δ‖ of the logits z measure
 its Conv has no float64 kernel) over a few random pairs, and so is the local bound
 (fimaudit.local_bound) on the box of radius 1e-2 around one input in [0, 1], capped at CAP.
 
-    python benchmarks/bounds.py [--models-only | --graphs-only [NAME ...] [--no-local] [--workers N]]
+    python benchmarks/bounds.py [--models-only | --graphs-only [NAME ...] [--no-local]
+                                 [--workers N] [--weights shipped,random]]
 """
 
 import copy
@@ -148,6 +149,7 @@ def randomised(path, out, seed=0):
     del m.graph.node[:]
     m.graph.node.extend(keep)
     m.graph.initializer.extend(new)
+    m.ir_version = max(m.ir_version, 4)  # before IR 4 every initializer had to be a graph input too
     onnx.save(m, out)
     return out
 
@@ -207,7 +209,7 @@ def ratio(a, b):
         return ""
 
 
-def graphs(workers=3, names=GRAPHS, local=True):
+def graphs(workers=3, names=GRAPHS, local=True, weights=("shipped", "random")):
     """Both revisions on every graph, shipped and random weights, ``workers`` subprocesses at a
     time (CPU seconds are per process, so running them side by side does not change them); the
     local bound at radius 1e-2 on [0, 1] capped at CAP CPU seconds; a row is printed as soon as
@@ -231,7 +233,7 @@ def graphs(workers=3, names=GRAPHS, local=True):
         subprocess.run(["tar", "-x", "-C", tree], input=archive.stdout, check=True)
         cases = [
             (n, w, light(n) if w == "shipped" else randomised(light(n), os.path.join(tree, f"{n}.onnx")))
-            for w in ("shipped", "random")
+            for w in weights
             for n in names
         ]
         with ThreadPoolExecutor(workers) as pool:
@@ -265,8 +267,9 @@ def main():
     if "--graphs-only" in sys.argv:
         args = sys.argv[1:]
         workers = int(args.pop(args.index("--workers") + 1)) if "--workers" in args else 3
+        weights = args.pop(args.index("--weights") + 1).split(",") if "--weights" in args else ("shipped", "random")
         names = [a for a in args if not a.startswith("--")] or GRAPHS
-        return graphs(workers=workers, names=names, local="--no-local" not in args)
+        return graphs(workers=workers, names=names, local="--no-local" not in args, weights=weights)
     models()
     print()
     graphs()
