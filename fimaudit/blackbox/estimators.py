@@ -122,7 +122,7 @@ def norm(xp, op, plan, per_probe, probes, seed, return_direction, memory_limit, 
             xp, op, plan, per_probe, probes, seed, tol, memory_limit, return_direction
         )
         stderr, trace, pair, top, direction = None, None, None, None, extra.pop("direction", None)
-        name, k = ("sketch" if probes == "random" else "sketch-" + probes), int(ks.max())
+        name, k = ("sketch" if probes == "random" else "sketch-" + probes), ks  # each input's probes
     elif plan.method == "exact":
         value, top, trace, W, pair = top_of_gram(xp, op, memory_limit)
         lower = upper = value
