@@ -128,6 +128,8 @@ def norm(xp, op, plan, per_probe, probes, seed, return_direction, memory_limit, 
         lower = upper = value
         direction = op.lift(top[:, None, :], W)[:, 0] if return_direction else None
         stderr, name, k = None, "exact", op.d
+        if tol is not None:  # all d columns: the interval is a point before the finite-difference error
+            extra = dict(halfwidth=np.zeros(op.n), tol_met=np.ones(op.n, bool), probes=np.full(op.n, op.d))
     else:
         k = op.ledger.affordable(plan.probes, per_probe)
         Q, random = _probes(xp, op, k, probes, seed)
