@@ -141,6 +141,28 @@ BUDGET_HEADER = (
 )
 
 
+def spectra(tols, d, seeds, setup):
+    """Rows for the spectra hard for an interval (flat, two equal, rank 1) and an easy one
+    (geometric), C = 10 at d input entries: the stopped and the fixed-budget intervals on
+    the exact law of the same factor, ``seeds`` independent runs each."""
+    from fimaudit.testing import SPECTRA, spectral_jacobian
+
+    rng = np.random.default_rng(5)
+    names = {"flat": "flat (9 equal)", "two-equal": "two equal", "rank-1": "rank 1", "geometric": "geometric (1/2)"}
+    factors = [(names[k], spectral_jacobian(mu, d, rng)[None]) for k, mu in SPECTRA.items()]
+    print(
+        f"\nsimulated spectra (C = 10, d = {d:,}), exact law of the sketch: {seeds} seeds each; "
+        f"calls = set-up {setup} + 2 per probe"
+    )
+    print(HEADER)
+    for name, A in factors:
+        rows(name, A, tols, seeds, setup, rng)
+    print("\nthe fixed sketch at 201 calls on the same spectra (its 95% interval)")
+    print(BUDGET_HEADER)
+    for name, A in factors:
+        budget_rows(name, A, seeds, setup, rng)
+
+
 def at_64(make):
     """``make``'s CNN for 3 × 64 × 64 inputs: one more pooling layer before its flatten."""
 

@@ -3,6 +3,7 @@
     python benchmarks/blackbox.py [--quick] [--inputs N] [--seeds S]
     python benchmarks/blackbox.py --tol [--inputs N]   # the sequential sketch, benchmarks/_tol.py
     python benchmarks/blackbox.py --law   # the same on CNNs at d = 3,072 and 12,288, benchmarks/_tol_law.py
+    python benchmarks/blackbox.py --law --part digits   # one part of it: cnns, digits, spectra or rank1
 
 A float32 torch CNN is served as a black box that returns probabilities (numpy in, numpy
 out). For each estimator: calls per input and the relative error of λ_max against
@@ -122,6 +123,7 @@ def main():
     ap.add_argument("--seeds", type=int, default=5)
     ap.add_argument("--tol", action="store_true", help="the sequential sketch (tol=) against an oracle instead")
     ap.add_argument("--law", action="store_true", help="the sequential sketch on CNNs, from the sketch's exact law")
+    ap.add_argument("--part", choices=["cnns", "digits", "spectra", "rank1"], help="--law: this part only")
     args = ap.parse_args()
     models = [("small CNN (ReLU, max-pool)", cifar_cnn), ("smooth CNN (GELU, average-pool)", smooth_cifar_cnn)]
     if args.law:
@@ -129,10 +131,17 @@ def main():
 
         print(f"machine: {os.cpu_count()} CPUs, torch {torch.__version__}; 95% intervals; tol = relative half-width")
         inputs, seeds = (1, 4) if args.quick else (3, 20)
-        setup = _tol_law.cnns(models, [0.1, 0.05], inputs, seeds, service)
-        archs = ["mlp"] if args.quick else ["mlp", "cnn", "resnet"]
-        _tol_law.digits(archs, [0.1, 0.05], 4 if args.quick else 20, seeds // 4 if args.quick else 3, service)
-        _tol_law.rank_one_bound([3072, 12288], [0.1, 0.05], setup, runs=50 if args.quick else 200)
+        want = lambda part: args.part in (None, part)  # noqa: E731
+        setup = fa.wrap(service(cifar_cnn()), input_shape=(3, 32, 32), output="probs").costs().setup
+        if want("cnns"):
+            setup = _tol_law.cnns(models, [0.1, 0.05], inputs, seeds, service)
+        if want("digits"):
+            archs = ["mlp"] if args.quick else ["mlp", "cnn", "resnet"]
+            _tol_law.digits(archs, [0.1, 0.05], 4 if args.quick else 20, seeds // 4 if args.quick else 3, service)
+        if want("spectra"):
+            _tol_law.spectra([0.1, 0.05], 3072, 20 if args.quick else 100, setup)
+        if want("rank1"):
+            _tol_law.rank_one_bound([3072, 12288], [0.1, 0.05], setup, runs=50 if args.quick else 200)
         return
     if args.tol:
         import _tol

@@ -12,7 +12,12 @@ Per input, in rows of :mod:`fimaudit.ledger` (``Costs`` of the model):
   ``sketch``: set-up + ``jvp`` · k probes, k = ⌊(B − set-up)/jvp⌋ ≤ d under a budget.
 
 ``auto`` is ``exact`` for C ≤ ``EXACT_MAX_OUTPUTS`` (white box) or d ≤ ``AUTO_EXACT_MAX_D``
-(jvp only) when it fits the budget, else ``lanczos`` / ``sketch``.
+(jvp only) when it fits the budget, else ``lanczos`` / ``sketch``. With ``tol`` (jvp only)
+the sequential sketch is run instead of a fitting ``exact`` whenever it can cost fewer calls:
+its first look, fixed by d, tol and the level (:func:`~fimaudit.blackbox.sequential.first_look`),
+costs ``jvp · k₁`` after the set-up against exact's ``column · d``, and it never passes d
+probes. Otherwise exact runs, whose interval is a point before the finite-difference error
+widens it: its rows carry halfwidth 0 and tol_met, like a sketch's.
 """
 
 from __future__ import annotations
@@ -112,6 +117,10 @@ def jvp_only(costs, n, d, budget, method, tol=None):
     exact = costs.setup + costs.column * d
     if method == "auto":
         fits = d <= AUTO_EXACT_MAX_D if budget is None else exact <= budget
+        if fits and tol is not None:  # the sketch may stop at its first look: run it where that costs less
+            from .blackbox.sequential import LEVEL, first_look
+
+            fits = costs.jvp * first_look(d, float(tol), 1.0 - LEVEL) >= costs.column * d
         method = "exact" if fits else "sketch"
     if method == "exact":
         if budget is not None and exact > budget:

@@ -22,7 +22,7 @@ import numpy as np
 
 from . import dispatch
 from ._validate import as_batch
-from .blackbox.sequential import looks
+from .blackbox import sequential
 from .dispatch import DEFAULT_MEMORY, Plan
 from .errors import PrecisionNotReachedWarning
 from .ledger import costs_of
@@ -84,7 +84,7 @@ def plan(
     low, high = np.asarray(pilot.lower, np.float64), np.asarray(pilot.upper, np.float64)
     h0 = float(np.max(np.where(high + low > 0, (high - low) / np.where(high + low > 0, high + low, 1), 0.0)))
     spread = lambda k: math.sqrt(max(1 - k / d, 0.0) / k)  # noqa: E731
-    grid = looks(d, float(tol), 0.05, kmax)
+    grid = sequential.looks(d, float(tol), 1.0 - sequential.LEVEL, kmax)  # the run's looks, at its level
     k = next((g for g in grid if h0 * spread(g) / spread(k0) <= tol), grid[-1])
     per = costs.setup + costs.jvp * k
     base.calls_per_input, base.total_calls, base.probes = per, per * base.inputs, k

@@ -216,3 +216,39 @@ def test_probe_blocks_are_the_householder_q_factor_and_orthogonal_to_the_kept_ro
     allq = np.concatenate(rows, axis=1)
     assert allq.shape == (2, 300, 300)
     assert np.abs(allq @ np.swapaxes(allq, 1, 2) - np.eye(300)).max() < 1e-12
+
+
+def test_auto_below_the_exact_limit_honours_tol_and_the_plan_names_what_runs():
+    """d = 64 ≤ AUTO_EXACT_MAX_D: with tol, ``auto`` runs the sequential sketch where its
+    first look is below d (it may stop there and never sends more than exact's d columns),
+    exact where it is not; fa.plan names the method that runs, and the rows carry halfwidth
+    and tol_met either way (exact: a point interval before finite-difference error)."""
+    d = 64
+    J = jacobian(SPECTRA["rank-1"], d, seed=3)
+    x, lam = np.zeros((20, d)), truth(J)
+    exact_calls = fa.plan(Linear(J), x, method="exact").calls_per_input
+    for tol, want in ((0.3, "sketch"), (0.1, "sketch"), (0.005, "exact")):
+        p, r = fa.plan(Linear(J), x, tol=tol), fa.fisher_norm(Linear(J), x, tol=tol)
+        assert p.method == r.method == want, (tol, p.method, r.method)
+        assert np.all(r.queries <= exact_calls) and np.all(r.tol_met) and np.all(r.halfwidth <= tol)
+        assert np.mean(covers(r.lower, r.upper, lam)) >= 0.9
+    assert np.all(r.probes == d) and np.all(r.halfwidth == 0) and np.allclose(r.value, lam, rtol=1e-10)
+    r = fa.fisher_norm(Linear(J), x, tol=0.3)
+    assert r.queries.min() < exact_calls  # rank 1: inputs stop at the first look, below d probes
+    assert fa.plan(Linear(J), x).method == "exact"  # without tol, as before
+
+
+@pytest.mark.parametrize("level", [0.95, 0.8])
+def test_plan_with_tol_uses_the_runs_level(monkeypatch, level):
+    """The pilot's planned probes are one of the looks the run itself takes at its level
+    (the looks move with α: the first look is where a rank-1 spectrum meets tol)."""
+    from fimaudit.blackbox import sequential
+
+    monkeypatch.setattr(sequential, "LEVEL", level)
+    d = 128
+    J = jacobian(SPECTRA["geometric"], d, seed=2)
+    x = np.zeros((6, d))
+    grid = sequential.looks(d, 0.2, 1 - level)
+    p, r = fa.plan(Linear(J), x, method="sketch", tol=0.2), fa.fisher_norm(Linear(J), x, method="sketch", tol=0.2)
+    assert p.probes in grid and set(r.probes.tolist()) <= set(grid), (p.probes, grid, r.probes)
+    assert p.probes < d  # the pilot's estimate, not the cap

@@ -31,10 +31,13 @@ class FDDiagnostics:
     repair_rows: np.ndarray = field(default_factory=_zeros)  # rows those re-measures sent
     kink_error2: np.ndarray = field(default_factory=_zeros)  # Σ ‖(D₊ − D₋)/2‖² over unresolved kinks (log scale)
     kink_count: np.ndarray = field(default_factory=_zeros)  # how many probes that sum runs over
+    gap_error2: np.ndarray = field(default_factory=_zeros)  # Σ ‖(D₊ − D₋)/2‖² over probes not re-measured
+    gap_count: np.ndarray = field(default_factory=_zeros)  # how many probes that sum runs over
 
     def __post_init__(self):
         n = len(self.step)
         kinds = dict(repaired=np.int64, repair_rows=np.int64, kink_error2=np.float64, kink_count=np.float64)
+        kinds.update(gap_error2=np.float64, gap_count=np.float64)
         for name, dtype in {**kinds, "unresolved": bool}.items():
             if len(getattr(self, name)) != n:
                 setattr(self, name, np.zeros(n, dtype=dtype))

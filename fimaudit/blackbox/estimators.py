@@ -122,12 +122,14 @@ def norm(xp, op, plan, per_probe, probes, seed, return_direction, memory_limit, 
             xp, op, plan, per_probe, probes, seed, tol, memory_limit, return_direction
         )
         stderr, trace, pair, top, direction = None, None, None, None, extra.pop("direction", None)
-        name, k = ("sketch" if probes == "random" else "sketch-" + probes), int(ks.max())
+        name, k = ("sketch" if probes == "random" else "sketch-" + probes), ks  # each input's probes
     elif plan.method == "exact":
         value, top, trace, W, pair = top_of_gram(xp, op, memory_limit)
         lower = upper = value
         direction = op.lift(top[:, None, :], W)[:, 0] if return_direction else None
         stderr, name, k = None, "exact", op.d
+        if tol is not None:  # all d columns: the interval is a point before the finite-difference error
+            extra = dict(halfwidth=np.zeros(op.n), tol_met=np.ones(op.n, bool), probes=np.full(op.n, op.d))
     else:
         k = op.ledger.affordable(plan.probes, per_probe)
         Q, random = _probes(xp, op, k, probes, seed)

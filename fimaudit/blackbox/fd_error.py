@@ -8,9 +8,14 @@ the error, taken at 3ε) and to second order by at most ``‖RE‖² ≲ (ε(√
 
 A relative truncation error τ of the products (measured by halving the step along one
 direction, :mod:`fimaudit.blackbox.step`, taken three times over) adds ``(2τ + τ²) λ``. m
-probes left straddling a kink with errors e_j move λ by about ``2√λ ‖R‖ Σ_j |v_j| ‖e_j‖``;
+probes left straddling a kink with errors e_j (the half gaps of their one-sided quotients,
+:mod:`fimaudit.blackbox.kinks`: the ones re-measured in vain and the ones never re-measured)
+move λ by about ``2√λ ‖R‖ Σ_j |v_j| ‖e_j‖``;
 a top direction spread over k probes has ``|v_j| ≈ 1/√k``, hence the term
-``2√λ κ + κ²`` with ``κ = ‖R‖ (m/k · Σ_j ‖e_j‖²)^½``.
+``2√λ κ + κ²`` with ``κ = (m/k · Σ_j ‖R e_j‖²)^½``: ``‖R e_j‖`` as recorded for the probes
+never re-measured, at most ``√λ_max(M) ‖e_j‖`` for those re-measured in vain. At k = d (the
+exact method, a sequential sketch's last look) these gaps are the kink error the one
+step-halving direction does not see.
 
 With the Gram extrapolated over kinks (``B = 2 B(h) − B(2h)``) the first-order noise term
 is taken √(2² + ½²) times and the second-order one 2 − ¼ times (independent errors at
@@ -43,12 +48,13 @@ NOISE_WARN = 0.1  # warn when the estimated error exceeds this fraction of λ_ma
 
 
 def _noise_error(lam, eps_J, C, k, first=1.0, second=1.0):
-    a = eps_J * (math.sqrt(C) + math.sqrt(k))
+    a = eps_J * (math.sqrt(C) + np.sqrt(k))
     return first * 2 * np.sqrt(lam) * 3 * eps_J + second * a * a
 
 
 def fd_error(xp, diag, metric_norm, C, value, k, top=None, pair=None):
-    """Per-input estimate of |Δλ| (in value's library); ``metric_norm`` bounds λ_max(M);
+    """Per-input estimate of |Δλ| (in value's library); ``metric_norm`` bounds λ_max(M); ``k``
+    the probes (an int, or one per input);
     ``pair`` = (W, W₂), the columns at h and 2h, and ``top`` (n, C) the top eigenvector
     of B when the Gram was extrapolated."""
     eps_J = math.sqrt(metric_norm) * (diag.noise / diag.step)
@@ -60,7 +66,8 @@ def fd_error(xp, diag, metric_norm, C, value, k, top=None, pair=None):
         err = err + 3.0 * to_numpy(xp.linalg.vector_norm(c, axis=-1)).astype(np.float64)
     else:
         tau = 3.0 * diag.truncation
-        kink = math.sqrt(metric_norm) * np.sqrt(diag.kink_error2 * diag.kink_count / max(k, 1))
+        e2, m = metric_norm * diag.kink_error2 + diag.gap_error2, diag.kink_count + diag.gap_count
+        kink = np.sqrt(e2 * m / np.maximum(k, 1))
         err = _noise_error(lam, eps_J, C, k) + (2 * tau + tau**2) * lam + 2 * np.sqrt(lam) * kink + kink**2
     err = np.where(diag.unresolved, np.inf, err)  # noise unknown: no bracket
     return xp.asarray(err, dtype=value.dtype, device=device(value))

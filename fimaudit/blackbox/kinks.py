@@ -12,6 +12,13 @@ side's change under the 4× refinement is below ¼ of the other's, its one-sided
 replaces the central one; otherwise the central one stays and half the one-sided gap joins
 the error budget (``kink_error2``, ``kink_count`` of :class:`FDDiagnostics`): a kink closer
 to x than the noise lets a step resolve leaves the derivative at x ambiguous from outside.
+Probes not re-measured (under ``KINK_GAP``, or no re-measure at all: a sequential sketch's
+rounds, a budget) whose one-sided quotients differ by more than the 4 × noise threshold and
+``GAP_FLOOR`` of the quotient put half their gap, mapped by R into the units of W = R J,
+into a second budget (``gap_error2``, ``gap_count``), at no extra row: across one kink at
+t·h the central quotient is off by exactly that half gap. A smooth curvature opens a gap
+``h|f''|`` that overstates the central error, O(h²); the floor keeps the smallest of those
+out.
 
 Kinks everywhere (deep ReLU/max-pool CNNs): a central quotient across a kink at distance
 t·h mixes the slopes by weight (1 − t)/2; each probe straddles one with probability ∝ h and
@@ -29,9 +36,10 @@ import numpy as np
 
 from .._array import device, to_numpy
 
-__all__ = ["repair", "KINK_GAP"]
+__all__ = ["repair", "record_gaps", "KINK_GAP", "GAP_FLOOR"]
 
 KINK_GAP = 0.01  # one-sided quotients further apart than this (relative) are re-measured
+GAP_FLOOR = 1e-3  # one-sided quotients closer than this (relative) differ by curvature, not a kink
 
 
 def logscale(xp, D, live, base, probs):
@@ -42,21 +50,52 @@ def logscale(xp, D, live, base, probs):
     return xp.where(live[:, None, :], D, xp.zeros_like(D))
 
 
-def repair(xp, x, logits, live, probs, D, fp, fm, Vhat, h, noise, live_norm, send, diag):
+def _one_sided(xp, logits, live, probs, fp, fm, h, noise, live_norm):
+    """One-sided quotients D₊, D₋ (n, k, C), their log-scale versions, the gap ‖l₊ − l₋‖
+    and the noise ``alone`` would make, (n, 1)."""
+    n, dev = int(logits.shape[0]), device(fp)
+    hd = xp.reshape(xp.asarray(h, dtype=fp.dtype, device=dev), (n, 1, 1))
+    f0 = logits[:, None, :]
+    Dp, Dm = (fp - f0) / hd, (f0 - fm) / hd
+    lp, lm = logscale(xp, Dp, live, logits, probs), logscale(xp, Dm, live, logits, probs)
+    alone = xp.asarray((2.0 * noise * live_norm / h)[:, None], dtype=fp.dtype, device=dev)
+    return Dp, Dm, lp, lm, xp.linalg.vector_norm(lp - lm, axis=2), alone
+
+
+def _add_gaps(Dp, Dm, beyond, to_factor, diag):
+    """Add the probes ``beyond`` (n, k bool) the noise to the unmeasured-kink budget, each
+    with ``‖R (D₊ − D₋)/2‖²`` (``to_factor``: raw-output differences → rows of W = R J)."""
+    if not np.any(beyond):
+        return
+    e = to_factor(to_numpy(Dp - Dm).astype(np.float64) / 2)
+    diag.gap_error2 += np.sum(np.where(beyond, np.sum(e * e, axis=2), 0.0), axis=1)
+    diag.gap_count += np.sum(beyond, axis=1)
+
+
+def record_gaps(xp, logits, live, probs, fp, fm, h, noise, live_norm, to_factor, diag):
+    """No re-measure (a sequential sketch's rounds, a budget): every probe whose one-sided
+    quotients differ by more than 4 × the noise joins ``gap_error2``/``gap_count`` with its
+    half gap, from the rows the central quotient already sent."""
+    Dp, Dm, lp, lm, gap, alone = _one_sided(xp, logits, live, probs, fp, fm, h, noise, live_norm)
+    size = xp.linalg.vector_norm(lp + lm, axis=2) / 2
+    _add_gaps(Dp, Dm, to_numpy((gap > 4.0 * alone) & (gap > GAP_FLOOR * size)), to_factor, diag)
+
+
+def repair(xp, x, logits, live, probs, D, fp, fm, Vhat, h, noise, live_norm, send, diag, to_factor):
     """Replace central quotients D (n, k, C) that straddle a kink by the steadier one-sided
     one. ``fp``/``fm``: outputs at x ± h v̂; ``send(points, rows)`` evaluates the model on
     points whose rows per input are ``rows`` (charging them first); ``diag`` collects the
     repairs. Quotients stay in the caller's array library; only the flagged probes' indices
-    and the decisions cross to the host."""
+    and the decisions cross to the host. Probes beyond the noise but under ``KINK_GAP`` are
+    not re-measured; their half gaps join ``gap_error2``."""
     n, dev = int(x.shape[0]), device(D)
-    hd = xp.reshape(xp.asarray(h, dtype=D.dtype, device=dev), (n, 1, 1))
-    f0 = logits[:, None, :]
-    Dp, Dm = (fp - f0) / hd, (f0 - fm) / hd
-    lp, lm = logscale(xp, Dp, live, logits, probs), logscale(xp, Dm, live, logits, probs)
-    alone = xp.asarray((2.0 * noise * live_norm / h)[:, None], dtype=D.dtype, device=dev)
-    gap = xp.linalg.vector_norm(lp - lm, axis=2)  # (n, k)
+    Dp, Dm, lp, lm, gap, alone = _one_sided(xp, logits, live, probs, fp, fm, h, noise, live_norm)
     size = xp.linalg.vector_norm(lp + lm, axis=2) / 2
-    rows, cols = np.nonzero(to_numpy((gap > 4.0 * alone) & (gap > KINK_GAP * size)))
+    beyond = to_numpy(gap > 4.0 * alone)
+    beyond &= to_numpy(gap > GAP_FLOOR * size)
+    flagged = beyond & to_numpy(gap > KINK_GAP * size)
+    _add_gaps(Dp, Dm, beyond & ~flagged, to_factor, diag)
+    rows, cols = np.nonzero(flagged)
     if rows.size == 0:
         return D
     m = rows.size

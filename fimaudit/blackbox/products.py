@@ -53,6 +53,9 @@ class FiniteDifferenceLinearization(Linearization):
         scale = np.where(rms > 0, rms, 1.0)
         eps = float(xp.finfo(x.dtype).eps)
         base = self._log(self.logits)
+        raw = to_numpy(self.logits).astype(np.float64)
+        lik = get_likelihood(model.likelihood, model.sigma)
+        self._base, self._dz = base, lik.natural_from_probs(np, raw)[1] if self.probs else np.ones_like(raw)
         # outputs above the floor (log p > log tiny + 1): the others carry no derivative
         self._live = base > np.log(np.finfo(np.float64).tiny) + 1.0
         self._live_x = xp.asarray(self._live, device=device(x))
@@ -137,6 +140,9 @@ class FiniteDifferenceLinearization(Linearization):
             return (self._eval(X + hb * Vhat, f"{k} probes") - self.logits[:, None, :]) / h3
         both = self._eval(xp.concat([X + hb * Vhat, X - hb * Vhat], axis=1), f"{k} probes")
         D = (both[:, :k, :] - both[:, k:, :]) / (2.0 * h3)
+        if repair and not self.repair and self.model.kinks != "ignore":  # no re-measure: the gaps are the error
+            args = (self.logits, self._live_x, self.probs, both[:, :k, :], both[:, k:, :], h)
+            _kinks.record_gaps(xp, *args, self.diagnostics.noise, self._live_norm, self._to_factor, self.diagnostics)
         if repair and self.repair:
             D = _kinks.repair(
                 xp,
@@ -153,8 +159,14 @@ class FiniteDifferenceLinearization(Linearization):
                 self._live_norm,
                 lambda pts, rows: self._send(pts, rows, "re-measuring probes across a kink"),
                 self.diagnostics,
+                self._to_factor,
             )
         return D
+
+    def _to_factor(self, E):
+        """Raw-output differences (n, k, C) → the same in rows of W = R J (host float64)."""
+        R = get_likelihood(self.model.likelihood, self.model.sigma).factor(np, self._base)  # R at x
+        return R.apply(E * self._dz[:, None, :])
 
     def _only(self, idx):
         """This linearization at the inputs ``idx`` alone: rows are sent and charged for those
@@ -163,7 +175,9 @@ class FiniteDifferenceLinearization(Linearization):
         ii = self.xp.asarray(idx, device=device(self.x))
         sub.n, sub.ledger, sub.repair = int(idx.size), self.ledger.only(idx), False
         sub.x, sub.logits, sub._live_x = (self.xp.take(a, ii, axis=0) for a in (self.x, self.logits, self._live_x))
-        sub._live, sub._live_norm = self._live[idx], self._live_norm[idx]
+        sub._live, sub._live_norm, sub._dz, sub._base = (
+            a[idx] for a in (self._live, self._live_norm, self._dz, self._base)
+        )
         per_input = {
             f.name: getattr(self.diagnostics, f.name)[idx]
             for f in dataclasses.fields(self.diagnostics)
@@ -176,7 +190,12 @@ class FiniteDifferenceLinearization(Linearization):
         """Quotients along V (n, k, *shape) at step ``step_factor · h`` (kinks are repaired at
         the nominal step only); ``inputs`` (numpy ints): V's rows belong to those inputs only."""
         if inputs is not None:
-            return self._only(np.asarray(inputs, dtype=np.int64)).jvp_many(V, step_factor)
+            idx = np.asarray(inputs, dtype=np.int64)
+            sub = self._only(idx)
+            out = sub.jvp_many(V, step_factor)
+            self.diagnostics.gap_error2[idx] = sub.diagnostics.gap_error2  # the rounds' gaps stay on record
+            self.diagnostics.gap_count[idx] = sub.diagnostics.gap_count
+            return out
         xp, n = self.xp, self.n
         h = self.diagnostics.step * step_factor
         k, d = int(V.shape[1]), int(np.prod(V.shape[2:]))

@@ -40,9 +40,10 @@ from ..hints import first_input, say
 from ..linalg.sketch_bounds import _beta, _top, interval, relative_halfwidth, spend
 from .probes import dct_basis, extend, fixed, random_orthonormal
 
-__all__ = ["looks", "first_look", "sequential_norm", "warn_precision", "GROWTH"]
+__all__ = ["looks", "first_look", "sequential_norm", "warn_precision", "GROWTH", "LEVEL"]
 
 GROWTH = 1.25  # probes at look j+1 / probes at look j
+LEVEL = 0.95  # the intervals' confidence level; α = 1 − LEVEL is spent over the looks
 
 
 def first_look(d, tol, alpha):
@@ -120,9 +121,10 @@ def _draw(xp, op, blocks, idx, m, k_now, k1, basis, seed):
     return rows[0] if len(rows) == 1 else xp.concat(rows, axis=1)
 
 
-def sequential_norm(xp, op, tol, per_probe, probes, seed, kmax=None, level=0.95, direction=False):
+def sequential_norm(xp, op, tol, per_probe, probes, seed, kmax=None, level=None, direction=False):
     """Per input: value, ritz, low, high, halfwidth, probes used and tol_met (numpy), and u
-    (n, C), by the rounds of the module docstring; ``kmax`` caps the probes (the plan's).
+    (n, C), by the rounds of the module docstring; ``kmax`` caps the probes (the plan's);
+    ``level`` the confidence level (default ``LEVEL``).
     ``direction``: also the Ritz vector in input space, ``v = Qᵀ Sᵀ u`` (n, d, in Q's library,
     not normalised) at each input's last look: the top eigenvector of F restricted to span Q,
     whose Rayleigh quotient is the Ritz value (a certified lower bound, not λ_max)."""
@@ -133,7 +135,7 @@ def sequential_norm(xp, op, tol, per_probe, probes, seed, kmax=None, level=0.95,
         )
     if not 0 < float(tol) < 1:
         raise InvalidArgumentError(f"tol={tol} is a relative half-width for a jvp-only sketch: pass 0 < tol < 1")
-    n, d, C, alpha = op.n, op.d, op.C, 1.0 - float(level)
+    n, d, C, alpha = op.n, op.d, op.C, 1.0 - float(LEVEL if level is None else level)
     plan = looks(d, float(tol), alpha, kmax)
     k1 = plan[0] // 2 if probes == "dct" else 0
     basis = dct_basis(op.input_shape, k1) if k1 else None
