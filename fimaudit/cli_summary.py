@@ -80,5 +80,8 @@ def precision_line(p):
         f"max {p['probes_max']})"
     )
     if p["missed"]:
-        line += f"; missed tol: inputs {p['missed_first']} (a larger --budget, or a looser --tol)"
+        line += (
+            f"; missed tol: inputs {p['missed_first']} (a larger --budget or a looser --tol; where the "
+            "finite-difference error alone is wider than tol, as the warning says, only a looser --tol)"
+        )
     return line

@@ -139,7 +139,9 @@ def fisher_norm(
                 if m == "exact":  # every column of J was formed: the first-order distances come with it
                     part.update(op.first_order)
                 if part.get("tol_met") is not None:
-                    missed += [(lo + int(i), float(part["halfwidth"][i])) for i in np.flatnonzero(~part["tol_met"])]
+                    fd = part.pop("fd_limited", np.zeros(n, bool))
+                    miss = np.flatnonzero(~part["tol_met"])
+                    missed += [(lo + int(i), float(part["halfwidth"][i]), bool(fd[i])) for i in miss]
             else:
                 op = FisherOperator(model, xp, xb, offset=lo, ledger=ledger)
                 p = dispatch.norm_plan(

@@ -72,8 +72,8 @@ class FisherNormResult(_Result):
     first_order_distance: object = None  # exact: min_j (z_y − z_j)/‖∇(z_y − z_j)‖ (fimaudit.first_order)
     first_order_class: np.ndarray = None  # exact: the class j attaining it
     ritz: object = None  # sketch: λ_max(S Sᵀ), the Ritz value, certified up to fd_error; lower ≥ it
-    halfwidth: np.ndarray = None  # sketch with tol: (upper − lower)/(upper + lower) reached, before fd_error widens it
-    tol_met: np.ndarray = None  # sketch with tol: whether halfwidth ≤ tol (False: budget or d ran out first)
+    halfwidth: np.ndarray = None  # black box with tol: (upper − lower)/(upper + lower), fd_error included
+    tol_met: np.ndarray = None  # black box with tol: whether halfwidth ≤ tol (False: budget, d or fd_error)
     probes: np.ndarray = None  # sketch with tol: probes each input used
 
 

@@ -130,3 +130,28 @@ def test_cli_tol_reports_the_precision_and_names_its_flags(onnx_files):
     assert all(r["queries"] <= 40 for r in json.loads((d / "b" / "results.json").read_text())["rows"])
     bad = _cli(*base, "--out", str(d / "c"), "--tol", "1.5")
     assert bad.returncode == 2 and "--tol" in bad.stderr
+
+
+@settings(max_examples=12, deadline=None)
+@given(noise=st.sampled_from([0.0, 1e-4, 1e-2]), tol=st.sampled_from([0.02, 0.1, 0.3]), seed=st.integers(0, 2**16))
+def test_tol_met_is_the_precision_of_the_bracket_reported_finite_differences_included(noise, tol, seed):
+    """Each row's halfwidth is (upper − lower)/(upper + lower) of the bracket it reports, after the
+    finite-difference error widens it, and tol_met says whether that is ≤ tol; a noisy service
+    whose error alone is wider than tol is named as such, with the option that can help."""
+    rng = np.random.default_rng(seed)
+
+    def served(x):
+        x = np.asarray(x, dtype=np.float64).reshape(len(x), -1)
+        return x @ W.T + noise * rng.standard_normal((len(x), C))
+
+    m = fa.wrap(served, input_shape=(D,), output="logits")
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        r = fa.fisher_norm(m, X[:4], tol=tol, seed=seed)
+    hw = (r.upper - r.lower) / (r.upper + r.lower)
+    assert np.allclose(r.halfwidth, hw, rtol=1e-9, atol=1e-12)
+    assert np.array_equal(r.tol_met, hw <= tol)
+    said = " ".join(str(w.message) for w in caught if issubclass(w.category, PrecisionNotReachedWarning))
+    assert bool(said) == (not r.tol_met.all())
+    if noise >= 1e-2 and not r.tol_met.all():
+        assert "finite-difference error (see .fd_error) alone is wider than tol" in said

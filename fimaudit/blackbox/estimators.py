@@ -31,6 +31,7 @@ from ..errors import InvalidArgumentError, MemoryLimitError
 from ..linalg import hutchinson
 from ..linalg.dense import top_eigh
 from ..linalg.sketch import gram_sketch
+from ..linalg.sketch_bounds import relative_halfwidth
 from .fd_error import fd_error, noisy_inputs
 from .probes import dct_basis, fixed, random_orthonormal, user_basis
 from .sequential import sequential_norm
@@ -157,6 +158,11 @@ def norm(xp, op, plan, per_probe, probes, seed, return_direction, memory_limit, 
         part["upper"] = upper + err
         if "ritz" in part:
             part["ritz"] = xp.maximum(part["ritz"] - err, xp.zeros_like(lower))
+        if tol is not None:  # the precision reached is that of the bracket reported, finite differences included
+            sketch_met = part["tol_met"]
+            part["halfwidth"] = relative_halfwidth(to_numpy(part["lower"]), to_numpy(part["upper"]))
+            part["tol_met"] = part["halfwidth"] <= tol
+            part["fd_limited"] = sketch_met & ~part["tol_met"]  # more probes cannot narrow these
         part.update(
             fd_step=np.asarray(diag.step),
             fd_noise=np.asarray(diag.noise),

@@ -179,15 +179,29 @@ def sequential_norm(xp, op, tol, per_probe, probes, seed, kmax=None, level=None,
 
 
 def warn_precision(missed, tol, stacklevel=3):
-    """One PrecisionNotReachedWarning for a call; ``missed``: (input, half-width) pairs, the
-    inputs numbered from the call's first (:func:`fimaudit.hints.first_input` is added)."""
+    """One PrecisionNotReachedWarning for a call; ``missed``: (input, half-width, fd) triples,
+    fd True where the sketch met tol and the finite-difference error alone widened the bracket
+    past it; the inputs numbered from the call's first (:func:`fimaudit.hints.first_input` is added)."""
     if not missed:
         return
-    worst, first = max(h for _, h in missed), [i + first_input() for i, _ in missed[:10]]
+    worst, first = max(h for _, h, _ in missed), [i + first_input() for i, _, _ in missed[:10]]
+    fd = [i + first_input() for i, _, f in missed if f][:10]
+    ran_out = len(missed) - sum(f for _, _, f in missed)
+    causes = []
+    if ran_out:
+        causes.append(
+            f"for {ran_out} the budget (or d) ran out: pass a larger {say('budget')} or a looser {say('tol')}, "
+            "or use fa.plan(model, x, tol=...) to see the calls it needs"
+        )
+    if fd:
+        causes.append(
+            f"for {len(missed) - ran_out} (first: {fd}) the finite-difference error (see .fd_error) alone is wider "
+            f"than tol, which more probes cannot narrow: pass {say('step')} or {say('richardson')}, or a looser "
+            f"{say('tol')}"
+        )
     warnings.warn(
-        f"the interval of {len(missed)} inputs (first: {first}) is wider than tol={tol} when the budget (or d) "
-        f"ran out: relative half-width up to {worst:.3g} (see the rows' halfwidth and tol_met); pass a larger "
-        f"{say('budget')} or a looser {say('tol')}, or use fa.plan(model, x, tol=...) to see the calls it needs",
+        f"the interval of {len(missed)} inputs (first: {first}) is wider than tol={tol}: relative half-width up "
+        f"to {worst:.3g} (see the rows' halfwidth and tol_met); " + "; ".join(causes),
         PrecisionNotReachedWarning,
         stacklevel=stacklevel,
     )
