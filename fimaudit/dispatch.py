@@ -17,7 +17,7 @@ the sequential sketch is run instead of a fitting ``exact`` whenever it can cost
 its first look, fixed by d, tol and the level (:func:`~fimaudit.blackbox.sequential.first_look`),
 costs ``jvp · k₁`` after the set-up against exact's ``column · d``, and it never passes d
 probes. Otherwise exact runs, whose interval is a point before the finite-difference error
-widens it: its rows carry halfwidth 0 and tol_met, like a sketch's.
+widens it: its rows carry the halfwidth of that bracket and tol_met, like a sketch's.
 """
 
 from __future__ import annotations
