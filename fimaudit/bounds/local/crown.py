@@ -9,7 +9,10 @@ lines ``α_l z + β_l ≤ σ(z) ≤ α_u z + β_u`` on its pre-activation interv
 the lower line where a row's coefficient is ≥ 0 and the upper one where it is < 0, so each
 product keeps the bound's direction. A max pool window whose argmax is the same on the whole
 set is a selection; otherwise ``max_k v_k ≥ v_{k*}`` (k* the cell with the largest lower end)
-bounds it below and the constant ``max_k u_k`` above. Upper bounds are the lower bounds of −G.
+bounds it below and the constant ``max_k u_k`` above. A LayerNormalization and a product of two
+activations have linear relaxations of their own (:mod:`.lnrelax`, :mod:`.prodrelax`); at a
+softmax the walk stops with the mean-value form of the rows there, a line in the input less a
+constant (:mod:`.meanvalue`). Upper bounds are the lower bounds of −G.
 
 At the input the bound is made concrete over the set: on the box [x + a, x + b] (a ≤ 0 ≤ b),
 ``min Λ·x' = Λ·x + Σ min(Λ a, Λ b)``; on the ℓ2 ball of radius ρ, ``Λ·x − ‖Λ‖₂ ρ`` (the dual
@@ -25,7 +28,7 @@ from __future__ import annotations
 import numpy as np
 
 from ..rules import attr
-from . import activations, grid, layout, moves, relax
+from . import activations, grid, layout, lnrelax, meanvalue, moves, prodrelax, relax
 
 
 def _lines(p, k):
@@ -74,11 +77,12 @@ def _constants(node, g, G, live):
     return total
 
 
-UNRELAXED = {"product", "softmax", "layernorm"}  # roles with no linear relaxation here
+UNRELAXED = {"product", "softmax", "layernorm"}  # roles whose lines come from their own modules
 
 
 class Unrelaxed(Exception):
-    """The walk back met a node with no linear relaxation (:data:`UNRELAXED`)."""
+    """The walk back from t began at a softmax (nothing linear before its mean-value form), or
+    met an interval Jacobian that is not finite."""
 
 
 def lower(p, t, G):
@@ -88,7 +92,7 @@ def lower(p, t, G):
     beta = np.zeros(m)
     if t == inp:
         return G.reshape(m, -1), beta
-    grads = {t: G}
+    grads, past = {t: G}, np.zeros((m, p.a.size))
 
     def push(name, L):
         grads[name] = grads[name] + L if name in grads else L
@@ -111,8 +115,23 @@ def lower(p, t, G):
             beta += (neg * ~sure * p.hi[out]).reshape(m, -1).sum(1)
             zero = np.zeros_like(picks[0])
             push(node.input[0], grid.max_pool_adjoint(sel, np.zeros_like(sel), [(w, zero) for w in picks], geo, hw)[0])
-        elif role in UNRELAXED:
-            raise Unrelaxed(role)
+        elif role == "layernorm" and out in p.lines:
+            rows, shift = lnrelax.lower(p, node, L)
+            beta += shift
+            push(node.input[0], rows)
+        elif role == "product":
+            parts, shift = prodrelax.lower(p, node, L)
+            beta += shift
+            for name, rows in parts:
+                push(name, rows)
+        elif role in UNRELAXED:  # the mean-value form from here back (:mod:`.meanvalue`)
+            if k == net.producer[t]:
+                raise Unrelaxed(role)  # nothing linear before it: the mean-value form of t itself
+            try:
+                lam, b0 = meanvalue.lower(p, out, L)
+            except meanvalue.Loose:
+                raise Unrelaxed(role) from None
+            past, beta = past + lam, beta + b0
         elif role == "move":
             push(node.input[0], moves.move_back(node, net.g, L, node.input[0]))
         elif role == "combine":
@@ -124,23 +143,25 @@ def lower(p, t, G):
             beta += (L * _bias(p, k)).reshape(m, -1).sum(1)
             push(var, layout.adjoint(node, net.g, net.live, L))
     L = grads.get(inp)
-    return (np.zeros((m, p.a.size)) if L is None else L.reshape(m, -1)), beta
+    return past + (0.0 if L is None else L.reshape(m, -1)), beta
 
 
 def bounds(p, t, G, upper=True):
     """(low, up) per row of G: ``low ≤ Σ G ⊙ t(x') ≤ up`` on the input set (box and, when
-    the pass has one, the ℓ2 ball); ``up`` is None unless ``upper``. Where the walk back meets
-    a node with no linear relaxation the bounds are ±inf, so intersecting with them changes
-    nothing."""
+    the pass has one, the ℓ2 ball); ``up`` is None unless ``upper``. Where no linear bound is
+    found (:class:`Unrelaxed`, or a relaxation of intervals too wide to give a number) the
+    bounds are ±inf, so intersecting with them changes nothing."""
     m = G.shape[0]
     try:
         Lam, beta = lower(p, t, np.concatenate([G, -G]) if upper else G)
-    except Unrelaxed:  # a product, softmax or normalisation before t: no linear bound, nothing lost
+    except Unrelaxed:  # t is a softmax's output, or the bounds before it are not finite: nothing lost
         return np.full(m, -np.inf), (np.full(m, np.inf) if upper else None)
-    at = Lam @ p.x.reshape(-1) + beta
-    low = at + np.minimum(Lam * p.a, Lam * p.b).sum(1)
-    if p.ball is not None:
-        low = np.maximum(low, at - np.linalg.norm(Lam, axis=1) * p.ball)
+    with np.errstate(invalid="ignore", over="ignore"):
+        at = Lam @ p.x.reshape(-1) + beta
+        low = at + np.minimum(Lam * p.a, Lam * p.b).sum(1)
+        if p.ball is not None:
+            low = np.maximum(low, at - np.linalg.norm(Lam, axis=1) * p.ball)
+    low = np.where(np.isnan(low), -np.inf, low)  # relaxations of intervals too wide: no bound
     return (low[:m], -low[m:]) if upper else (low, None)
 
 

@@ -9,8 +9,8 @@ before a nonlinearity reads a pre-activation t that depends on the input through
 nonlinearity, t's interval is tightened by the intersection of two sound bounds (for the units
 that interval arithmetic cannot settle: unstable ReLUs, every unit of a smooth activation):
 the mean-value form ``t(x') ∈ t(x) + J_B (x' − x)`` with J_B the interval Jacobian of t over B
-computed backward from t, and the CROWN linear bounds of :mod:`.crown` (where every node before
-t has a linear relaxation: not past a product, softmax or normalisation). Every derivative
+computed backward from t, and the CROWN linear bounds of :mod:`.crown` (through products and
+normalisations, and from a softmax back by the mean-value form). Every derivative
 interval and linear relaxation a backward pass uses belongs to a nonlinearity before t, so it
 is already known. On a ball the first pre-activations are tightened as well (CROWN is exact on
 an affine map), so every interval holds on the ball. A max pool's candidate cells are those

@@ -8,8 +8,12 @@ d = x − μ (μ the mean), σ² = mean(d²) + ε, x̂ = d/σ, y = γ ⊙ x̂ + 
 Forward on a box x ∈ c ± r (per group):
 
 * d = (I − 11ᵀ/n) x is linear: d ∈ d(c) ± (|1 − 1/n| r_i + Σ_{j≠i} r_j / n);
-* w = 1/σ ∈ [1/√(v_max + ε), 1/√(v_min + ε)], with v_min the least variance on the box
-  (:func:`fimaudit.bounds.interval_rules.min_variance`, exact) and v_max = mean(max(d_lo², d_hi²));
+* when the pass tightens, d's interval is intersected with the mean-value form and CROWN
+  bounds of each d_i as a row of x (:func:`.centered.bounds`);
+* w = 1/σ ∈ [1/√(v_max + ε), 1/√(v_min + ε)], with v_min the larger of the least variance on
+  the box of x (:func:`fimaudit.bounds.interval_rules.min_variance`, exact) and the least
+  ‖d‖²/n on d's box with Σ d = 0 (:func:`.centered.least_square_norm`), and
+  v_max = mean(max(d_lo², d_hi²)); d's box is kept for :mod:`.lnrelax`;
 * x̂ = d·w (a product of intervals, w > 0), intersected with the mean-value form
   ``x̂(c) ± ‖r‖₂ / σ_min`` (∂x̂/∂x = w (I − 11ᵀ/n − x̂x̂ᵀ/n), a projection times w, has norm ≤ w)
   and with |x̂_i| ≤ √(n − 1) (Σ x̂ = 0, Σ x̂² ≤ n);
@@ -37,7 +41,10 @@ import numpy as np
 from ...errors import UnsupportedOnnxOpError
 from ..interval_rules import min_variance
 from ..rules import attr
+from . import centered
 from .layout import full, held
+
+CHUNK = 1 << 22  # rows × tensor size per backward pass of the centred rows
 
 
 def check(node, graph):
@@ -83,8 +90,15 @@ def forward(p, node):
     dc = c - c.mean(-1, keepdims=True)
     dr = r * abs(1 - 1 / n) + (r.sum(-1, keepdims=True) - r) / n
     dlo, dhi = dc - dr, dc + dr
+    vmin = min_variance(lo, hi)[:, None]
+    if p.tighten and p.lo[v].size <= p.limit:  # d_i as rows of v, and the least ‖d‖² on their box
+        clo, chi = centered.bounds(p, v, n, max(1, CHUNK // (2 * p.net.largest)))
+        dd = d[0]
+        dlo, dhi = np.minimum(np.maximum(dlo, clo), dd), np.maximum(np.minimum(dhi, chi), dd)
+        vmin = np.maximum(vmin, centered.least_square_norm(dlo, dhi)[:, None] / n)
+    p.lines[out] = (dlo, dhi)  # for the linear relaxation of :mod:`.lnrelax`
     vmax = np.maximum(dlo * dlo, dhi * dhi).mean(-1, keepdims=True)
-    smin = np.sqrt(min_variance(lo, hi)[:, None] + eps)
+    smin = np.sqrt(vmin + eps)
     wlo, whi = 1 / np.sqrt(vmax + eps), 1 / smin
     xlo, xhi = np.minimum(dlo * wlo, dlo * whi), np.maximum(dhi * wlo, dhi * whi)
     at = dc / np.sqrt((dc * dc).mean(-1, keepdims=True) + eps)
