@@ -74,7 +74,7 @@ def _constants(node, g, G, live):
     return total
 
 
-UNRELAXED = {"product", "softmax", "layernorm"}  # roles with no linear relaxation here
+UNRELAXED = {"product", "softmax", "layernorm", "lrn"}  # roles with no linear relaxation here
 
 
 class Unrelaxed(Exception):

@@ -15,8 +15,8 @@ interval and linear relaxation a backward pass uses belongs to a nonlinearity be
 is already known. On a ball the first pre-activations are tightened as well (CROWN is exact on
 an affine map), so every interval holds on the ball. A max pool's candidate cells are those
 interval arithmetic cannot exclude, less those CROWN proves below the window's best
-(:func:`.crown.settle_pool`). Every input of a product, softmax or LayerNormalization is
-tightened by the mean-value form (and the outputs of the last two, whose rules then reread
+(:func:`.crown.settle_pool`). Every input of a product, softmax, LayerNormalization or LRN is
+tightened by the mean-value form (and the outputs of softmax and LayerNormalization, whose rules reread
 their intervals), and for each the bound |J_mid| + J_rad ≥ |∂t/∂x| over B is kept: a radius
 R ≥ |ρ| on rows at t then reaches the input as R (|J_mid| + J_rad) ≥ |ρ ∂t/∂x| in one step.
 
@@ -40,11 +40,11 @@ from __future__ import annotations
 import numpy as np
 
 from ...errors import UnsupportedOnnxOpError
-from . import activations, crown, grid, layout, linear, moves, norms, products
+from . import activations, crown, grid, layout, linear, lrn, moves, norms, products
 
 CHUNK_ELEMENTS = 1 << 22  # rows × tensor size per backward pass
 JAC_ELEMENTS = 1 << 24  # |∂t/∂x| bounds kept for the backward passes (:mod:`.backward`)
-SMOOTH = {"product": products, "softmax": products, "layernorm": norms}  # roles with their own rules
+SMOOTH = {"product": products, "softmax": products, "layernorm": norms, "lrn": lrn}  # roles with their own rules
 
 
 class Network:
@@ -85,6 +85,9 @@ class Network:
         if op == "LayerNormalization":
             norms.check(node, self.g)
             return "layernorm"
+        if op == "LRN":
+            lrn.check(node, self.g)
+            return "lrn"
         if op in ("MaxPool", *layout.SPATIAL) and not layout.plain(node, self.g, live):
             raise UnsupportedOnnxOpError(
                 f"{op} node {node.name!r} reads a tensor whose first axis is not the batch: no local bound rule for "
@@ -103,7 +106,7 @@ class Network:
         raise UnsupportedOnnxOpError(
             f"{op} node {node.name!r}: no local bound rule for it (local bounds handle Conv, Gemm, MatMul with a "
             "constant, BatchNormalization, pools, ReLU/LeakyReLU/Sigmoid/Tanh/GELU/SiLU, sums, concatenations, "
-            "reshapes, products of two activations, Softmax and LayerNormalization); the global lipschitz_bound "
+            "reshapes, products of two activations, Softmax, LayerNormalization and LRN); the global lipschitz_bound "
             "still works"
         )
 
