@@ -40,7 +40,7 @@ from __future__ import annotations
 import numpy as np
 
 from ...errors import UnsupportedOnnxOpError
-from . import activations, crown, grid, layout, linear, lrn, moves, norms, products
+from . import activations, budget, crown, grid, layout, linear, lrn, moves, norms, products
 
 CHUNK_ELEMENTS = 1 << 22  # rows × tensor size per backward pass
 JAC_ELEMENTS = 1 << 24  # |∂t/∂x| bounds kept for the backward passes (:mod:`.backward`)
@@ -66,6 +66,8 @@ class Network:
                 break
         self.live, self.producer, self.biases = live, producer, {}
         self.largest = max(int(np.prod(graph.shape(n.output[0]))) for n in self.nodes)
+        self.work = budget.prefix(self)  # multiply-adds of one backward row from each tensor
+        self.heavy = budget.heavy(self)
 
     def _role(self, node, live, producer):
         op, var = node.op_type, [i for i in node.input if i in live]
@@ -132,6 +134,7 @@ class Pass:
         inp = net.g.input
         self.point, self.lo, self.hi = {inp: x}, {inp: low}, {inp: high}
         self.deriv, self.pool, self.lines, self.tightened, self.jac, self.kept = {}, {}, {}, 0, {}, 0
+        self.spent = 0.0  # multiply-adds of tightening rows so far (:mod:`.budget`)
         nonlin = {inp: False}
         for k, node in enumerate(net.nodes):
             role, out = net.roles[k], node.output[0]
@@ -170,7 +173,9 @@ class Pass:
             masks, count = grid.max_candidates(self.lo[t], self.hi[t], geo, outs[2:])
             if self.crown and self.tighten and np.any(count > 1):
                 step = max(1, CHUNK_ELEMENTS // self.net.largest)
-                masks, count = crown.settle_pool(self, t, geo, masks, outs[2:], step)
+                masks, count = crown.settle_pool(
+                    self, t, geo, masks, outs[2:], step, lambda n: budget.allow(self, t, n)
+                )
             sure = count == 1
             self.pool[out] = (geo, ins[2:], [(np.where(sure, m, 0.5 * m), np.where(sure, 0.0, 0.5 * m)) for m in masks])
             p, a, b = (grid.max_pool(v[t], geo, outs[2:]) for v in (self.point, self.lo, self.hi))
@@ -194,9 +199,9 @@ class Pass:
             rows = np.flatnonzero((lo < 0) & (hi > 0))  # the others are settled already
         else:
             rows = np.arange(lo.size)
-        z = self.point[t].reshape(-1)
-        if rows.size > self.limit:  # the units likeliest to be settled: far from 0 for their width
-            rows = rows[np.argsort(-np.abs(z[rows]) / np.maximum(hi[rows] - lo[rows], 1e-300))[: self.limit]]
+        z, most = self.point[t].reshape(-1), budget.allow(self, t, min(rows.size, self.limit))
+        if rows.size > most:  # the units likeliest to be settled: far from 0 for their width
+            rows = rows[np.argsort(-np.abs(z[rows]) / np.maximum(hi[rows] - lo[rows], 1e-300))[:most]]
         if rows.size == 0:
             return
         lo, hi = lo.copy(), hi.copy()

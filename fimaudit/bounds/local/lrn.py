@@ -19,6 +19,10 @@ g = g_s + ρ (|ρ| ≤ R): signed rows go to ``L(g_s) = g_s P_m − κ x_m Nᵀ(
 whose magnitude is at most ``A P_r + R P_hi + κ [x_r Nᵀ((A + R) Q_abs) + |x_m| Nᵀ(A Q_r + R Q_abs)]``
 with Q_abs = |Q_m| + Q_r (triangle inequality, term by term).
 
+For :mod:`.magnitude`: ``|J| ≤ diag(P_hi) + κ diag(Q_abs) N diag(x_abs)`` elementwise, with
+x_abs = |x_m| + x_r, applied to v ≥ 0 forward (:func:`magnitude`) and to u ≥ 0 backward
+(:func:`magnitude_back`, its transpose).
+
 Reference: Krizhevsky, Sutskever & Hinton, NeurIPS 2012 (local response normalisation).
 """
 
@@ -85,3 +89,17 @@ def backward(p, node, M, R, m):
     rad = A * pr + R * (pm + pr)
     rad = rad + kappa * (xr * _window((A + R) * qa, n, True) + np.abs(xm) * _window(A * qr + R * qa, n, True))
     return [(v, signed, rad)]
+
+
+def magnitude(p, node, v):
+    """|J| v ≤ P_hi v + κ Q_abs N(x_abs v) for v ≥ 0."""
+    n, a, b, _ = lrn_params(node)
+    (pm, pr), (qm, qr), (xm, xr) = p.deriv[node.output[0]]
+    return (pm + pr) * v + 2 * a * b / n * (np.abs(qm) + qr) * _window((np.abs(xm) + xr) * v, n)
+
+
+def magnitude_back(p, node, u):
+    """u |J| ≤ u P_hi + κ x_abs Nᵀ(u Q_abs) for u ≥ 0: the transpose of :func:`magnitude`."""
+    n, a, b, _ = lrn_params(node)
+    (pm, pr), (qm, qr), (xm, xr) = p.deriv[node.output[0]]
+    return (pm + pr) * u + 2 * a * b / n * (np.abs(xm) + xr) * _window((np.abs(qm) + qr) * u, n, transpose=True)
