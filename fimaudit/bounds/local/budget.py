@@ -16,7 +16,7 @@ from __future__ import annotations
 import math
 
 ROWS_WORK = 2e10
-TIGHTEN_WORK = 2e10
+TIGHTEN_WORK = 5e9
 
 
 def _fan(node, g):
