@@ -4,10 +4,9 @@ holds the ℓ2 ball of radius ρ), or with ``norm="l2"`` on B = {x' : ‖x' − 
 
 * ``lipschitz``: L_B ≥ sup_{x' ∈ B} ‖J(x')‖₂ (J the logits' Jacobian), from the interval
   Jacobian of :mod:`.engine`: ‖J_mid‖₂ + ‖J_rad‖₂ ≥ ‖J‖₂ since |J − J_mid| ≤ J_rad
-  elementwise, or ‖K‖₂ for the magnitude operator K ≥ |J| of :mod:`.magnitude`, the smaller;
-  capped by the global bound when that is computed. On graphs :mod:`.budget` calls heavy
-  (a row per logit costs too much) ‖K‖₂ alone, and the logits' intervals come from interval
-  arithmetic alone;
+  elementwise; capped by the global bound when that is computed. On graphs :mod:`.budget`
+  calls heavy (a row per logit costs too much) instead ‖K‖₂ for the magnitude operator
+  K ≥ |J| of :mod:`.magnitude`, and the logits' intervals come from interval arithmetic alone;
 * ``logits_lower``/``logits_upper``: every logit on B (interval arithmetic ∩ mean-value form ∩
   the CROWN linear bounds of :mod:`.crown`);
 * ``fisher_bound``: sup_B λ_max(F) ≤ sup_B λ_max(M) · L_B² (:mod:`.metric`);
@@ -125,7 +124,7 @@ class _Setup:
             slope = np.linalg.norm(Jm[C:], axis=1) + np.linalg.norm(Jr[C:], axis=1)
         else:  # intervals too wide to bound anything: no certificate from the Jacobian
             L, low, up, slope = math.inf, np.full(len(G), -np.inf), np.full(len(G), np.inf), np.full(C - 1, np.inf)
-        L = min(L, magnitude.norm_bound(p), math.inf if self.L is None else self.L)
+        L = min(L, magnitude.norm_bound(p) if heavy else math.inf, math.inf if self.L is None else self.L)
         zlo = np.maximum(p.lo[out].reshape(-1), z + low[:C])
         zhi = np.minimum(p.hi[out].reshape(-1), z + up[:C])
         m = z[top] - z[others]
