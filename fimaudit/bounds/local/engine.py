@@ -125,8 +125,9 @@ class Network:
 class Pass:
     """The bounds for one input x on the box [low, high] (x inside it), or on its
     intersection with the ℓ2 ball of radius ``ball`` around x; at most ``limit`` units of a
-    tensor are tightened (a subset keeps every bound sound, only looser). ``crown`` adds the
-    linear bounds of :mod:`.crown` to the mean-value form (the intersection of the two)."""
+    tensor are tightened, on heavy graphs fewer (:mod:`.budget`; a subset keeps every bound
+    sound, only looser). ``crown`` adds the linear bounds of :mod:`.crown` to the mean-value
+    form (the intersection of the two)."""
 
     def __init__(self, net, x, low, high, tighten=True, limit=4096, ball=None, crown=True):
         self.limit, self.ball, self.crown, self.tighten = limit, ball, crown, tighten
