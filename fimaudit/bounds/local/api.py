@@ -4,7 +4,9 @@ holds the ℓ2 ball of radius ρ), or with ``norm="l2"`` on B = {x' : ‖x' − 
 
 * ``lipschitz``: L_B ≥ sup_{x' ∈ B} ‖J(x')‖₂ (J the logits' Jacobian), from the interval
   Jacobian of :mod:`.engine`: ‖J_mid‖₂ + ‖J_rad‖₂ ≥ ‖J‖₂ since |J − J_mid| ≤ J_rad
-  elementwise; capped by the global bound when that is computed;
+  elementwise; capped by the global bound when that is computed. On graphs :mod:`.budget`
+  calls heavy (a row per logit costs too much) instead ‖K‖₂ for the magnitude operator
+  K ≥ |J| of :mod:`.magnitude`, and the logits' intervals come from interval arithmetic alone;
 * ``logits_lower``/``logits_upper``: every logit on B (interval arithmetic ∩ mean-value form ∩
   the CROWN linear bounds of :mod:`.crown`);
 * ``fisher_bound``: sup_B λ_max(F) ≤ sup_B λ_max(M) · L_B² (:mod:`.metric`);
@@ -30,7 +32,7 @@ from ..._array import to_numpy
 from ...errors import InputShapeError, InvalidArgumentError
 from .. import memory
 from ..graph import Graph
-from . import crown, layout
+from . import crown, layout, magnitude
 from .engine import Network, Pass
 from .metric import sup_metric_norm
 
@@ -107,28 +109,28 @@ class _Setup:
         ball = float(rho) if self.norm == "l2" else None
         p = Pass(self.net, x, lo, hi, self.tighten > 0, int(self.tighten), ball=ball)
         out = self.g.output
-        z = p.point[out].reshape(-1)
+        z, oshape = p.point[out].reshape(-1), layout.shape(self.g, out)
         C, top = z.size, int(np.argmax(z))
         others = [j for j in range(C) if j != top]
         G = np.zeros((C + len(others), C))
         G[np.arange(C), np.arange(C)] = 1.0
         G[C + np.arange(len(others)), top] = 1.0
         G[C + np.arange(len(others)), others] = -1.0
-        Jm, Jr = p.backward(out, G.reshape((G.shape[0], *layout.shape(self.g, out)[1:])), GENERATORS)
+        heavy = self.net.heavy  # no row per logit: the magnitude operator's bound alone (:mod:`.budget`)
+        Jm, Jr = (np.full(1, np.inf),) * 2 if heavy else p.backward(out, G.reshape((len(G), *oshape[1:])), GENERATORS)
         if np.all(np.isfinite(Jm)) and np.all(np.isfinite(Jr)):
             L = np.linalg.norm(Jm[:C], 2) + np.linalg.norm(Jr[:C], 2)
             low, up = p.offsets(Jm, Jr)
             slope = np.linalg.norm(Jm[C:], axis=1) + np.linalg.norm(Jr[C:], axis=1)
         else:  # intervals too wide to bound anything: no certificate from the Jacobian
             L, low, up, slope = math.inf, np.full(len(G), -np.inf), np.full(len(G), np.inf), np.full(C - 1, np.inf)
-        if self.L is not None:
-            L = min(L, self.L)
+        L = min(L, magnitude.norm_bound(p) if heavy else math.inf, math.inf if self.L is None else self.L)
         zlo = np.maximum(p.lo[out].reshape(-1), z + low[:C])
         zhi = np.minimum(p.hi[out].reshape(-1), z + up[:C])
         m = z[top] - z[others]
         mlo = np.maximum(m + low[C:], zlo[top] - zhi[others])
-        if rho > 0:  # CROWN: linear bounds of the logits and margins, made concrete over the set
-            clo, cup = crown.bounds(p, out, G.reshape((G.shape[0], *layout.shape(self.g, out)[1:])))
+        if rho > 0 and not heavy:  # CROWN: linear bounds of the logits and margins, made concrete over the set
+            clo, cup = crown.bounds(p, out, G.reshape((len(G), *oshape[1:])))
             zlo, zhi, mlo = np.maximum(zlo, clo[:C]), np.minimum(zhi, cup[:C]), np.maximum(mlo, clo[C:])
         slope = np.minimum(slope, math.sqrt(2.0) * L)
         if C < 2:

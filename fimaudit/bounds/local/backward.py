@@ -24,7 +24,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from . import grid, layout, moves, norms, products
+from . import grid, layout, lrn, moves, norms, products
 
 ELEMENTS = 1 << 24  # generator rows × tensor size held at once
 
@@ -97,8 +97,8 @@ def backward(p, t, G, generators=0):
             if Gr is not None:
                 rad = rad + grid.max_pool_adjoint(np.zeros_like(Gr), Gr, weights, geo, hw)[1]
             push(node.input[0], M, rad)
-        elif role in ("product", "softmax", "layernorm"):
-            rule = norms if role == "layernorm" else products
+        elif role in ("product", "softmax", "layernorm", "lrn"):
+            rule = {"layernorm": norms, "lrn": lrn}.get(role, products)
             for name, gm, gr in rule.backward(p, node, Gm, Gr, m):
                 keep = budget(gr.size)
                 if keep > 0:  # the largest radii become generators, kept signed through earlier nodes

@@ -77,7 +77,7 @@ def _constants(node, g, G, live):
     return total
 
 
-UNRELAXED = {"product", "softmax", "layernorm"}  # roles whose lines come from their own modules
+UNRELAXED = {"product", "softmax", "layernorm", "lrn"}  # lines from their own modules, else the mean-value form
 
 
 class Unrelaxed(Exception):
@@ -165,11 +165,12 @@ def bounds(p, t, G, upper=True):
     return (low[:m], -low[m:]) if upper else (low, None)
 
 
-def settle_pool(p, t, geo, masks, out_hw, chunk):
+def settle_pool(p, t, geo, masks, out_hw, chunk, allow=len):
     """Candidate masks of a max pool with the cells that cannot hold the window's maximum
     removed: cell c of a window is dropped where CROWN proves v_k* − v_c > 0 on the whole set
     (k* the cell with the largest lower end), which interval arithmetic on v_k* and v_c alone
-    cannot see when their intervals overlap. Cells constant on the set are left as they are."""
+    cannot see when their intervals overlap. Cells constant on the set are left as they are;
+    only the first ``allow(number of candidate rows)`` rows are tried."""
     lo, hi = p.lo[t], p.hi[t]
     k, s, d, pads = geo
     offs = [(i, j) for i in range(k[0]) for j in range(k[1])]
@@ -182,6 +183,7 @@ def settle_pool(p, t, geo, masks, out_hw, chunk):
     for o, sl in enumerate(slices):
         for _, c, a, b in np.argwhere(masks[o] & (pick != o) & (count > 1) & (live[sl] > 0)):
             rows.append((o, c, a, b, pick[0, c, a, b]))
+    rows = rows[: allow(len(rows))]
     for n in range(0, len(rows), chunk):
         part = rows[n : n + chunk]
         G = np.zeros((len(part), *lo.shape[1:]))

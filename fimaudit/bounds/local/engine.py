@@ -15,8 +15,8 @@ interval and linear relaxation a backward pass uses belongs to a nonlinearity be
 is already known. On a ball the first pre-activations are tightened as well (CROWN is exact on
 an affine map), so every interval holds on the ball. A max pool's candidate cells are those
 interval arithmetic cannot exclude, less those CROWN proves below the window's best
-(:func:`.crown.settle_pool`). Every input of a product, softmax or LayerNormalization is
-tightened by the mean-value form (and the outputs of the last two, whose rules then reread
+(:func:`.crown.settle_pool`). Every input of a product, softmax, LayerNormalization or LRN is
+tightened by the mean-value form (and the outputs of softmax and LayerNormalization, whose rules reread
 their intervals), and for each the bound |J_mid| + J_rad ≥ |∂t/∂x| over B is kept: a radius
 R ≥ |ρ| on rows at t then reaches the input as R (|J_mid| + J_rad) ≥ |ρ ∂t/∂x| in one step.
 
@@ -40,11 +40,11 @@ from __future__ import annotations
 import numpy as np
 
 from ...errors import UnsupportedOnnxOpError
-from . import activations, crown, grid, layout, linear, moves, norms, products
+from . import activations, budget, crown, grid, layout, linear, lrn, moves, norms, products
 
 CHUNK_ELEMENTS = 1 << 22  # rows × tensor size per backward pass
 JAC_ELEMENTS = 1 << 24  # |∂t/∂x| bounds kept for the backward passes (:mod:`.backward`)
-SMOOTH = {"product": products, "softmax": products, "layernorm": norms}  # roles with their own rules
+SMOOTH = {"product": products, "softmax": products, "layernorm": norms, "lrn": lrn}  # roles with their own rules
 
 
 class Network:
@@ -66,6 +66,8 @@ class Network:
                 break
         self.live, self.producer, self.biases = live, producer, {}
         self.largest = max(int(np.prod(graph.shape(n.output[0]))) for n in self.nodes)
+        self.work = budget.prefix(self)  # multiply-adds of one backward row from each tensor
+        self.heavy = budget.heavy(self)
 
     def _role(self, node, live, producer):
         op, var = node.op_type, [i for i in node.input if i in live]
@@ -85,6 +87,9 @@ class Network:
         if op == "LayerNormalization":
             norms.check(node, self.g)
             return "layernorm"
+        if op == "LRN":
+            lrn.check(node, self.g)
+            return "lrn"
         if op in ("MaxPool", *layout.SPATIAL) and not layout.plain(node, self.g, live):
             raise UnsupportedOnnxOpError(
                 f"{op} node {node.name!r} reads a tensor whose first axis is not the batch: no local bound rule for "
@@ -103,7 +108,7 @@ class Network:
         raise UnsupportedOnnxOpError(
             f"{op} node {node.name!r}: no local bound rule for it (local bounds handle Conv, Gemm, MatMul with a "
             "constant, BatchNormalization, pools, ReLU/LeakyReLU/Sigmoid/Tanh/GELU/SiLU, sums, concatenations, "
-            "reshapes, products of two activations, Softmax and LayerNormalization); the global lipschitz_bound "
+            "reshapes, products of two activations, Softmax, LayerNormalization and LRN); the global lipschitz_bound "
             "still works"
         )
 
@@ -120,8 +125,9 @@ class Network:
 class Pass:
     """The bounds for one input x on the box [low, high] (x inside it), or on its
     intersection with the ℓ2 ball of radius ``ball`` around x; at most ``limit`` units of a
-    tensor are tightened (a subset keeps every bound sound, only looser). ``crown`` adds the
-    linear bounds of :mod:`.crown` to the mean-value form (the intersection of the two)."""
+    tensor are tightened, on heavy graphs fewer (:mod:`.budget`; a subset keeps every bound
+    sound, only looser). ``crown`` adds the linear bounds of :mod:`.crown` to the mean-value
+    form (the intersection of the two)."""
 
     def __init__(self, net, x, low, high, tighten=True, limit=4096, ball=None, crown=True):
         self.limit, self.ball, self.crown, self.tighten = limit, ball, crown, tighten
@@ -129,6 +135,7 @@ class Pass:
         inp = net.g.input
         self.point, self.lo, self.hi = {inp: x}, {inp: low}, {inp: high}
         self.deriv, self.pool, self.lines, self.tightened, self.jac, self.kept = {}, {}, {}, 0, {}, 0
+        self.spent = 0.0  # multiply-adds of tightening rows so far (:mod:`.budget`)
         nonlin = {inp: False}
         for k, node in enumerate(net.nodes):
             role, out = net.roles[k], node.output[0]
@@ -167,7 +174,9 @@ class Pass:
             masks, count = grid.max_candidates(self.lo[t], self.hi[t], geo, outs[2:])
             if self.crown and self.tighten and np.any(count > 1):
                 step = max(1, CHUNK_ELEMENTS // self.net.largest)
-                masks, count = crown.settle_pool(self, t, geo, masks, outs[2:], step)
+                masks, count = crown.settle_pool(
+                    self, t, geo, masks, outs[2:], step, lambda n: budget.allow(self, t, n)
+                )
             sure = count == 1
             self.pool[out] = (geo, ins[2:], [(np.where(sure, m, 0.5 * m), np.where(sure, 0.0, 0.5 * m)) for m in masks])
             p, a, b = (grid.max_pool(v[t], geo, outs[2:]) for v in (self.point, self.lo, self.hi))
@@ -191,9 +200,9 @@ class Pass:
             rows = np.flatnonzero((lo < 0) & (hi > 0))  # the others are settled already
         else:
             rows = np.arange(lo.size)
-        z = self.point[t].reshape(-1)
-        if rows.size > self.limit:  # the units likeliest to be settled: far from 0 for their width
-            rows = rows[np.argsort(-np.abs(z[rows]) / np.maximum(hi[rows] - lo[rows], 1e-300))[: self.limit]]
+        z, most = self.point[t].reshape(-1), budget.allow(self, t, min(rows.size, self.limit))
+        if rows.size > most:  # the units likeliest to be settled: far from 0 for their width
+            rows = rows[np.argsort(-np.abs(z[rows]) / np.maximum(hi[rows] - lo[rows], 1e-300))[:most]]
         if rows.size == 0:
             return
         lo, hi = lo.copy(), hi.copy()
