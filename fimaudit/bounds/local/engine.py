@@ -231,9 +231,10 @@ class Pass:
         reach = (np.linalg.norm(Jm, axis=1) + np.linalg.norm(Jr, axis=1)) * self.ball  # |J d| ≤ (‖Jm‖ + ‖Jr‖)‖d‖
         return np.maximum(low, -reach), np.minimum(up, reach)
 
-    def backward(self, t, G, generators=0):
+    def backward(self, t, G, generators=0, split=False):
         """(J_mid, J_rad), each (rows, input size): the interval Jacobian over the box of the
-        rows G (rows, *shape of t) of ∂(·)/∂t carried to the input (:mod:`.backward`)."""
+        rows G (rows, *shape of t) of ∂(·)/∂t carried to the input (:mod:`.backward`); with
+        ``split``, (M_0, R, M_k): the signed generators (k, rows, input size) apart from R."""
         from .backward import backward
 
-        return backward(self, t, G, generators)
+        return backward(self, t, G, generators, split)
