@@ -119,11 +119,8 @@ class _Setup:
         parts = [p.backward(out, g.reshape((len(g), *shape)), GENERATORS, split=True) for g in (G[:C], G[C:]) if len(g)]
         Jm, Jr = (np.concatenate(v) for v in zip(*[(M0, R + np.abs(Mk).sum(0)) for M0, R, Mk in parts]))
         if np.all(np.isfinite(Jm)) and np.all(np.isfinite(Jr)):
-            L = min(np.linalg.norm(Jm[:C], 2) + np.linalg.norm(Jr[:C], 2), zonotope.norm_bound(*parts[0]))
-            low, up = p.offsets(Jm, Jr)
-            slope = np.linalg.norm(Jm[C:], axis=1) + np.linalg.norm(Jr[C:], axis=1)
-            if C > 1:
-                slope = np.minimum(slope, zonotope.row_bounds(*parts[1]))
+            L, low, up = zonotope.norm_bound(*parts[0]), *p.offsets(Jm, Jr)
+            slope = zonotope.row_bounds(*parts[1]) if C > 1 else np.zeros(0)
         else:  # intervals too wide to bound anything: no certificate from the Jacobian
             L, low, up, slope = math.inf, np.full(len(G), -np.inf), np.full(len(G), np.inf), np.full(C - 1, np.inf)
         if self.L is not None:

@@ -134,18 +134,18 @@ def max_candidates(lo, hi, geo, out_hw):
     """Per kernel offset, the mask of outputs whose window cell at that offset is kept as a
     candidate for the window's maximum, and the number of candidates per window: one means
     the window is that cell's value on the whole box. A cell c is dropped where another cell
-    c′ has l_c′ > u_c, or l_c′ ≥ u_c with c′ at an earlier offset (ties, e.g. ReLU zeros):
-    then v_c′ ≥ v_c on the box, so the window's maximum is the maximum over the rest. Every
-    dropped cell is dominated by a kept one (the relation has no cycles), and the cell with
-    the largest upper end (the earliest such) is always kept."""
+    c′ has l_c′ ≥ u_c (ties included, e.g. a ReLU's zeros next to a unit that may turn on):
+    then v_c′ ≥ v_c on the box, so the window's maximum is the maximum over the rest. Two cells
+    that dominate each other are the same constant, and only the later one is dropped; so the
+    relation has no cycles, some cell is kept, and every dropped cell is dominated by a kept one."""
     lop, hip = pad(lo, geo, -np.inf), pad(hi, geo, -np.inf)
     lows, highs = zip(*[(lop[sl], hip[sl]) for _, _, sl in _slices(geo, out_hw)])
     masks = []
-    for c, u in enumerate(highs):
-        out = np.zeros(u.shape, dtype=bool)
-        for o, low in enumerate(lows):
+    for c, (lc, uc) in enumerate(zip(lows, highs)):
+        out = np.zeros(uc.shape, dtype=bool)
+        for o, (lo_o, hi_o) in enumerate(zip(lows, highs)):
             if o != c:
-                out |= (low >= u) if o < c else (low > u)
+                out |= (lo_o >= uc) & ((o < c) | (lc < hi_o))
         masks.append(~out)
     return masks, sum(m.astype(np.int64) for m in masks)
 

@@ -15,7 +15,8 @@ to rounding. With C = [c_k], W = [w_k] and any λ > 0,
 
 and ‖diag(I, ε)‖₂ ≤ 1, so the norm is at most √(λ² + ‖C‖₂²) · ‖[M_0ᵀ/λ, W]‖₂ (the second
 factor from the eigenvalues of its (rows + k)-square Gram matrix), minimised over a grid of λ
-that holds √(‖C‖ ‖M_0‖ / ‖W‖), where the bound is at most ‖M_0‖ + ‖C‖ ‖W‖ (Cauchy–Schwarz).
+around √(‖C‖ ‖M_0‖ / ‖W‖) and then by golden-section steps; it is never above
+‖M_0‖ + ‖C‖ ‖W‖, which is also tried.
 Then ‖E‖₂ ≤ ‖R‖₂ (R ≥ |E| and the spectral norm is monotone on nonnegative matrices, Perron–
 Frobenius). One row m + Σ_k δ_k ŵ_k (ŵ_k = c_ik w_k) has ‖·‖² ≤ ‖m‖² + 2 Σ_k |m·ŵ_k| +
 Σ_{k,l} |ŵ_k·ŵ_l|, each term of the expanded square bounded by its magnitude.
@@ -31,6 +32,7 @@ import numpy as np
 
 SLACK = 1e-10  # relative margin for the rounding of the eigenvalue routines
 GRID = np.geomspace(1e-2, 1e2, 25)
+REFINE = 30
 
 
 def factors(Mk, R):
@@ -52,27 +54,43 @@ def _lmax(S):
 
 
 def norm_bound(M0, R, Mk):
-    """An upper bound on sup ‖M_0 + Σ_k ε_k M_k + E‖₂ over |ε| ≤ 1, |E| ≤ R."""
+    """An upper bound on sup ‖M_0 + Σ_k ε_k M_k + E‖₂ over |ε| ≤ 1, |E| ≤ R, never above the
+    interval hull's ‖M_0‖ + ‖R + Σ_k |M_k|‖."""
+    m0 = np.linalg.norm(M0, 2)
+    hull = m0 + np.linalg.norm(R + np.abs(Mk).sum(0), 2)
     C, W, R = factors(Mk, R)
     rad = np.linalg.norm(R, 2)
-    m0 = np.linalg.norm(M0, 2)
     if C.shape[1] == 0 or not np.any(C):
-        return (m0 + rad) * (1 + SLACK)
+        return min(hull, m0 + rad) * (1 + SLACK)
     cn, WW, MW, MM = np.linalg.norm(C, 2), W.T @ W, M0 @ W, M0 @ M0.T
     wn = np.sqrt(max(_lmax(WW), 0.0))
     best = m0 + cn * wn
     centre = np.sqrt(cn * m0 / wn) if m0 > 0 and wn > 0 else 1.0
-    for lam in centre * GRID:
+
+    def at(log_lam):  # the bound at λ = e^log_lam: every λ > 0 gives one
+        lam = np.exp(log_lam)
         gram = np.block([[MM / lam**2, MW / lam], [MW.T / lam, WW]])
-        best = min(best, np.sqrt((lam**2 + cn**2) * max(_lmax(gram), 0.0)))
-    return (best + rad) * (1 + SLACK)
+        return np.sqrt((lam**2 + cn**2) * max(_lmax(gram), 0.0))
+
+    logs = np.log(centre * GRID)
+    vals = [at(v) for v in logs]
+    k = int(np.argmin(vals))
+    a, b = logs[max(k - 1, 0)], logs[min(k + 1, len(logs) - 1)]
+    for _ in range(REFINE):  # golden-section steps between the grid's neighbours of the best
+        c, d = b - 0.618 * (b - a), a + 0.618 * (b - a)
+        vc, vd = at(c), at(d)
+        vals += [vc, vd]
+        a, b = (a, d) if vc < vd else (c, b)
+    return min(hull, min(best, min(vals)) + rad) * (1 + SLACK)
 
 
 def row_bounds(M0, R, Mk):
-    """Per row i, an upper bound on sup ‖M_0[i] + Σ_k ε_k M_k[i] + E[i]‖₂ (the same set)."""
+    """Per row i, an upper bound on sup ‖M_0[i] + Σ_k ε_k M_k[i] + E[i]‖₂ (the same set),
+    never above the interval hull's."""
+    hull = np.linalg.norm(M0, axis=1) + np.linalg.norm(R + np.abs(Mk).sum(0), axis=1)
     C, W, R = factors(Mk, R)
     WW, MW = np.abs(W.T @ W), np.abs(M0 @ W)  # (k, k), (rows, k)
     quad = np.einsum("ik,kl,il->i", np.abs(C), WW, np.abs(C))
     cross = (np.abs(C) * MW).sum(1)
     sq = np.sum(M0 * M0, 1) + 2 * cross + quad
-    return (np.sqrt(sq) + np.linalg.norm(R, axis=1)) * (1 + SLACK)
+    return np.minimum(hull, np.sqrt(sq) + np.linalg.norm(R, axis=1)) * (1 + SLACK)
