@@ -14,10 +14,10 @@ t has a linear relaxation: not past a product, softmax or normalisation). Every 
 interval and linear relaxation a backward pass uses belongs to a nonlinearity before t, so it
 is already known. On a ball the first pre-activations are tightened as well (CROWN is exact on
 an affine map), so every interval holds on the ball. A max pool's candidate cells are those
-interval arithmetic cannot exclude, less those CROWN proves below the window's best
-(:func:`.crown.settle_pool`). Every input of a product, softmax or LayerNormalization is
-tightened by the mean-value form (and the outputs of the last two, whose rules then reread
-their intervals), and for each the bound |J_mid| + J_rad ≥ |∂t/∂x| over B is kept: a radius
+interval arithmetic cannot exclude (:func:`.grid.max_candidates`: ties included), less those
+CROWN proves below the window's best (:func:`.crown.settle_pool`). Every input of a product,
+softmax or LayerNormalization is tightened by the mean-value form (and the outputs of the last
+two, whose rules then reread their intervals), and for each the bound |J_mid| + J_rad ≥ |∂t/∂x| over B is kept: a radius
 R ≥ |ρ| on rows at t then reaches the input as R (|J_mid| + J_rad) ≥ |ρ ∂t/∂x| in one step.
 
 Backward, from rows G = (G_mid ± G_rad) of ∂z/∂t: a linear node maps them to
