@@ -31,8 +31,8 @@ from __future__ import annotations
 import numpy as np
 
 SLACK = 1e-10  # relative margin for the rounding of the eigenvalue routines
-GRID = np.geomspace(1e-2, 1e2, 25)
-REFINE = 30
+GRID = np.geomspace(1e-2, 1e2, 13)
+REFINE = 40
 
 
 def factors(Mk, R):
@@ -76,11 +76,19 @@ def norm_bound(M0, R, Mk):
     vals = [at(v) for v in logs]
     k = int(np.argmin(vals))
     a, b = logs[max(k - 1, 0)], logs[min(k + 1, len(logs) - 1)]
+    g = (np.sqrt(5.0) - 1) / 2
+    c, d = b - g * (b - a), a + g * (b - a)
+    vc, vd = at(c), at(d)
     for _ in range(REFINE):  # golden-section steps between the grid's neighbours of the best
-        c, d = b - 0.618 * (b - a), a + 0.618 * (b - a)
-        vc, vd = at(c), at(d)
-        vals += [vc, vd]
-        a, b = (a, d) if vc < vd else (c, b)
+        if vc < vd:
+            b, d, vd = d, c, vc
+            c = b - g * (b - a)
+            vc = at(c)
+        else:
+            a, c, vc = c, d, vd
+            d = a + g * (b - a)
+            vd = at(d)
+        vals.append(min(vc, vd))
     return min(hull, min(best, min(vals)) + rad) * (1 + SLACK)
 
 
