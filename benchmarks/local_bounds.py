@@ -16,7 +16,8 @@ the global one, margin/(√2 L), and the smallest ℓ2 distance PGD with bisecti
 (benchmarks/validation/attacks.py; an upper bound on the true one). The same for a ReLU MLP
 and CNN trained briefly on scikit-learn's digits (8×8 images in [0, 1]): medians over test
 inputs the model classifies correctly.
-``--models`` runs only the named models and keeps the other models' rows of the results file.
+``--models`` runs only the named models (``digits``: the two trained ones) and keeps the other
+models' rows of the results file.
 
     python benchmarks/local_bounds.py --radii 1e-3   # one box radius only
 
@@ -221,7 +222,7 @@ def main():
     if not chosen or "mlp" in chosen:
         radii_lines.append(certified_row("mlp", *later["mlp"]))
         flush()
-    if not chosen:
+    if not chosen or "digits" in chosen:
         for r in digits_rows():
             radii_lines.append(r)
             flush()

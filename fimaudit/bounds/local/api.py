@@ -2,11 +2,12 @@ r"""Local certified bounds around inputs: on B = {x' : ‖x' − x‖_∞ ≤ ρ
 holds the ℓ2 ball of radius ρ), or with ``norm="l2"`` on B = {x' : ‖x' − x‖₂ ≤ ρ} ∩ input domain
 (its derivative intervals from pre-activation intervals valid on the ball), per input x:
 
-* ``lipschitz``: L_B ≥ sup_{x' ∈ B} ‖J(x')‖₂ (J the logits' Jacobian), from the interval
-  Jacobian of :mod:`.engine`: ‖J_mid‖₂ + ‖J_rad‖₂ ≥ ‖J‖₂ since |J − J_mid| ≤ J_rad
-  elementwise; capped by the global bound when that is computed. On graphs :mod:`.budget`
-  calls heavy (a row per logit costs too much) instead ‖K‖₂ for the magnitude operator
-  K ≥ |J| of :mod:`.magnitude`, and the logits' intervals come from interval arithmetic alone;
+* ``lipschitz``: L_B ≥ sup_{x' ∈ B} ‖J(x')‖₂ (J the logits' Jacobian), from the Jacobian
+  zonotope of :mod:`.engine`: the smaller of ‖J_mid‖₂ + ‖J_rad‖₂ (|J − J_mid| ≤ J_rad
+  elementwise) and the bound of :mod:`.zonotope`, which keeps the generators signed; capped
+  by the global bound when that is computed. On graphs :mod:`.budget` calls heavy (a row per
+  logit costs too much) instead ‖K‖₂ for the magnitude operator K ≥ |J| of :mod:`.magnitude`,
+  and the logits' intervals come from interval arithmetic alone;
 * ``logits_lower``/``logits_upper``: every logit on B (interval arithmetic ∩ mean-value form ∩
   the CROWN linear bounds of :mod:`.crown`);
 * ``fisher_bound``: sup_B λ_max(F) ≤ sup_B λ_max(M) · L_B² (:mod:`.metric`);
@@ -32,7 +33,7 @@ from ..._array import to_numpy
 from ...errors import InputShapeError, InvalidArgumentError
 from .. import memory
 from ..graph import Graph
-from . import crown, layout, magnitude
+from . import crown, layout, magnitude, zonotope
 from .engine import Network, Pass
 from .metric import sup_metric_norm
 
@@ -117,11 +118,14 @@ class _Setup:
         G[C + np.arange(len(others)), top] = 1.0
         G[C + np.arange(len(others)), others] = -1.0
         heavy = self.net.heavy  # no row per logit: the magnitude operator's bound alone (:mod:`.budget`)
-        Jm, Jr = (np.full(1, np.inf),) * 2 if heavy else p.backward(out, G.reshape((len(G), *oshape[1:])), GENERATORS)
+        parts, Jm, Jr = None, np.full(1, np.inf), np.full(1, np.inf)
+        if not heavy:  # the logits' rows, then the margins' (each with its own generators)
+            gs = [g.reshape((len(g), *oshape[1:])) for g in (G[:C], G[C:]) if len(g)]
+            parts = [p.backward(out, g, GENERATORS, split=True) for g in gs]
+            Jm, Jr = (np.concatenate(v) for v in zip(*[(M0, R + np.abs(Mk).sum(0)) for M0, R, Mk in parts]))
         if np.all(np.isfinite(Jm)) and np.all(np.isfinite(Jr)):
-            L = np.linalg.norm(Jm[:C], 2) + np.linalg.norm(Jr[:C], 2)
-            low, up = p.offsets(Jm, Jr)
-            slope = np.linalg.norm(Jm[C:], axis=1) + np.linalg.norm(Jr[C:], axis=1)
+            L, low, up = zonotope.norm_bound(*parts[0]), *p.offsets(Jm, Jr)
+            slope = zonotope.row_bounds(*parts[1]) if C > 1 else np.zeros(0)
         else:  # intervals too wide to bound anything: no certificate from the Jacobian
             L, low, up, slope = math.inf, np.full(len(G), -np.inf), np.full(len(G), np.inf), np.full(C - 1, np.inf)
         L = min(L, magnitude.norm_bound(p) if heavy else math.inf, math.inf if self.L is None else self.L)

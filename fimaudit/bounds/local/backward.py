@@ -29,11 +29,12 @@ from . import grid, layout, lrn, moves, norms, products
 ELEMENTS = 1 << 24  # generator rows × tensor size held at once
 
 
-def backward(p, t, G, generators=0):
+def backward(p, t, G, generators=0, split=False):
     net, inp = p.net, p.net.g.input
     m = G.shape[0]
     if t == inp:
-        return G.reshape(m, -1), np.zeros((m, p.a.size))
+        J0 = G.reshape(m, -1)
+        return (J0, np.zeros_like(J0), np.zeros((0, *J0.shape))) if split else (J0, np.zeros_like(J0))
     grads, made, direct = {t: (G, None)}, [0], 0.0
 
     def grow(M, rows):  # pad signed rows with zero blocks for generators made elsewhere
@@ -130,6 +131,8 @@ def backward(p, t, G, generators=0):
             push(var, layout.adjoint(node, net.g, net.live, Gm), rad)
     Gm, Gr = grads.get(inp, (np.zeros_like(G), None))
     R = direct + (np.zeros((m, p.a.size)) if Gr is None else Gr.reshape(m, -1))
+    if split:
+        return Gm[:m].reshape(m, -1), R, Gm[m:].reshape(-1, m, p.a.size)
     if Gm.shape[0] > m:
         R = R + spread(Gm[m:].reshape(Gm.shape[0] - m, -1), 1.0)
     return Gm[:m].reshape(m, -1), R

@@ -7,12 +7,13 @@ and concatenations route them (a tensor read twice gets the sum of what both rea
 constant operand of a sum or concatenation adds its part to β. A pointwise activation with the
 lines ``α_l z + β_l ≤ σ(z) ≤ α_u z + β_u`` on its pre-activation interval (:mod:`.relax`) takes
 the lower line where a row's coefficient is ≥ 0 and the upper one where it is < 0, so each
-product keeps the bound's direction. A max pool window whose argmax is the same on the whole
-set is a selection; otherwise ``max_k v_k ≥ v_{k*}`` (k* the cell with the largest lower end)
-bounds it below and the constant ``max_k u_k`` above. A LayerNormalization and a product of two
-activations have linear relaxations of their own (:mod:`.lnrelax`, :mod:`.prodrelax`); at a
-softmax the walk stops with the mean-value form of the rows there, a line in the input less a
-constant (:mod:`.meanvalue`). Upper bounds are the lower bounds of −G.
+product keeps the bound's direction. A max pool window with one candidate cell
+(:func:`.grid.max_candidates`) is a selection of it; otherwise ``max_k v_k ≥ v_{k*}`` (k* the
+cell with the largest lower end) bounds it below and the constant ``max_k u_k`` above. A
+LayerNormalization and a product of two activations have linear relaxations of their own
+(:mod:`.lnrelax`, :mod:`.prodrelax`); at a softmax or an LRN the walk stops with the mean-value
+form of the rows there, a line in the input less a constant (:mod:`.meanvalue`). Upper bounds
+are the lower bounds of −G.
 
 At the input the bound is made concrete over the set: on the box [x + a, x + b] (a ≤ 0 ≤ b),
 ``min Λ·x' = Λ·x + Σ min(Λ a, Λ b)``; on the ℓ2 ball of radius ρ, ``Λ·x − ‖Λ‖₂ ρ`` (the dual
@@ -41,8 +42,9 @@ def _lines(p, k):
             geo, hw = p.pool[out][0], net.g.shape(t)[2:]
             lop = grid.pad(p.lo[t], geo, -np.inf)
             slices = [sl for _, _, sl in grid._slices(geo, net.g.shape(out)[2:])]
-            pick = np.argmax(np.stack([lop[sl] for sl in slices]), axis=0)
             sure = np.logical_and.reduce([w[1] == 0 for w in p.pool[out][2]])  # one candidate per window
+            kept = np.argmax(np.stack([w[0] for w in p.pool[out][2]]), axis=0)  # that candidate
+            pick = np.where(sure, kept, np.argmax(np.stack([lop[sl] for sl in slices]), axis=0))
             p.lines[out] = (geo, hw, [(pick == o).astype(np.float64) for o in range(len(slices))], sure)
         else:
             op = "Silu" if net.roles[k] == "silu" else activations.kind(node)

@@ -14,10 +14,11 @@ normalisations, and from a softmax back by the mean-value form). Every derivativ
 interval and linear relaxation a backward pass uses belongs to a nonlinearity before t, so it
 is already known. On a ball the first pre-activations are tightened as well (CROWN is exact on
 an affine map), so every interval holds on the ball. A max pool's candidate cells are those
-interval arithmetic cannot exclude, less those CROWN proves below the window's best
-(:func:`.crown.settle_pool`). Every input of a product, softmax, LayerNormalization or LRN is
-tightened by the mean-value form (and the outputs of softmax and LayerNormalization, whose rules reread
-their intervals), and for each the bound |J_mid| + J_rad ≥ |∂t/∂x| over B is kept: a radius
+interval arithmetic cannot exclude (:func:`.grid.max_candidates`: ties included), less those
+CROWN proves below the window's best (:func:`.crown.settle_pool`). Every input of a product,
+softmax, LayerNormalization or LRN is tightened by the mean-value form (and the outputs of
+softmax and LayerNormalization, whose rules reread their intervals), and for each the bound
+|J_mid| + J_rad ≥ |∂t/∂x| over B is kept: a radius
 R ≥ |ρ| on rows at t then reaches the input as R (|J_mid| + J_rad) ≥ |ρ ∂t/∂x| in one step.
 
 Backward, from rows G = (G_mid ± G_rad) of ∂z/∂t: a linear node maps them to
@@ -240,9 +241,10 @@ class Pass:
         reach = (np.linalg.norm(Jm, axis=1) + np.linalg.norm(Jr, axis=1)) * self.ball  # |J d| ≤ (‖Jm‖ + ‖Jr‖)‖d‖
         return np.maximum(low, -reach), np.minimum(up, reach)
 
-    def backward(self, t, G, generators=0):
+    def backward(self, t, G, generators=0, split=False):
         """(J_mid, J_rad), each (rows, input size): the interval Jacobian over the box of the
-        rows G (rows, *shape of t) of ∂(·)/∂t carried to the input (:mod:`.backward`)."""
+        rows G (rows, *shape of t) of ∂(·)/∂t carried to the input (:mod:`.backward`); with
+        ``split``, (M_0, R, M_k): the signed generators (k, rows, input size) apart from R."""
         from .backward import backward
 
-        return backward(self, t, G, generators)
+        return backward(self, t, G, generators, split)

@@ -131,14 +131,22 @@ def avg_divisor(node, in_shape, geo, out_hw):
 
 
 def max_candidates(lo, hi, geo, out_hw):
-    """Per kernel offset, the mask of outputs whose window cell at that offset can hold the
-    window's maximum somewhere in the box (its upper end reaches the largest lower end), and
-    the number of such cells per window: one means the argmax is the same on the whole box."""
+    """Per kernel offset, the mask of outputs whose window cell at that offset is kept as a
+    candidate for the window's maximum, and the number of candidates per window: one means
+    the window is that cell's value on the whole box. A cell c is dropped where another cell
+    c′ has l_c′ ≥ u_c (ties included, e.g. a ReLU's zeros next to a unit that may turn on):
+    then v_c′ ≥ v_c on the box, so the window's maximum is the maximum over the rest. Two cells
+    that dominate each other are the same constant, and only the later one is dropped; so the
+    relation has no cycles, some cell is kept, and every dropped cell is dominated by a kept one."""
     lop, hip = pad(lo, geo, -np.inf), pad(hi, geo, -np.inf)
-    best = np.full((*lo.shape[:2], *out_hw), -np.inf)
-    for _, _, sl in _slices(geo, out_hw):
-        best = np.maximum(best, lop[sl])
-    masks = [hip[sl] >= best for _, _, sl in _slices(geo, out_hw)]
+    lows, highs = zip(*[(lop[sl], hip[sl]) for _, _, sl in _slices(geo, out_hw)])
+    masks = []
+    for c, (lc, uc) in enumerate(zip(lows, highs)):
+        out = np.zeros(uc.shape, dtype=bool)
+        for o, (lo_o, hi_o) in enumerate(zip(lows, highs)):
+            if o != c:
+                out |= (lo_o >= uc) & ((o < c) | (lc < hi_o))
+        masks.append(~out)
     return masks, sum(m.astype(np.int64) for m in masks)
 
 
