@@ -138,6 +138,35 @@ def seeds_table(result):
             f"{fam[k][0]:.3g} – {fam[k][1]:.3g}" for k in fam) + " |")  # fmt: skip
 
 
+def radius_table(result):
+    rows = [r for r in result["models"] if "local_certified_radius" in r]
+    if not rows:
+        return
+    print(
+        "\nLocal certified ℓ2 radius r (fimaudit.certified_radius: CROWN margin bounds on ℓ2 balls in [0, 1]^d) vs the "
+        "minimal ℓ2 attack distance d, on the first correctly classified scored inputs of each model (the model "
+        "trained again; inputs the attacks did not break are left out); violations: inputs with r > d"
+    )
+    print(
+        "| model | inputs | median r | median d | median d / median r | median of d / r per input | max of d / r | "
+        "violations | s / input | note |"
+    )
+    print("|---" * 10 + "|")
+    for r in rows:
+        c = r["local_certified_radius"]
+        note = ([] if c["reproduced"] else ["retrained model differs"]) + (
+            [f"refused: {c['refused']}"] if c["refused"] else []
+        ) + ([] if c["global_cap"] in (True, None) else ["no global cap"]) + (
+            [f"{c['zero_radius']} radii 0"] if c["zero_radius"] else []
+        )  # fmt: skip
+        print(
+            f"| {r['name']} | {c['compared']} of {c['inputs']} | {_v(c['median_radius'], '.3g')} | "
+            f"{_v(c['median_distance'], '.3g')} | {_v(c['ratio_of_medians'], '.3g')} | "
+            f"{_v(c['median_ratio'], '.3g')} | {_v(c.get('max_ratio'), '.3g')} | {c['violations']} | "
+            f"{c['seconds_per_input']:.1f} | {'; '.join(note)} |"
+        )
+
+
 def report(result):
     models_table(result)
     for ds, res in result["per_input"].items():
@@ -147,4 +176,5 @@ def report(result):
     for ds, res in result["per_model"].items():
         per_model_table(ds, res)
     seeds_table(result)
+    radius_table(result)
     print(f"\ntotal {result['seconds']:.0f} s")
