@@ -27,20 +27,22 @@ def _row(indices, radii, distance, name="m"):
 
 
 def test_merge_on_a_tiny_case_gives_the_hand_worked_numbers():
-    result = _result([True, False, True, True, True], [0.5, None, None, 0.3, 0.8])
+    result = _result([True, False, True, True, True, True], [0.5, None, None, 0.3, 0.8, 0.2])
     result["models"].append({"name": "other", "per_input": {"correct": [True], "minimal_l2_distance": [1.0]}})
     untouched = copy.deepcopy(result["models"][1])
-    # the attack on the retrained model: input 0 at 0.45 (the study found 0.5), input 2 again unbroken
-    rows = [_row([0, 2, 3, 4], [0.2, 0.1, 0.31, 0.4], [0.45, None, 0.3, 0.8]), _row([0], [0.1], [1.0], "absent")]
+    # the attack on the retrained model: input 0 at 0.45 (the study found 0.5), input 2 again unbroken, input 5
+    # misclassified by the retrained model (distance 0): neither is compared
+    retrained = [0.45, None, 0.3, 0.8, 0.0]
+    rows = [_row([0, 2, 3, 4, 5], [0.2, 0.1, 0.31, 0.4, 0.25], retrained), _row([0], [0.1], [1.0], "absent")]
     radius.merge(result, rows)
     m = result["models"][0]
-    assert m["per_input"]["local_certified_radius"] == [0.2, None, 0.1, 0.31, 0.4]
-    assert m["per_input"]["attack_distance_retrained"] == [0.45, None, None, 0.3, 0.8]
+    assert m["per_input"]["local_certified_radius"] == [0.2, None, 0.1, 0.31, 0.4, 0.25]
+    assert m["per_input"]["attack_distance_retrained"] == [0.45, None, None, 0.3, 0.8, 0.0]
     c = m["local_certified_radius"]
-    # input 2 was never broken by the attacks: left out of the comparison; input 3: 0.31 > 0.3, a violation
-    assert (c["inputs"], c["compared"], c["violations"], c["violating_inputs"]) == (4, 3, 1, [3])
-    assert c["violations_study"] == 1 and c["median_distance_study"] == 0.5
-    assert c["median_radius"] == 0.31 and c["median_distance"] == 0.45
+    # input 3: 0.31 > 0.3, a violation, against both distances
+    assert (c["inputs"], c["compared"], c["unbroken"], c["misclassified_retrained"]) == (5, 3, 1, 1)
+    assert (c["violations"], c["violating_inputs"], c["violations_study"]) == (1, [3], 1)
+    assert c["median_radius"] == 0.31 and c["median_distance"] == 0.45 and c["median_distance_study"] == 0.5
     assert c["median_ratio"] == pytest.approx(2.0) and c["max_ratio"] == pytest.approx(2.25)
     assert c["ratio_of_medians"] == pytest.approx(0.45 / 0.31) and c["zero_radius"] == 0
     assert result["models"][1] == untouched
@@ -62,8 +64,8 @@ def test_merge_places_every_radius_and_counts_violations_by_brute_force(data):
         assert placed[i] == (radii[idx.index(i)] if i in idx else None)
     c = m["local_certified_radius"]
     bad = [i for i, r in zip(idx, radii) if dist[i] is not None and r > dist[i] * (1 + radius.TOLERANCE)]
-    assert c["violating_inputs"] == bad and c["violations"] == len(bad)
-    assert c["compared"] == sum(dist[i] is not None for i in idx)
+    assert c["violating_inputs"] == bad and c["violations"] == len(bad) == c["violations_study"]
+    assert c["compared"] == sum(dist[i] is not None for i in idx) == len(idx) - c["unbroken"]
     if c["compared"]:
         r = [x for i, x in zip(idx, radii) if dist[i] is not None]
         assert c["median_radius"] == pytest.approx(float(np.median(r)))

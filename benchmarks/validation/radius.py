@@ -116,33 +116,35 @@ def summary(model, row):
     radii = [None] * n
     for i, v in zip(row["indices"], row["radius"] or []):
         radii[i] = v
-    d = row["attack_distance"]
+    d, rs = row["attack_distance"], row["radius"] or []
     study = [model["per_input"]["minimal_l2_distance"][i] for i in row["indices"]]
-    pairs = [(r, e) for r, e in zip(row["radius"] or [], d) if e is not None]  # attacked successfully
-    r_ = np.array([a for a, _ in pairs], dtype=np.float64)
-    d_ = np.array([b for _, b in pairs], dtype=np.float64)
+    # compared: inputs the attacks broke (d None: none found) and the retrained model classifies correctly (d = 0:
+    # it does not, and the radius is then one of the wrong class)
+    keep = [j for j in range(len(rs)) if d[j] is not None and d[j] > 0]
+    r_, d_ = np.array([rs[j] for j in keep], dtype=np.float64), np.array([d[j] for j in keep], dtype=np.float64)
+    bad = [row["indices"][j] for j in keep if rs[j] > d[j] * (1 + TOLERANCE)]
+    both = [j for j in keep if study[j] is not None]
     out = dict(
         inputs=len(row["indices"]),
-        compared=len(pairs),
+        compared=len(keep),
+        misclassified_retrained=sum(v == 0 for v in d),
+        unbroken=sum(v is None for v in d),
         reproduced=row["reproduced"],
         refused=row["refused"],
         global_cap=row.get("global_cap"),
         iterations=row["iterations"],
         seconds_per_input=row["radius_seconds_per_input"],
-        violations=int(np.sum(r_ > d_ * (1 + TOLERANCE))),
-        violating_inputs=[row["indices"][i] for i, (a, b) in enumerate(zip(row["radius"] or [], d))
-                          if b is not None and a > b * (1 + TOLERANCE)],
-        median_radius=float(np.median(r_)) if pairs else None,
-        median_distance=float(np.median(d_)) if pairs else None,
-        median_ratio=float(np.median(d_ / np.maximum(r_, 1e-300))) if pairs else None,
-        max_ratio=float(np.max(d_ / np.maximum(r_, 1e-300))) if pairs else None,
+        violations=len(bad),
+        violating_inputs=bad,
+        median_radius=_median(r_),
+        median_distance=_median(d_),
+        median_ratio=_median(d_ / np.maximum(r_, 1e-300)),
+        max_ratio=float(np.max(d_ / np.maximum(r_, 1e-300))) if keep else None,
         zero_radius=int(np.sum(r_ <= 0)),
-        median_distance_study=_median([e for e, a in zip(study, d) if e is not None and a is not None]),
-        violations_study=sum(e is not None and a > e * (1 + TOLERANCE) for a, e in zip(row["radius"] or [], study)),
-    )  # fmt: skip
-    out["ratio_of_medians"] = (
-        out["median_distance"] / out["median_radius"] if pairs and out["median_radius"] > 0 else None
+        median_distance_study=_median([study[j] for j in both]),
+        violations_study=sum(rs[j] > study[j] * (1 + TOLERANCE) for j in both) if row["reproduced"] else None,
     )
+    out["ratio_of_medians"] = out["median_distance"] / out["median_radius"] if keep and out["median_radius"] else None
     return radii, out
 
 
