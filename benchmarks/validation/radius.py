@@ -1,19 +1,24 @@
 """The local certified ℓ2 radius next to the attacks' distance, per model, without rerunning the study:
 
-    python -m benchmarks.validation.radius --rows radius.jsonl [--part i/k] [--models a,b] [--inputs 20]
-    python -m benchmarks.validation.radius --rows radius.jsonl --merge
+    python -m benchmarks.validation.radius --rows radius.jsonl [--part i/k] [--models a,b] [--inputs 10]
+    python -m benchmarks.validation.radius --rows radius.jsonl --merge > results/validation_cpu.txt
 
 Training is deterministic (``train``), so each model of ``zoo.FAMILY`` is trained again exactly as
-``__main__.run_model`` trains it; the retrained model must give the stored predictions on the scored
-inputs and the stored float64 logit margins (to 1e-6 relative), else its row is marked not reproduced
-and kept out of the summary. On the first ``--inputs`` correctly classified scored inputs it computes
-``fimaudit.certified_radius`` (CROWN margin bounds on ℓ2 balls intersected with the input box [0, 1]^d,
-and the local Lipschitz route; the global bound caps it when the global rules take the graph). One
-JSON line per model goes to ``--rows`` (resumable, split over processes with ``--part``); ``--merge``
-writes per-input radii (None where not computed) and a per-model summary into ``validation.json``:
-medians of the radius r and of the minimal attack distance d on the same inputs, the median of d / r,
-and the violations r > d·(1 + 1e-6) — a certified radius above a verified adversarial distance would be
-a defect of the bound.
+``__main__.run_model`` trains it. On the first ``--inputs`` scored inputs the study classified
+correctly it computes ``fimaudit.certified_radius`` r (CROWN margin bounds on ℓ2 balls intersected
+with the input box [0, 1]^d, and the local Lipschitz route; the global bound caps it where the global
+rules take the graph) and runs the study's minimal-distance ensemble (``attacks.minimal_distance``,
+every point verified) on the retrained model, so r and the distance d belong to the same weights: a
+float32 kernel of another CPU may round differently, and training can amplify that. A row records
+whether the retrained model gives the stored predictions and first-order distances (to ``REPRODUCED``
+relative); only then are r also compared with the study's stored distances. One JSON line per model
+goes to ``--rows`` (resumable; ``--part`` splits the models, cheapest first, over processes);
+``--merge`` writes per-input radii and retrained distances (None where not computed) and a per-model
+summary into ``validation.json`` and prints the report: medians of r and d over the compared inputs
+(broken by the attacks, classified correctly once retrained), the median and maximum of d / r, and the
+violations r > d·(1 + ``TOLERANCE``) — a certified radius above a verified adversarial distance would
+be a defect of the bound. Since d ≥ the true minimal distance ≥ r, d / r bounds the looseness of r
+from above.
 """
 
 import argparse
