@@ -100,8 +100,8 @@ def run_model(spec, stored, k):
     try:
         r = fa.certified_radius(fa.wrap(net, input_shape=shape), X, iterations=ITERATIONS, input_domain=(0.0, 1.0))
         row["global_cap"] = True
-    except UnsupportedOnnxOpError as err:  # no global bound for the graph: the local bounds alone
-        row["global_refused"] = str(err)
+    except UnsupportedOnnxOpError as err:  # maybe no global bound for the graph: the local bounds alone
+        row["error_with_global_cap"] = str(err)
         try:
             r = fa.certified_radius(
                 fa.wrap(net, input_shape=shape), X, iterations=ITERATIONS, input_domain=(0.0, 1.0), global_cap=False
