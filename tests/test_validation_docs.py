@@ -189,3 +189,94 @@ def test_the_readme_summary_cites_the_docs_numbers():
     for n in re.findall(r"[+−]\d\.\d\d", summary):
         assert n in DOC, f"the README states {n}, which docs/validation.md does not"
     assert f"{len(models())} " in summary
+
+
+# the local certified radius (benchmarks/validation/radius.py) against the attacks, per model
+def radius_rows(arch=None):
+    rows = [r for r in models() if "local_certified_radius" in r and r["local_certified_radius"]["refused"] is None]
+    return [r for r in rows if arch is None or r["arch"] in arch]
+
+
+def loose(limit=3.0):
+    """MLP and CNN models whose median distance is more than ``limit`` times their median radius."""
+    return {r["name"]: r["local_certified_radius"]["ratio_of_medians"] for r in radius_rows(("mlp", "cnn"))
+            if r["local_certified_radius"]["ratio_of_medians"] > limit}  # fmt: skip
+
+
+def ratio(name):
+    return next(r["local_certified_radius"]["ratio_of_medians"] for r in radius_rows() if r["name"] == name)
+
+
+RADIUS_CLAIMS = {
+    "residual MLP": (rf"{NUM} on the residual MLP\)", lambda: [ratio("breast_cancer/resmlp")]),
+    "attention": (
+        rf"{NUM}× and {NUM}× below the attack distance on the digits ones",
+        lambda: [ratio("digits/attention-wd"), ratio("digits/attention")],
+    ),
+    "misclassified once retrained": (
+        rf"misclassify up to {NUM} of the {NUM} inputs",
+        lambda: [
+            max(r["local_certified_radius"]["misclassified_retrained"] for r in radius_rows()),
+            max(r["local_certified_radius"]["inputs"] for r in radius_rows()),
+        ],
+    ),  # fmt: skip
+    "inputs and models": (
+        rf"on all {NUM} compared inputs of {NUM} models the radius is at most the attack distance",
+        lambda: [sum(r["local_certified_radius"]["compared"] for r in radius_rows()), len(radius_rows())],
+    ),
+    "reproduced": (
+        rf"Retraining here reproduced {NUM} of {NUM} models",
+        lambda: [sum(r["local_certified_radius"]["reproduced"] for r in radius_rows()), len(radius_rows())],
+    ),
+    "within 3x": (
+        rf"within 3× of the median radius for {NUM} of {NUM} MLP and CNN models",
+        lambda: [len(radius_rows(("mlp", "cnn"))) - len(loose()), len(radius_rows(("mlp", "cnn")))],
+    ),
+    "ratio range": (
+        rf"median d / median r spans {NUM}–{NUM} over the MLPs and CNNs",
+        lambda: [
+            f(r["local_certified_radius"]["ratio_of_medians"] for r in radius_rows(("mlp", "cnn"))) for f in (min, max)
+        ],
+    ),
+}
+
+
+@pytest.mark.parametrize("name", sorted(RADIUS_CLAIMS))
+def test_docs_radius_numbers_are_the_json_numbers(name):
+    pattern, values = RADIUS_CLAIMS[name]
+    m = re.search(pattern, DOC)
+    assert m, f"docs/validation.md no longer states {name!r} ({pattern})"
+    for text, w in zip(m.groups(), values(), strict=True):
+        decimals = len(text.split(".")[1]) if "." in text else 0
+        assert abs(_num(text) - w) <= 0.5 * 10**-decimals + 1e-9, f"{name}: docs say {text}, the JSON {w}"
+
+
+def test_docs_name_every_mlp_and_cnn_whose_radius_is_more_than_3x_below_the_distance():
+    m = re.search(r"more than 3× below the median distance on (.*?);", DOC)
+    assert m, "docs/validation.md no longer lists the loose radii"
+    named = {n: float(v) for n, v in re.findall(r"`([\w/-]+)` \(" + NUM + "×\\)", m.group(1))}
+    want = loose()
+    assert set(named) == set(want)
+    for n, v in named.items():
+        assert abs(v - want[n]) <= 0.005 + 1e-9, n
+
+
+def test_no_certified_radius_exceeds_an_attack_distance_input_by_input():
+    tol = 1 + 1e-6
+    rows = radius_rows()
+    assert rows
+    for r in rows:
+        p = r["per_input"]
+        both = [(a, d, s) for a, d, s in zip(p["local_certified_radius"], p["attack_distance_retrained"],
+                                             p["minimal_l2_distance"]) if a is not None]  # fmt: skip
+        assert len(both) == r["local_certified_radius"]["inputs"]
+        assert all(a <= d * tol for a, d, _ in both if d), r["name"]  # d = 0: misclassified once retrained
+        if r["local_certified_radius"]["reproduced"]:
+            assert all(a <= s * tol for a, _, s in both if s is not None), r["name"]
+        assert r["local_certified_radius"]["violations"] == 0
+
+
+def test_docs_breast_cancer_attention_radius_is_of_the_order_stated():
+    assert "about 10⁻¹⁷ on breast_cancer's" in DOC
+    r = next(r for r in radius_rows() if r["name"] == "breast_cancer/attention")["local_certified_radius"]
+    assert 10**-17.5 <= r["median_radius"] < 10**-16.5
