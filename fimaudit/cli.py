@@ -78,6 +78,7 @@ def _audit(args):
             progress=progress_of(args),
             batch_size=args.batch_size,
             input_domain=domain,
+            certify=None if args.certify == "none" else args.certify,
         )
     path = a.save(args.out)
     if args.json:
@@ -160,6 +161,13 @@ def _parser():
         help="finite differences across ReLU/max-pool kinks (black-box models): 'repair' (default) "
         "re-measures probes that straddle one; 'extrapolate' measures every column at steps h "
         "and 2h and extrapolates to 0 (twice the calls; for CNNs with kinks everywhere)",
+    )
+    au.add_argument(
+        "--certify",
+        choices=["global", "local", "none"],
+        default="global",
+        help="each input's certified radius (models with an ONNX graph): 'global' (default) margin / (√2 L); "
+        "'local' also the local CROWN radius, seconds per input, kept in --journal; 'none': no radius",
     )
     au.add_argument("--fail-above", type=_finite_float, help="exit with status 3 if any λ_max exceeds this")
     au.add_argument("--json", action="store_true", help="print the summary as JSON")

@@ -57,8 +57,19 @@ def closing_line(summary, path):
     return (
         f"audited {summary['completed']}/{summary['inputs']} inputs; "
         f"median λ_max {q.get('median', float('nan')):.4g} (worst-case local KL per unit ‖δ‖², a sensitivity), "
-        f"max {q.get('max', float('nan')):.4g}{d1}; report: {path}"
+        f"max {q.get('max', float('nan')):.4g}{d1}{_radius(summary)}; report: {path}"
     )
+
+
+def _radius(summary):
+    """Which certificate the rows' certified_radius holds, if any."""
+    r = summary.get("radius")
+    if not isinstance(r, dict):
+        return ""
+    if r.get("certificate") != "local":
+        return "; certified radius: margin / (√2 L), global graph bound"
+    failed = f", {r['failed']} failed" if r.get("failed") else ""
+    return f"; certified radius: local CROWN, larger than margin / (√2 L) for {r.get('local_rows')} inputs{failed}"
 
 
 def interrupted(args):

@@ -40,6 +40,7 @@ COLUMNS = [
     "seconds",
     "status",
     "certified_radius",
+    "radius_from",  # "global" or "local": the certificate that gave certified_radius
     "tol_met",  # these three: black-box sketches audited with tol only
     "halfwidth",
     "probes",

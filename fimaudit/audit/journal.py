@@ -9,7 +9,8 @@ every data byte, of the labels, the settings and the model's identity
 different run; an advisory lock (``fcntl.flock`` on ``<journal>.lock``, where the platform
 has it) lets one run at a time use a journal, so a second run fails at once instead of
 writing beside the first. A journal that is damaged, read-only, locked or from another
-run raises :class:`~fimaudit.errors.JournalError` naming the file and the fix.
+run raises :class:`~fimaudit.errors.JournalError` naming the file and the fix. Local certified
+radii (:mod:`fimaudit.audit.radius`) are committed one by one too, keyed by the input domain.
 """
 
 from __future__ import annotations
@@ -53,6 +54,10 @@ class Journal:
             self.db.execute("PRAGMA journal_mode=WAL")
             self.db.execute("CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL)")
             self.db.execute("CREATE TABLE IF NOT EXISTS rows (idx INTEGER PRIMARY KEY, row TEXT NOT NULL)")
+            self.db.execute(
+                "CREATE TABLE IF NOT EXISTS radii (domain TEXT NOT NULL, idx INTEGER NOT NULL, radius REAL NOT NULL, "
+                "PRIMARY KEY (domain, idx))"
+            )
             self.db.execute("BEGIN IMMEDIATE")  # fails now, not after the first chunk, if it cannot be written
             self.db.execute("ROLLBACK")
             stored = self.db.execute("SELECT value FROM meta WHERE key = 'fingerprint'").fetchone()
@@ -100,6 +105,16 @@ class Journal:
                 "INSERT OR REPLACE INTO rows VALUES (?, ?)", [(r["index"], json.dumps(r)) for r in rows]
             )
             self.db.execute("COMMIT")
+
+    def radii(self, domain):
+        """The local certified radii committed for inputs audited on ``domain`` (a key), by index."""
+        with self._sql("read"):
+            stored = self.db.execute("SELECT idx, radius FROM radii WHERE domain = ?", (domain,)).fetchall()
+        return {int(i): float(r) for i, r in stored}
+
+    def commit_radius(self, domain, idx, radius):
+        with self._sql("write"):
+            self.db.execute("INSERT OR REPLACE INTO radii VALUES (?, ?, ?)", (domain, int(idx), float(radius)))
 
     def close(self):
         if self.db is not None:

@@ -18,11 +18,16 @@ import re
 from collections import Counter
 
 from . import report_plots
-from .report_table import MISSING, finite, has_radius, misclassified, table
+from .report_table import MISSING, certificate, finite, misclassified, table
 from .report_table import fmt as _fmt
 from .report_table import text as _text
 
 CSP = "default-src 'none'; style-src 'unsafe-inline'; img-src data:"
+RADIUS_TEXT = {  # what the column "certified radius" holds, by the audit's certificate
+    "global": " Column “certified radius”: margin / (√2 L), from the global graph bound.",
+    "local": " Column “certified radius”: the larger of margin / (√2 L) and the local CROWN certificate on ℓ2 "
+    "balls around the input (fimaudit.certified_radius), marked (local) where that one is larger.",
+}
 
 
 def _facts(s):
@@ -72,7 +77,7 @@ def _bound(bound):
         return (
             f"<h2>Certified bound from the graph</h2><p>Logit Lipschitz constant L ≤ {_fmt(bound.get('lipschitz'))}; "
             f"λ_max(F(x)) ≤ {_fmt(bound.get('fisher_bound'))} for every input; each input's top class is certified "
-            "within margin / (√2 L) (column certified_radius).</p><table><tr><th>node</th><th>op</th>"
+            "within margin / (√2 L).</p><table><tr><th>node</th><th>op</th>"
             f"<th>local</th><th>cumulative</th></tr>{layer_rows}</table>"
         )
     return f"<h2>Certified bound from the graph</h2><p>Not available: {_text(bound.get('reason'))}</p>"
@@ -143,7 +148,12 @@ def _plots(rows):
 def render(audit):
     """The report page of ``audit`` (any values: each is escaped or formatted as a number)."""
     s = audit.summary
-    radius = " Column “certified radius”: margin / (√2 L)." if has_radius(audit) else ""
+    radius = RADIUS_TEXT.get(certificate(audit), "")
+    local = s.get("radius") if isinstance(s.get("radius"), dict) else {}
+    failed = local.get("failed")
+    if radius and isinstance(failed, int) and failed > 0:
+        why = _text(local.get("reason"))
+        radius += f" The local certificate failed for {failed} inputs ({why}); theirs is the global one."
     settings = _text(json.dumps(audit.settings, default=str))
     return f"""<!DOCTYPE html>
 <html lang="en"><head><meta charset="utf-8">

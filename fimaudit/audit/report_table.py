@@ -101,7 +101,7 @@ def _cells(r, rank, radius, pics, first=False):
         cls = r.get("first_order_class")
         cells += [fmt(r.get("first_order_distance")), MISSING if cls is None else text(cls)]
     if radius:
-        cells.append(fmt(r.get("certified_radius")))
+        cells.append(fmt(r.get("certified_radius")) + (" (local)" if r.get("radius_from") == "local" else ""))
     status = text(r.get("status"))
     if r.get("tol_met") is False:  # a tol audit whose interval stayed wider than tol when the budget ran out
         status += f" · ±{fmt(r.get('halfwidth'), '.3g')}, wider than tol"
@@ -118,9 +118,22 @@ def has_first_order(audit):
     return any(isinstance(r, dict) and r.get("first_order_distance") is not None for r in audit.rows)
 
 
-def has_radius(audit):
+def certificate(audit):
+    """What the radius column holds: ``"global"`` (margin / (√2 L)), ``"local"`` (the larger of
+    that and the local CROWN radius) or None (no column: no graph bound, or ``certify=None``)."""
     bound = audit.summary.get("bound")
-    return isinstance(bound, dict) and bound.get("available") is True
+    if not (isinstance(bound, dict) and bound.get("available") is True):
+        return None
+    if "radius" not in audit.summary:  # saved before audits chose a certificate: the global one
+        return "global"
+    radius = audit.summary["radius"]
+    if not isinstance(radius, dict):
+        return None
+    return "local" if radius.get("certificate") == "local" else "global"
+
+
+def has_radius(audit):
+    return certificate(audit) is not None
 
 
 def table(audit):

@@ -14,6 +14,7 @@ from .executors import run_chunks
 from .identity import data_digest, model_identity
 from .journal import Journal
 from .provenance import recorded
+from .radius import attach, check_certify
 from .result import Audit
 from .rows import numbered_chunk
 from .summary import precision, summarize
@@ -55,6 +56,7 @@ def audit(
     batch_size=64,
     top=5,
     input_domain=None,
+    certify="global",
 ) -> Audit:
     """Audit every input of X (n, *input_shape). See :class:`Audit` for what comes back.
 
@@ -67,8 +69,11 @@ def audit(
     ``executor``: any ``concurrent.futures.Executor`` (a Dask ``Client.get_executor()``
     too); chunks of ``batch_size`` inputs are submitted to it.
     ``bound``: add the certified Lipschitz bound from the model's ONNX graph (when the
-    adapter can give one) and each input's certified radius, margin / (√2 L);
-    ``input_domain=(low, high)`` lets Transformers be bounded on that input box.
+    adapter can give one); ``input_domain=(low, high)`` lets Transformers be bounded on that input box.
+    ``certify``: each input's certified ℓ2 radius (with a graph): ``"global"`` margin / (√2 L),
+    ``"local"`` the larger of that and :func:`fimaudit.certified_radius` (seconds per input; kept
+    in the journal), None for none; rows say which gave it in ``radius_from``
+    (:mod:`fimaudit.audit.radius`).
     ``progress``: a bar of the inputs finished and the model rows sent; None (default) when
     standard error is a terminal, True/False to force it (:mod:`fimaudit.progress`).
 
@@ -80,6 +85,7 @@ def audit(
     >>> a.summary["completed"], round(first["lambda_max"], 12)
     (3, 1.25)
     """
+    certify = check_certify(certify)
     m = wrap(model)
     X = np.asarray(to_numpy(X))
     if X.ndim < 1 or X.shape[0] == 0:
@@ -131,19 +137,21 @@ def audit(
                     finish(numbered_chunk(m, X, y, lo, hi, method, budget, seed, top, tracker, tol))
             else:  # retries chunks whose worker died; the data goes once (Dask) or as each chunk's rows
                 run_chunks(executor, numbered_chunk, m, X, y, todo, (method, budget, seed, top, False, tol), finish)
-        finally:
+        except BaseException:
             if jr:
                 jr.close()
+            raise
     ordered = [rows[i] for i in range(len(X))]
     directions = {r["index"]: r.pop("direction") for r in ordered if "direction" in r}
     summary = summarize(ordered, seed=seed)
     if tol is not None:
         summary["precision"] = precision(ordered, tol)
-    graph_bound = _bound(m, bound, input_domain)
-    if graph_bound and graph_bound["available"]:
-        L = graph_bound["lipschitz"]
-        for r in ordered:
-            r["certified_radius"] = None if r["margin"] is None else r["margin"] / (np.sqrt(2.0) * L)
+    try:
+        graph_bound = _bound(m, bound, input_domain)
+        summary["radius"] = attach(m, X, ordered, graph_bound, certify, input_domain, jr, progress)
+    finally:
+        if jr:
+            jr.close()
     summary["bound"] = graph_bound
     ranked = sorted((r for r in ordered if r["lambda_max"] is not None), key=lambda r: -r["lambda_max"])[:top]
     top_rows = []

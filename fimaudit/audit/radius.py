@@ -1,0 +1,93 @@
+r"""Each audit row's certified ℓ2 radius: a distance r such that no input x' in the domain with
+‖x' − x‖₂ < r has another top class than x.
+
+``certify="global"``: r = m / (√2 L), m the logit margin z_top − z_second and L the certified
+logit Lipschitz constant of the whole graph (:func:`fimaudit.lipschitz_bound`): every margin
+z_top − z_j has gradient norm ≤ ‖e_top − e_j‖₂ L = √2 L, so it stays positive within m / (√2 L).
+``certify="local"``: the larger of that and :func:`fimaudit.certified_radius` for the input (CROWN
+margin bounds on ℓ2 balls around it, on the same ``input_domain``), computed one input at a time
+in the calling process; each row's ``radius_from`` says which certificate gave its radius.
+``certify=None``: no radius. Both need an ONNX graph (the summary's ``bound``); a journal keeps
+the local radii it has computed, keyed by the input domain, so a resumed audit does not redo them.
+References: Tsuzuku et al., NeurIPS 2018 (margin / (√2 L)); Zhang et al., NeurIPS 2018 (CROWN).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+
+import numpy as np
+
+from ..errors import FimauditError, InvalidArgumentError
+from ..hints import reader
+from ..progress import tracking
+
+CHOICES = ("global", "local", None)
+
+
+def check_certify(certify):
+    """``certify`` if it is one of :data:`CHOICES`, else an error naming them for its reader."""
+    if certify in CHOICES and (certify is None or isinstance(certify, str)):
+        return certify
+    if reader() == "cli":
+        raise InvalidArgumentError(f"--certify takes global, local or none, got {certify!r}")
+    raise InvalidArgumentError(
+        f"certify must be 'global' (margin / (√2 L)), 'local' (also fimaudit.certified_radius per input) "
+        f"or None (no radius), got {certify!r}"
+    )
+
+
+def domain_key(input_domain):
+    """A digest of the input domain, the key of the journal's local radii."""
+    if input_domain is None:
+        return "none"
+    parts = [np.asarray(v, dtype=np.float64).tolist() for v in input_domain]
+    return hashlib.sha256(json.dumps(parts).encode()).hexdigest()
+
+
+def attach(model, X, rows, bound, certify, input_domain, journal=None, progress=None):
+    """Set ``certified_radius`` and ``radius_from`` on ``rows`` (in place); the summary's entry:
+    None when there is no radius, else which certificate the column holds and how many rows
+    the local one improved."""
+    if certify is None or not (bound and bound.get("available")):
+        return None
+    scale = np.sqrt(2.0) * bound["lipschitz"]
+    for r in rows:
+        r["certified_radius"] = None if r["margin"] is None else r["margin"] / scale
+        r["radius_from"] = None if r["margin"] is None else "global"
+    if certify == "global":
+        return dict(certificate="global")
+    key = domain_key(input_domain)
+    known = journal.radii(key) if journal is not None else {}
+    wanted = [r["index"] for r in rows if r["margin"] is not None]
+    todo = [i for i in wanted if i not in known]
+    local, reasons = {i: known[i] for i in wanted if i in known}, {}
+    with tracking(progress, "certified radius") as tracker:
+        tracker.start(len(wanted), initial=len(wanted) - len(todo))
+        for i in todo:
+            local[i] = _one(model, X[i : i + 1], input_domain, reasons)
+            if journal is not None and local[i] is not None:
+                journal.commit_radius(key, i, local[i])
+            tracker.advance(1)
+    improved = 0
+    for r in rows:
+        value = local.get(r["index"])
+        if value is not None and value > r["certified_radius"]:
+            r["certified_radius"], r["radius_from"] = value, "local"
+            improved += 1
+    out = dict(certificate="local", local_rows=improved, failed=sum(reasons.values()))
+    if reasons:
+        out["reason"] = next(iter(reasons))
+    return out
+
+
+def _one(model, x, input_domain, reasons):
+    from ..bounds.local import certified_radius
+
+    try:
+        return float(certified_radius(model, x, input_domain=input_domain)[0])
+    except (FimauditError, ImportError) as err:
+        why = f"{type(err).__name__}: {err}"
+        reasons[why] = reasons.get(why, 0) + 1
+        return None
