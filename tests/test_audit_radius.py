@@ -108,6 +108,7 @@ def _ray_distance(f, x, top, rng, rays=400, far=50.0):
     return best
 
 
+@pytest.mark.filterwarnings("ignore::fimaudit.errors.NoiseDominatesWarning")  # λ_max's FD brackets, not radii
 def test_local_radius_of_a_relu_mlp_is_sound_and_no_smaller_than_the_global_one(tmp_path):
     path = str(tmp_path / "mlp.onnx")
     f = _mlp(path, 3)
@@ -135,6 +136,21 @@ def test_certify_none_gives_no_radius_and_a_bad_value_names_the_choices(tmp_path
     with pytest.raises(E.InvalidArgumentError, match="'global'.*'local'.*None") as info:
         fa.audit(path, X, progress=False, certify="crown")
     assert isinstance(info.value, ValueError)
+
+
+def test_the_report_names_the_certificate_and_escapes_why_the_local_one_failed(tmp_path):
+    from fimaudit.audit.report import render
+
+    path, _, X = _linear(str(tmp_path), 6, n=3)
+    a = fa.audit(path, X, progress=False, certify="local")
+    assert "local CROWN certificate" in render(a) and "(local)</td>" in render(a)
+    a.summary["radius"].update(failed=2, reason="<b>no rule</b>")
+    page = render(a)
+    assert "failed for 2 inputs (&lt;b&gt;no rule&lt;/b&gt;)" in page and "<b>no rule" not in page
+    a.summary["radius"] = dict(certificate="global")
+    assert "from the global graph bound" in render(a) and "local CROWN" not in render(a)
+    del a.summary["radius"]  # an audit saved before the choice existed: the global certificate
+    assert "from the global graph bound" in render(a)
 
 
 def test_resuming_keeps_the_journaled_local_radii(tmp_path, monkeypatch):
@@ -186,6 +202,8 @@ def test_cli_certify_local_end_to_end(tmp_path):
     assert {row["radius_from"] for row in rows} <= {"local", "global"} and "local" in {x["radius_from"] for x in rows}
     assert np.all(r <= closed_form(W, X.astype(np.float64)) * (1 + 1e-5))
     assert "local CROWN certificate" in (out / "report.html").read_text()
+    assert _cli("report", str(out)).returncode == 0  # results.json with the new fields loads back
+    assert fa.Audit.load(str(out)).summary["radius"]["certificate"] == "local"
     p = _cli("audit", path, "--data", str(tmp_path / "X.npy"), "--out", str(out), "--certify", "none")
     assert p.returncode == 0 and "certified radius" not in p.stdout, p.stderr
     p = _cli("audit", path, "--data", str(tmp_path / "X.npy"), "--out", str(out), "--certify", "crown")

@@ -121,32 +121,27 @@ def audit(
     todo = [(lo, hi) for lo, hi in chunks if not all(i in done for i in range(lo, hi))]
     rows = dict(done)
 
-    with tracking(progress, "audit") as tracker:
-        tracker.start(len(X), initial=len(rows))
+    try:  # the journal stays open for the local radii, and is closed however the run ends
+        with tracking(progress, "audit") as tracker:
+            tracker.start(len(X), initial=len(rows))
 
-        def finish(new):
-            before = len(rows)
-            rows.update({r["index"]: r for r in new})
-            if jr:
-                jr.commit(new)
-            tracker.advance(len(rows) - before)
+            def finish(new):
+                before = len(rows)
+                rows.update({r["index"]: r for r in new})
+                if jr:
+                    jr.commit(new)
+                tracker.advance(len(rows) - before)
 
-        try:
             if executor is None:
                 for lo, hi in todo:
                     finish(numbered_chunk(m, X, y, lo, hi, method, budget, seed, top, tracker, tol))
             else:  # retries chunks whose worker died; the data goes once (Dask) or as each chunk's rows
                 run_chunks(executor, numbered_chunk, m, X, y, todo, (method, budget, seed, top, False, tol), finish)
-        except BaseException:
-            if jr:
-                jr.close()
-            raise
-    ordered = [rows[i] for i in range(len(X))]
-    directions = {r["index"]: r.pop("direction") for r in ordered if "direction" in r}
-    summary = summarize(ordered, seed=seed)
-    if tol is not None:
-        summary["precision"] = precision(ordered, tol)
-    try:
+        ordered = [rows[i] for i in range(len(X))]
+        directions = {r["index"]: r.pop("direction") for r in ordered if "direction" in r}
+        summary = summarize(ordered, seed=seed)
+        if tol is not None:
+            summary["precision"] = precision(ordered, tol)
         graph_bound = _bound(m, bound, input_domain)
         summary["radius"] = attach(m, X, ordered, graph_bound, certify, input_domain, jr, progress)
     finally:
