@@ -170,13 +170,37 @@ def test_resuming_keeps_the_journaled_local_radii(tmp_path, monkeypatch):
     calls = []
 
     def zero(model, x, **kwargs):
-        calls.append(kwargs["input_domain"])
+        calls.append((kwargs["input_domain"], kwargs["global_cap"]))
         return np.zeros(len(x))
 
     monkeypatch.setattr(local, "certified_radius", zero)  # another input domain: radii computed anew
     other = fa.audit(path, X, progress=False, certify="local", journal=journal, batch_size=2, input_domain=(-9, 9))
-    assert calls == [(-9, 9)] * len(X)
+    assert calls == [((-9, 9), True)] * len(X)
     assert all(r["radius_from"] == "global" for r in other.rows)
+
+
+def test_a_layer_norm_model_gets_local_radii_on_its_input_domain():
+    torch = pytest.importorskip("torch")
+    pytest.importorskip("fimaudit_torch")
+    torch.manual_seed(0)
+    net = torch.nn.Sequential(
+        torch.nn.Linear(8, 16), torch.nn.LayerNorm(16), torch.nn.GELU(), torch.nn.Linear(16, 3)
+    ).eval()
+    m = fa.wrap(net, input_shape=(8,))
+    x = np.random.default_rng(0).random((2, 8)).astype(np.float32)
+    a = fa.audit(m, x, progress=False, certify="local", input_domain=(0.0, 1.0))
+    g = fa.audit(m, x, progress=False, input_domain=(0.0, 1.0))
+    assert a.summary["radius"]["failed"] == 0 and a.summary["radius"]["local_rows"] == 2
+    net64 = net.double()
+    rng = np.random.default_rng(1)
+    for row, grow, xi in zip(a.rows, g.rows, x.astype(np.float64)):
+        r = row["certified_radius"]
+        assert r > grow["certified_radius"] and row["radius_from"] == "local"
+        v = rng.standard_normal((3000, 8))  # points of the ball inside the domain keep the class
+        pts = np.clip(xi + v / np.linalg.norm(v, axis=1, keepdims=True) * r * rng.random((3000, 1)) ** (1 / 8), 0, 1)
+        with torch.no_grad():
+            z = net64(torch.tensor(np.vstack([xi[None], pts]))).numpy()
+        assert np.all(z[1:].argmax(1) == z[0].argmax())
 
 
 def test_the_local_pass_reports_progress(tmp_path, capsys):

@@ -62,11 +62,11 @@ def attach(model, X, rows, bound, certify, input_domain, journal=None, progress=
     known = journal.radii(key) if journal is not None else {}
     wanted = [r["index"] for r in rows if r["margin"] is not None]
     todo = [i for i in wanted if i not in known]
-    local, reasons = {i: known[i] for i in wanted if i in known}, {}
+    local, reasons, cap = {i: known[i] for i in wanted if i in known}, {}, [True]
     with tracking(progress, "certified radius") as tracker:
         tracker.start(len(wanted), initial=len(wanted) - len(todo))
         for i in todo:
-            local[i] = _one(model, X[i : i + 1], input_domain, reasons)
+            local[i] = _one(model, X[i : i + 1], input_domain, reasons, cap)
             if journal is not None and local[i] is not None:
                 journal.commit_radius(key, i, local[i])
             tracker.advance(1)
@@ -82,12 +82,20 @@ def attach(model, X, rows, bound, certify, input_domain, journal=None, progress=
     return out
 
 
-def _one(model, x, input_domain, reasons):
+def _one(model, x, input_domain, reasons, cap):
+    """The local radius of one input, or None (its reason counted in ``reasons``). ``cap``
+    (a one-item list) says whether to cap by the global bound: certified_radius computes that
+    one without ``input_domain``, which LayerNorm graphs need, so on an error it is retried
+    uncapped (as sound: the global radius is taken separately) and stays off for the rest."""
     from ..bounds.local import certified_radius
 
-    try:
-        return float(certified_radius(model, x, input_domain=input_domain)[0])
-    except (FimauditError, ImportError) as err:
-        why = f"{type(err).__name__}: {err}"
-        reasons[why] = reasons.get(why, 0) + 1
-        return None
+    while True:
+        try:
+            return float(certified_radius(model, x, input_domain=input_domain, global_cap=cap[0])[0])
+        except (FimauditError, ImportError) as err:
+            if cap[0] and input_domain is not None:
+                cap[0] = False
+                continue
+            why = f"{type(err).__name__}: {err}"
+            reasons[why] = reasons.get(why, 0) + 1
+            return None
