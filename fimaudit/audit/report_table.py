@@ -4,11 +4,12 @@ Rows are sorted by λ_max, descending; rows without a number (failed) come last,
 order. Columns: rank, index, label ("–" when missing), prediction, confidence, margin,
 λ_max with its bracket [lower, upper], the first-order distance d₁ and the class j it
 points to (when any row has one: exact estimators), the certified radius (when the audit
-carries a graph bound), queries, status. A misclassified input (label given and not the prediction)
-is marked ✗ and tinted. Image inputs get thumbnails (input and top direction, PNG data
-URIs, :mod:`fimaudit.audit.report_png`) where results.json holds the input — the audit's
-``top`` most sensitive — until the thumbnails reach ``THUMBNAIL_BYTES``; the page says how
-many were drawn. At most ``MAX_ROWS`` rows are written (the rest are in results.csv).
+carries a graph bound and a certificate; "(local)" where the local one gave it), queries,
+status. A misclassified input (label given and not the prediction) is marked ✗ and tinted.
+Image inputs get thumbnails (input and top direction, PNG data URIs,
+:mod:`fimaudit.audit.report_png`) where results.json holds the input — the audit's ``top``
+most sensitive — until the thumbnails reach ``THUMBNAIL_BYTES``; the page says how many were
+drawn. At most ``MAX_ROWS`` rows are written (the rest are in results.csv).
 """
 
 from __future__ import annotations
