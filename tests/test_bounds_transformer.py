@@ -181,3 +181,24 @@ def test_softmax_interval_with_infinite_ends_is_sound_and_never_nan():
         e = np.exp(u - u.max(1, keepdims=True))
         p = e / e.sum(1, keepdims=True)
         assert np.all(p >= plo - 1e-12) and np.all(p <= phi + 1e-12)
+
+
+def test_the_global_cap_of_a_transformer_is_taken_on_the_input_domain(vit):
+    """A ViT has no global constant on all of R^d, but one on a declared domain: local bounds
+    and certified radii with ``input_domain`` compute it there (as lipschitz_bound does) and cap
+    by it, instead of failing; capping never lowers a radius, and the capped bound holds against
+    sampling and ascent in the box."""
+    from fimaudit_torch.testing import worst_jacobian_norm_in_box
+
+    net, proto = vit
+    x = torch.rand(1, 3, 8, 8, generator=torch.Generator().manual_seed(3), dtype=torch.float64) * 0.8 + 0.1
+    with pytest.raises(fa.errors.UnsupportedOnnxOpError):
+        fa.lipschitz_bound(proto)  # no domain: no global constant
+    want = fa.lipschitz_bound(proto, input_domain=(0.0, 1.0)).lipschitz
+    b = fa.local_bound(proto, x.numpy(), 1e-2, input_domain=(0.0, 1.0))
+    assert b.global_lipschitz == pytest.approx(want)
+    assert b.lipschitz[0] <= want * (1 + 1e-12)
+    assert b.lipschitz[0] >= worst_jacobian_norm_in_box(net, x[0] - 1e-2, x[0] + 1e-2, starts=2, steps=4)
+    capped = fa.certified_radius(proto, x.numpy(), input_domain=(0.0, 1.0), iterations=3)
+    free = fa.certified_radius(proto, x.numpy(), input_domain=(0.0, 1.0), iterations=3, global_cap=False)
+    assert capped[0] >= free[0] * (1 - 1e-9)

@@ -84,9 +84,9 @@ def attach(model, X, rows, bound, certify, input_domain, journal=None, progress=
 
 def _one(model, x, input_domain, reasons, cap):
     """The local radius of one input, or None (its reason counted in ``reasons``). ``cap``
-    (a one-item list) says whether to cap by the global bound: certified_radius computes that
-    one without ``input_domain``, which LayerNorm graphs need, so on an error it is retried
-    uncapped (as sound: the global radius is taken separately) and stays off for the rest."""
+    (a one-item list) says whether to cap by the global bound: where that bound fails (an op with
+    a local rule and no global one) it is retried uncapped (as sound: the global radius is taken
+    separately) and the cap stays off for the rest."""
     from ..bounds.local import certified_radius
 
     while True:

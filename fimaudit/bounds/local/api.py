@@ -97,7 +97,8 @@ class _Setup:
             if outside.size:
                 raise InvalidArgumentError(f"inputs {outside.tolist()} lie outside input_domain: clip them first")
         self.net = Network(self.g)
-        self.L = lipschitz_bound(proto, tuple(full[1:]), likelihood, sigma).lipschitz if global_cap else None
+        domain = None if input_domain is None else (self.low, self.high)  # the cap holds on the domain's boxes
+        self.L = lipschitz_bound(proto, tuple(full[1:]), likelihood, sigma, domain).lipschitz if global_cap else None
 
     def box(self, i, rho):
         x = self.X[i]
