@@ -364,3 +364,37 @@ def test_one_noise_warning_per_call_at_the_callers_line():
     assert flagged.size > 3 and flagged.max() >= 6  # inputs from the last batch too
     worst = flagged[np.argsort(-(r.fd_error / r.value)[flagged], kind="stable")][:10]  # by error over λ_max
     assert f"for {flagged.size} inputs (worst first: {worst.tolist()}," in str(noisy[0].message)
+
+
+def test_the_noise_warning_names_the_term_that_widened_the_bracket():
+    """fd_error's parts for three inputs, each with one dominant source (noise; truncation;
+    the gaps of probes never re-measured): the warning's cause names the one that dominates
+    the worst inputs, and the error is the sum of the parts given in the fd_error docstring."""
+    from fimaudit.blackbox.diagnostics import FDDiagnostics
+    from fimaudit.blackbox.fd_error import fd_error, noisy_inputs
+
+    value, k, C, m = np.array([1.0]), 16, 10, 0.5
+
+    def diag(noise=1e-12, tau=0.0, gap2=0.0, count=0.0):
+        one = lambda v: np.array([v])  # noqa: E731
+        return FDDiagnostics(
+            "central", one(1e-3), one(noise), one(tau), one(False), gap_error2=one(gap2), gap_count=one(count)
+        )
+
+    cases = {
+        "noise": diag(noise=1e-4),
+        "truncation": diag(tau=0.05),
+        "gaps": diag(gap2=0.02, count=8.0),
+    }
+    for kind, dg in cases.items():
+        err = fd_error(np, dg, m, C, value, k)
+        kappa = np.sqrt(dg.gap_error2 * dg.gap_count / k)
+        eps = np.sqrt(m) * dg.noise / dg.step
+        noise = 2 * 3 * eps + (eps * (np.sqrt(C) + np.sqrt(k))) ** 2
+        want = noise + (6 * dg.truncation + 9 * dg.truncation**2) + 2 * kappa + kappa**2
+        assert np.allclose(err, want, rtol=1e-12)
+        note = noisy_inputs(err, value, dg, 0, k)
+        assert note is not None, kind
+        said = {"noise": "measured output noise", "truncation": "when the step is halved", "gaps": "one-sided"}
+        assert said[kind] in note.cause, (kind, note.cause)
+        assert all(said[other] not in note.cause for other in said if other != kind)

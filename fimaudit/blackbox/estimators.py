@@ -169,7 +169,7 @@ def norm(xp, op, plan, per_probe, probes, seed, return_direction, memory_limit, 
             fd_error=to_numpy(err),
             nondeterministic=np.asarray(diag.nondeterministic),
         )
-        return name, part, noisy_inputs(to_numpy(err), to_numpy(value), diag, op.offset)
+        return name, part, noisy_inputs(to_numpy(err), to_numpy(value), diag, op.offset, k)
     return name, part, None
 
 

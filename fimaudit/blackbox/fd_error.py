@@ -85,20 +85,34 @@ class NoiseNote:
     ratios: list = None  # each input's estimated error over λ_max (inf: the noise is unknown)
 
 
-def noisy_inputs(err, value, diag, offset):
-    """The :class:`NoiseNote` of a batch, or None when every input's error is within bounds."""
+def _gap_term(diag, value, k):
+    """The part of :func:`fd_error` the probes' one-sided quotient gaps make, ``2√λ κ + κ²``."""
+    lam = np.maximum(np.asarray(value, np.float64), 0)
+    kappa = np.sqrt(diag.gap_error2 * diag.gap_count / np.maximum(k, 1))
+    return 2 * np.sqrt(lam) * kappa + kappa**2
+
+
+def noisy_inputs(err, value, diag, offset, k=1):
+    """The :class:`NoiseNote` of a batch, or None when every input's error is within bounds;
+    ``k`` the probes (an int, or one per input), as passed to :func:`fd_error`."""
     scale = np.maximum(value, np.finfo(np.float64).tiny)
     bad = np.flatnonzero(err > NOISE_WARN * scale)
     if not bad.size:
         return None
     tau = float(np.max(diag.truncation[bad]))
     kinky = 6 * tau > NOISE_WARN
+    gaps = _gap_term(diag, value, k)[bad]
     cause = (
         f"the derivative changes by {tau:.1%} when the step is halved (kinks or curvature at step "
         f"{np.min(diag.step[bad]):.2g})"
         if kinky
         else f"measured output noise {np.max(diag.noise[bad]):.2g} nats at step {np.min(diag.step[bad]):.2g}"
     )
+    if not kinky and np.any(gaps > 0.5 * np.asarray(err, np.float64)[bad]):  # the gaps' term dominates
+        cause = (
+            f"the one-sided differences of up to {int(np.max(diag.gap_count[bad]))} probes disagree beyond the "
+            f"noise (the step {np.min(diag.step[bad]):.2g} straddles kinks that were not re-measured)"
+        )
     if np.any(diag.unresolved[bad]):
         cause = (
             "the answers did not change across the noise table at any spacing tried (outputs quantised more "
