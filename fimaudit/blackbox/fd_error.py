@@ -47,6 +47,12 @@ __all__ = ["fd_error", "noisy_inputs", "noise_warning", "warn_noise", "NoiseNote
 NOISE_WARN = 0.1  # warn when the estimated error exceeds this fraction of λ_max
 
 
+def _kink_error(lam, e2, m, k):
+    """``2√λ κ + κ²`` with ``κ = (m/k · Σ_j ‖R e_j‖²)^½`` (``e2`` that sum over ``m`` probes)."""
+    kappa = np.sqrt(e2 * m / np.maximum(k, 1))
+    return 2 * np.sqrt(lam) * kappa + kappa**2
+
+
 def _noise_error(lam, eps_J, C, k, first=1.0, second=1.0):
     a = eps_J * (math.sqrt(C) + np.sqrt(k))
     return first * 2 * np.sqrt(lam) * 3 * eps_J + second * a * a
@@ -67,8 +73,7 @@ def fd_error(xp, diag, metric_norm, C, value, k, top=None, pair=None):
     else:
         tau = 3.0 * diag.truncation
         e2, m = metric_norm * diag.kink_error2 + diag.gap_error2, diag.kink_count + diag.gap_count
-        kink = np.sqrt(e2 * m / np.maximum(k, 1))
-        err = _noise_error(lam, eps_J, C, k) + (2 * tau + tau**2) * lam + 2 * np.sqrt(lam) * kink + kink**2
+        err = _noise_error(lam, eps_J, C, k) + (2 * tau + tau**2) * lam + _kink_error(lam, e2, m, k)
     err = np.where(diag.unresolved, np.inf, err)  # noise unknown: no bracket
     return xp.asarray(err, dtype=value.dtype, device=device(value))
 
@@ -85,13 +90,6 @@ class NoiseNote:
     ratios: list = None  # each input's estimated error over λ_max (inf: the noise is unknown)
 
 
-def _gap_term(diag, value, k):
-    """The part of :func:`fd_error` the probes' one-sided quotient gaps make, ``2√λ κ + κ²``."""
-    lam = np.maximum(np.asarray(value, np.float64), 0)
-    kappa = np.sqrt(diag.gap_error2 * diag.gap_count / np.maximum(k, 1))
-    return 2 * np.sqrt(lam) * kappa + kappa**2
-
-
 def noisy_inputs(err, value, diag, offset, k=1):
     """The :class:`NoiseNote` of a batch, or None when every input's error is within bounds;
     ``k`` the probes (an int, or one per input), as passed to :func:`fd_error`."""
@@ -101,7 +99,8 @@ def noisy_inputs(err, value, diag, offset, k=1):
         return None
     tau = float(np.max(diag.truncation[bad]))
     kinky = 6 * tau > NOISE_WARN
-    gaps = _gap_term(diag, value, k)[bad]
+    lam = np.maximum(np.asarray(value, np.float64), 0)
+    gaps = _kink_error(lam, diag.gap_error2, diag.gap_count, k)[bad]  # the part the one-sided gaps make
     cause = (
         f"the derivative changes by {tau:.1%} when the step is halved (kinks or curvature at step "
         f"{np.min(diag.step[bad]):.2g})"
