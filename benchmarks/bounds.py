@@ -179,15 +179,20 @@ def timed(path, tree, mode="global", cap=None):
     return cpu, wall, f"{float(rest):.4g}"
 
 
-def secant(path, logits, pairs=4, seed=0):
-    """max ‖z(x + δ) − z(x)‖₂ / ‖δ‖₂ over random x ∈ [0, 1]^n and δ of norm 1e-2 ‖x‖."""
+def logit_session(path, logits):
+    """An onnxruntime session of the graph at ``path`` that also returns the tensor ``logits``."""
     import onnx
     import onnxruntime as ort
 
     m = onnx.load(path)
     if logits not in [o.name for o in m.graph.output]:
         m.graph.output.append(onnx.helper.make_tensor_value_info(logits, onnx.TensorProto.FLOAT, None))
-    sess = ort.InferenceSession(m.SerializeToString(), providers=["CPUExecutionProvider"])
+    return ort.InferenceSession(m.SerializeToString(), providers=["CPUExecutionProvider"])
+
+
+def secant(path, logits, pairs=4, seed=0):
+    """max ‖z(x + δ) − z(x)‖₂ / ‖δ‖₂ over random x ∈ [0, 1]^n and δ of norm 1e-2 ‖x‖."""
+    sess = logit_session(path, logits)
     inp = sess.get_inputs()[0]
     rng = np.random.default_rng(seed)
     best = 0.0

@@ -26,7 +26,7 @@ import numpy as np
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, os.path.join(ROOT, "benchmarks"))
-from bounds import light, randomised  # noqa: E402
+from bounds import light, logit_session, randomised  # noqa: E402
 
 RHO = 1e-2
 TIMED = """
@@ -64,15 +64,11 @@ def run_local(path, cap):
 def measured(path, pairs=6, seed=1):
     """max ‖z(x') − z(x)‖₂ / ‖x' − x‖₂ over x' in the box: x ± ρ·1, random signs, random points."""
     import onnx
-    import onnxruntime as ort
 
     from fimaudit.bounds.graph import Graph
 
-    m = onnx.load(path)
-    logits = Graph(m).output
-    if logits not in [o.name for o in m.graph.output]:
-        m.graph.output.append(onnx.helper.make_tensor_value_info(logits, onnx.TensorProto.FLOAT, None))
-    sess = ort.InferenceSession(m.SerializeToString(), providers=["CPUExecutionProvider"])
+    logits = Graph(onnx.load(path)).output
+    sess = logit_session(path, logits)
     name = sess.get_inputs()[0].name
     x = np.random.default_rng(0).random((1, 3, 224, 224)).astype(np.float32).astype(np.float64)
     rng = np.random.default_rng(seed)
