@@ -194,15 +194,20 @@ def test_an_onnx_model_ending_in_softmax_gets_the_bound_of_its_logits(tmp_path):
     assert direct.lipschitz == pytest.approx(np.linalg.norm(W2, 2) * np.linalg.norm(W1, 2), rel=1e-5)  # tanh' ≤ 1
 
 
-def test_layer_norm_models_get_a_bound_on_their_input_domain():
-    torch = pytest.importorskip("torch")
-    pytest.importorskip("fimaudit_torch")
-    pytest.importorskip("onnx")
+def layer_norm_mlp(torch):
+    """An 8 → 16 → 3 MLP (and its wrapped model) with a LayerNorm (no global Lipschitz constant on all of R^8)."""
     torch.manual_seed(0)
     net = torch.nn.Sequential(
         torch.nn.Linear(8, 16), torch.nn.LayerNorm(16), torch.nn.GELU(), torch.nn.Linear(16, 3)
     ).eval()
-    m = fa.wrap(net, input_shape=(8,))
+    return net, fa.wrap(net, input_shape=(8,))
+
+
+def test_layer_norm_models_get_a_bound_on_their_input_domain():
+    torch = pytest.importorskip("torch")
+    pytest.importorskip("fimaudit_torch")
+    pytest.importorskip("onnx")
+    _, m = layer_norm_mlp(torch)
     x = np.random.default_rng(0).random((5, 8)).astype(np.float32)
     without = fa.audit(m, x, progress=False).summary["bound"]
     assert without["available"] is False and "input_domain" in without["reason"]

@@ -16,6 +16,8 @@ import fimaudit as fa
 from fimaudit import errors as E
 from fimaudit.testing import save_gemm_onnx
 
+from .test_audit import layer_norm_mlp
+
 pytest.importorskip("onnx")
 pytest.importorskip("fimaudit_onnx")
 
@@ -182,11 +184,7 @@ def test_resuming_keeps_the_journaled_local_radii(tmp_path, monkeypatch):
 def test_a_layer_norm_model_gets_local_radii_on_its_input_domain():
     torch = pytest.importorskip("torch")
     pytest.importorskip("fimaudit_torch")
-    torch.manual_seed(0)
-    net = torch.nn.Sequential(
-        torch.nn.Linear(8, 16), torch.nn.LayerNorm(16), torch.nn.GELU(), torch.nn.Linear(16, 3)
-    ).eval()
-    m = fa.wrap(net, input_shape=(8,))
+    net, m = layer_norm_mlp(torch)
     x = np.random.default_rng(0).random((2, 8)).astype(np.float32)
     a = fa.audit(m, x, progress=False, certify="local", input_domain=(0.0, 1.0))
     g = fa.audit(m, x, progress=False, input_domain=(0.0, 1.0))
