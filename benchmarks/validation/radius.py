@@ -44,14 +44,26 @@ TOLERANCE = 1e-6  # relative: a radius above the distance by more than this is a
 RESULTS = os.path.join(os.path.dirname(__file__), "results")
 
 
-def retrain(ds, arch, width, opts):
-    """The study's model, trained again as ``__main__.run_model`` trains it, with its data."""
+def retrain(ds, arch, width, opts, cache=None):
+    """The study's model, trained again as ``__main__.run_model`` trains it, with its data; with
+    ``cache`` (a file path) the weights are read from it when it exists and written to it after
+    training, so a second pass over the same model (another bound, the attack alone) trains nothing."""
     s = SETTINGS[ds]
     Xtr, ytr, Xte, yte, shape = data.load(ds)
     torch.manual_seed(opts.get("seed", 0))
     net = zoo.build(arch, shape, int(ytr.max()) + 1, Xtr.mean(0), Xtr.std(0), width)
-    train.train(net, Xtr, ytr, **{"epochs": s["epochs"], **opts})
+    if cache is not None and os.path.exists(cache):
+        net.load_state_dict(torch.load(cache))
+        net.eval()
+    else:
+        train.train(net, Xtr, ytr, **{"epochs": s["epochs"], **opts})
+        if cache is not None:
+            torch.save(net.state_dict(), cache)
     return net, Xte[: s["inputs"]], yte[: s["inputs"]], shape
+
+
+def _cache(folder, name):
+    return None if folder is None else os.path.join(folder, name.replace("/", "__") + ".pt")
 
 
 def margins(net, x):
@@ -76,11 +88,11 @@ def attack(net, x, y, idx, ds):
     return [float(v) if np.isfinite(v) else None for v in dist["ensemble"].numpy()]
 
 
-def run_model(spec, stored, k):
+def run_model(spec, stored, k, weights=None):
     """One JSON row: the reproduction check and the certified radius on the first k correct inputs."""
     name, ds, arch, width, opts = spec
     t0 = time.perf_counter()
-    net, x, y, shape = retrain(ds, arch, width, opts)
+    net, x, y, shape = retrain(ds, arch, width, opts, _cache(weights, name))
     p = stored["per_input"]
     with torch.no_grad():
         correct = (net(torch.from_numpy(x)).argmax(1).numpy() == y).tolist()
@@ -181,6 +193,8 @@ def main(argv=None):
     ap.add_argument("--inputs", type=int, default=20, help="correctly classified scored inputs per model (first k)")
     ap.add_argument("--merge", action="store_true", help="merge --rows into validation.json instead of computing")
     ap.add_argument("--json", default=os.path.join(RESULTS, "validation.json"))
+    ap.add_argument("--weights", help="folder for the retrained weights: read when there, else written (--train-only)")
+    ap.add_argument("--train-only", action="store_true", help="only retrain the selected models into --weights")
     args = ap.parse_args(argv)
     with open(args.json) as f:
         result = json.load(f)
@@ -203,16 +217,24 @@ def main(argv=None):
         family = family[i::k]
     if args.models:
         family = [f for f in family if any(f[0].startswith(m) for m in args.models.split(","))]
+    if args.weights:
+        os.makedirs(args.weights, exist_ok=True)
+    if args.train_only:
+        for spec in family:
+            t = time.perf_counter()
+            retrain(*spec[1:], _cache(args.weights, spec[0]))
+            print(f"{spec[0]:34s} weights ready in {time.perf_counter() - t:.0f} s", flush=True)
+        return None
     rows = {r["name"]: r for r in done}  # the last line of a model counts
     for spec in family:
         row = rows.get(spec[0])
         if row is not None and "attack_distance" in row:
             continue
         if row is not None:  # a row written before the attack was part of the step: the attack only
-            net, x, y, _ = retrain(*spec[1:])
+            net, x, y, _ = retrain(*spec[1:], _cache(args.weights, spec[0]))
             row["attack_distance"] = attack(net, x, y, row["indices"], spec[1])
         else:
-            row = run_model(spec, stored[spec[0]], args.inputs)
+            row = run_model(spec, stored[spec[0]], args.inputs, args.weights)
         with open(args.rows, "a") as f:
             f.write(json.dumps(row) + "\n")
         med = "refused" if row["radius"] is None else f"median radius {np.median(row['radius']):.4g}"
