@@ -200,18 +200,17 @@ ACTS = {"relu": nn.ReLU, "tanh": nn.Tanh, "leaky": lambda: nn.LeakyReLU(0.2), "g
     depth=st.integers(1, 3),
     log_rho=st.floats(-4, 0),
 )
-def test_mlp_bounds_hold_and_grow_with_the_radius(seed, act, d, width, depth, log_rho):
+def test_mlp_bounds_hold_on_nested_boxes(seed, act, d, width, depth, log_rho):
+    # CROWN's adaptive slopes make the bounds sound on every box but not monotone in the box (a wider box
+    # may pick other lines), so each radius is checked against its own sampled maximum
     net = mlp(d, [width] * depth, ACTS[act], seed)
     proto = export(net, (d,))
     x = np.random.default_rng(seed).normal(size=(1, d))
-    rho = 10.0**log_rho
-    b = fa.local_bound(proto, x, rho)
-    assert b.lipschitz[0] <= b.global_lipschitz * (1 + 1e-12)
-    worst = sampled_max(net, x[0], rho, n=40, steps=8)
-    assert b.lipschitz[0] >= worst * (1 - 1e-9), (b.lipschitz, worst)
-    wide = fa.local_bound(proto, x, 2 * rho)  # the bounds on a larger box contain those on a smaller one
-    assert np.all(wide.logits_lower <= b.logits_lower + 1e-9) and np.all(wide.logits_upper >= b.logits_upper - 1e-9)
-    assert wide.lipschitz[0] >= b.lipschitz[0] * (1 - 1e-9)
+    for rho in (10.0**log_rho, 2 * 10.0**log_rho):
+        b = fa.local_bound(proto, x, rho)
+        assert b.lipschitz[0] <= b.global_lipschitz * (1 + 1e-12)
+        worst = sampled_max(net, x[0], rho, n=40, steps=8)
+        assert b.lipschitz[0] >= worst * (1 - 1e-9), (rho, b.lipschitz, worst)
 
 
 def small_cnn(seed, act):

@@ -16,8 +16,8 @@ form of the rows there, a line in the input less a constant (:mod:`.meanvalue`).
 are the lower bounds of −G.
 
 At the input the bound is made concrete over the set: on the box [x + a, x + b] (a ≤ 0 ≤ b),
-``min Λ·x' = Λ·x + Σ min(Λ a, Λ b)``; on the ℓ2 ball of radius ρ, ``Λ·x − ‖Λ‖₂ ρ`` (the dual
-norm); on their intersection the larger of the two.
+``min Λ·x' = Λ·x + Σ min(Λ a, Λ b)``; on its intersection with the ℓ2 ball of radius ρ, the
+exact minimum of :func:`.ballbox.lowest` (at least both the box's and the ball's ``Λ·x − ‖Λ‖₂ ρ``).
 
 References: Zhang et al., NeurIPS 2018, "Efficient neural network robustness certification with
 general activation functions" (CROWN); Xu et al., NeurIPS 2020, "Automatic perturbation analysis
@@ -29,7 +29,7 @@ from __future__ import annotations
 import numpy as np
 
 from ..rules import attr
-from . import activations, grid, layout, lnrelax, meanvalue, moves, prodrelax, relax
+from . import activations, ballbox, grid, layout, lnrelax, meanvalue, moves, prodrelax, relax
 
 
 def _lines(p, k):
@@ -161,8 +161,8 @@ def bounds(p, t, G, upper=True):
     with np.errstate(invalid="ignore", over="ignore"):
         at = Lam @ p.x.reshape(-1) + beta
         low = at + np.minimum(Lam * p.a, Lam * p.b).sum(1)
-        if p.ball is not None:
-            low = np.maximum(low, at - np.linalg.norm(Lam, axis=1) * p.ball)
+        if p.ball is not None:  # the exact minimum over the ball ∩ box (:mod:`.ballbox`)
+            low = np.maximum(low, at + ballbox.lowest(Lam, p.a, p.b, p.ball)[0])
     low = np.where(np.isnan(low), -np.inf, low)  # relaxations of intervals too wide: no bound
     return (low[:m], -low[m:]) if upper else (low, None)
 

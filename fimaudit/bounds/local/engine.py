@@ -41,7 +41,7 @@ from __future__ import annotations
 import numpy as np
 
 from ...errors import UnsupportedOnnxOpError
-from . import activations, budget, crown, grid, layout, linear, lrn, moves, norms, products
+from . import activations, ballbox, budget, crown, grid, layout, linear, lrn, moves, norms, products
 
 CHUNK_ELEMENTS = 1 << 22  # rows × tensor size per backward pass
 JAC_ELEMENTS = 1 << 24  # |∂t/∂x| bounds kept for the backward passes (:mod:`.backward`)
@@ -232,14 +232,14 @@ class Pass:
     def offsets(self, Jm, Jr):
         """[low, up] ∋ J (x' − x) for every J in Jm ± Jr and x' in the box: per row, the sum
         over coordinates of the extreme products of [J_lo, J_hi] × [a, b] (a ≤ 0 ≤ b); on a
-        ball of radius ρ also |J (x' − x)| ≤ (‖Jm‖₂ + ‖Jr‖₂) ρ (Cauchy–Schwarz, |J| ≤ |Jm| + Jr)."""
+        ball of radius ρ also the range over the ball ∩ box (:func:`.ballbox.interval_range`)."""
         jl, jh = Jm - Jr, Jm + Jr
         prods = (jl * self.a, jl * self.b, jh * self.a, jh * self.b)
         low, up = np.minimum.reduce(prods).sum(1), np.maximum.reduce(prods).sum(1)
         if self.ball is None:
             return low, up
-        reach = (np.linalg.norm(Jm, axis=1) + np.linalg.norm(Jr, axis=1)) * self.ball  # |J d| ≤ (‖Jm‖ + ‖Jr‖)‖d‖
-        return np.maximum(low, -reach), np.minimum(up, reach)
+        bl, bu = ballbox.interval_range(jl, jh, self.a, self.b, self.ball)  # the ball ∩ box, exactly per sign
+        return np.maximum(low, np.where(np.isnan(bl), -np.inf, bl)), np.minimum(up, np.where(np.isnan(bu), np.inf, bu))
 
     def backward(self, t, G, generators=0, split=False):
         """(J_mid, J_rad), each (rows, input size): the interval Jacobian over the box of the

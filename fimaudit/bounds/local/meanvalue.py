@@ -8,7 +8,8 @@ B convex and holding x gives, for every x' in B,
 ``L·t(x') = L·t(x) + ∫₀¹ J(x + s(x' − x)) ds (x' − x) ≥ L·t(x) + J_mid (x' − x) − J_rad |x' − x|``,
 
 a line in x' (slope J_mid) less a constant: ``J_rad |x' − x| ≤ J_rad c`` with c = max(−a, b)
-on the box [x + a, x + b], and ``≤ ‖J_rad‖₂ ρ`` on an ℓ2 ball of radius ρ (Cauchy–Schwarz).
+on the box [x + a, x + b], and on its intersection with an ℓ2 ball of radius ρ the exact maximum of
+J_rad·e over 0 ≤ e ≤ c, ‖e‖₂ ≤ ρ (:func:`.ballbox.lowest`; at most ‖J_rad‖₂ ρ, Cauchy–Schwarz).
 CROWN's walk back from a tensor then keeps the linear relaxations of every activation between
 that tensor and the products or normalisations before it, and stops at those with this bound.
 
@@ -22,6 +23,8 @@ from __future__ import annotations
 
 import numpy as np
 
+from . import ballbox
+
 
 class Loose(Exception):
     """The interval Jacobian at t is not finite: no bound from it."""
@@ -34,7 +37,7 @@ def lower(p, t, L):
     if not (np.all(np.isfinite(Jm)) and np.all(np.isfinite(Jr))):
         raise Loose(t)
     slack = Jr @ np.maximum(-p.a, p.b)
-    if p.ball is not None:
-        slack = np.minimum(slack, np.linalg.norm(Jr, axis=1) * p.ball)
+    if p.ball is not None:  # max J_rad·e over 0 ≤ e ≤ c, ‖e‖₂ ≤ ρ (e = |x' − x|), exactly
+        slack = np.minimum(slack, -ballbox.lowest(-Jr, 0.0, np.maximum(-p.a, p.b), p.ball)[0])
     at = (L * p.point[t]).reshape(m, -1).sum(1)
     return Jm, at - Jm @ p.x.reshape(-1) - slack
