@@ -17,6 +17,8 @@ Reference: Dumoulin & Visin, 2016, "A guide to convolution arithmetic for deep l
 
 from __future__ import annotations
 
+import functools
+
 import numpy as np
 
 from ...errors import UnsupportedOnnxOpError
@@ -207,7 +209,8 @@ def max_candidates(lo, hi, geo, out_hw):
 
 
 def max_pool(x, geo, out_hw):
-    return np.maximum.reduce(windows(x, geo, out_hw, -np.inf))
+    cells = windows(x, geo, out_hw, -np.inf)
+    return functools.reduce(np.maximum, cells[1:], cells[0])
 
 
 def max_pool_adjoint(Gm, Gr, weights, geo, in_hw):
