@@ -17,10 +17,13 @@ from onnx import helper
 from torch import nn
 
 import fimaudit as fa
-from fimaudit.bounds.local import grid
+from fimaudit.bounds.graph import Graph
+from fimaudit.bounds.local import grid, magnitude
+from fimaudit.bounds.local.engine import Network, Pass
 from fimaudit.errors import UnsupportedOnnxOpError
 
-from .test_bounds_local import export, sampled_max
+from .test_bounds_local import export, jac, sampled_max
+from .test_bounds_local_magnitude import dense_k
 
 torch.set_num_threads(1)
 
@@ -182,6 +185,26 @@ def test_the_mnist1d_layout_has_the_bounds_of_its_height_1_twin():
     ra = fa.certified_radius(pa, x, iterations=6, input_domain=(0.0, 1.0))
     rb = fa.certified_radius(pb, x[:, :, None], iterations=6, input_domain=(0.0, 1.0))
     np.testing.assert_allclose(ra, rb, rtol=1e-9)
+
+
+@pytest.mark.parametrize("pool", ["max", "avg", "bn"])
+def test_the_magnitude_operator_of_a_1d_graph_is_its_twins_and_dominates_every_jacobian(pool):
+    cfg = {"k": 3, "s": 1, "d": 1, "p": 1, "groups": 1, "pool": pool, "act": "relu"}
+    L, rho = 9, 0.05
+    one, two = twins(4, cfg, L)
+    x = np.random.default_rng(4).normal(size=(1, 2, L))
+    pa = Pass(Network(Graph(export(one, (2, L)), (2, L))), x, x - rho, x + rho)
+    y = x[:, :, None]
+    pb = Pass(Network(Graph(export(two, (2, 1, L)), (2, 1, L))), y, y - rho, y + rho)
+    (Ka, Ka_back), (Kb, _) = dense_k(pa, (2, L), 3), dense_k(pb, (2, 1, L), 3)
+    np.testing.assert_allclose(Ka, Ka_back, rtol=1e-12, atol=1e-14)  # K v and uᵀ K are transposes
+    np.testing.assert_allclose(Ka, Kb, rtol=1e-12, atol=1e-14)
+    assert magnitude.norm_bound(pa) == pytest.approx(magnitude.norm_bound(pb), rel=1e-12)
+    net64, g = copy.deepcopy(one).double(), np.random.default_rng(5)
+    for _ in range(60):
+        J = jac(net64, x[0] + rho * g.uniform(-1, 1, x.shape[1:])).numpy()
+        assert np.all(np.abs(J) <= Ka * (1 + 1e-6) + 1e-12)
+    assert magnitude.norm_bound(pa) >= np.linalg.norm(Ka, 2) * (1 - 1e-12)
 
 
 # --- soundness on random small 1-D nets
