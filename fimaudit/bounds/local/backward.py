@@ -145,17 +145,17 @@ def _pool_generators(p, node, P, weights, geo, hw, keep):
     cell whose input is not constant on the box (a constant cell is a dead unit's 0, which the
     unit's zero derivative clears). Also the primary rows' remaining radius, at the input."""
     t = node.input[0]
-    live = grid.pad((p.hi[t] > p.lo[t]).astype(np.float64), geo)
+    live = grid.windows((p.hi[t] > p.lo[t]).astype(np.float64), geo, P.shape[2:])
     count = sum((wr > 0).astype(np.int64) for _, wr in weights)[0]  # candidates per window
     picks, pairs, alive = [], {}, []
-    for o, ((_, wr), (_, _, sl)) in enumerate(zip(weights, grid._slices(geo, P.shape[2:]))):
-        amb, on = (wr > 0)[0], (live[sl] > 0)[0]
+    for o, ((_, wr), cells) in enumerate(zip(weights, live)):
+        amb, on = (wr > 0)[0], (cells > 0)[0]
         alive.append(on)
         for c in map(tuple, np.argwhere(amb & (count == 2))):
             pairs.setdefault(c, []).append(o)
         sel = np.argwhere(amb & (count != 2) & on)
         if len(sel):
-            size = np.abs(P[:, sel[:, 0], sel[:, 1], sel[:, 2]]).sum(0) * wr[0, sel[:, 0], sel[:, 1], sel[:, 2]]
+            size = np.abs(P[(slice(None), *sel.T)]).sum(0) * wr[(0, *sel.T)]
             picks += [(float(v), (o,), tuple(c)) for v, c in zip(size, sel)]
     for c, offs in pairs.items():
         if alive[offs[0]][c] or alive[offs[1]][c]:

@@ -40,12 +40,11 @@ def _lines(p, k):
         t = net.tensor_input(k)
         if net.roles[k] == "maxpool":
             geo, hw = p.pool[out][0], net.g.shape(t)[2:]
-            lop = grid.pad(p.lo[t], geo, -np.inf)
-            slices = [sl for _, _, sl in grid._slices(geo, net.g.shape(out)[2:])]
+            lows = grid.windows(p.lo[t], geo, net.g.shape(out)[2:], -np.inf)
             sure = np.logical_and.reduce([w[1] == 0 for w in p.pool[out][2]])  # one candidate per window
             kept = np.argmax(np.stack([w[0] for w in p.pool[out][2]]), axis=0)  # that candidate
-            pick = np.where(sure, kept, np.argmax(np.stack([lop[sl] for sl in slices]), axis=0))
-            p.lines[out] = (geo, hw, [(pick == o).astype(np.float64) for o in range(len(slices))], sure)
+            pick = np.where(sure, kept, np.argmax(np.stack(lows), axis=0))
+            p.lines[out] = (geo, hw, [(pick == o).astype(np.float64) for o in range(len(lows))], sure)
         else:
             op = "Silu" if net.roles[k] == "silu" else activations.kind(node)
             p.lines[out] = relax.lines(op, node, p.lo[t], p.hi[t])
@@ -174,27 +173,22 @@ def settle_pool(p, t, geo, masks, out_hw, chunk, allow=len):
     cannot see when their intervals overlap. Cells constant on the set are left as they are;
     only the first ``allow(number of candidate rows)`` rows are tried."""
     lo, hi = p.lo[t], p.hi[t]
-    k, s, d, pads = geo
-    offs = [(i, j) for i in range(k[0]) for j in range(k[1])]
-    lop = grid.pad(lo, geo, -np.inf)
-    slices = [sl for _, _, sl in grid._slices(geo, out_hw)]
-    pick = np.argmax(np.stack([lop[sl] for sl in slices]), axis=0)
+    offs = grid.offsets(geo)
+    pick = np.argmax(np.stack(grid.windows(lo, geo, out_hw, -np.inf)), axis=0)
     count = sum(m.astype(np.int64) for m in masks)
-    live = grid.pad((hi > lo).astype(np.float64), geo)
     rows = []
-    for o, sl in enumerate(slices):
-        for _, c, a, b in np.argwhere(masks[o] & (pick != o) & (count > 1) & (live[sl] > 0)):
-            rows.append((o, c, a, b, pick[0, c, a, b]))
+    for o, live in enumerate(grid.windows((hi > lo).astype(np.float64), geo, out_hw)):
+        for _, c, *pos in np.argwhere(masks[o] & (pick != o) & (count > 1) & (live > 0)):
+            rows.append((o, c, tuple(pos), pick[(0, c, *pos)]))
     rows = rows[: allow(len(rows))]
     for n in range(0, len(rows), chunk):
         part = rows[n : n + chunk]
         G = np.zeros((len(part), *lo.shape[1:]))
-        for r, (o, c, a, b, q) in enumerate(part):
+        for r, (o, c, pos, q) in enumerate(part):
             for off, sign in ((q, 1.0), (o, -1.0)):
-                i, j = offs[off]
-                G[r, c, a * s[0] + i * d[0] - pads[0], b * s[1] + j * d[1] - pads[1]] += sign
+                G[(r, c, *grid.source(geo, pos, offs[off]))] += sign
         low = bounds(p, t, G, upper=False)[0]
-        for (o, c, a, b, _), v in zip(part, low):
+        for (o, c, pos, _), v in zip(part, low):
             if v > 0:
-                masks[o][0, c, a, b] = False
+                masks[o][(0, c, *pos)] = False
     return masks, sum(m.astype(np.int64) for m in masks)

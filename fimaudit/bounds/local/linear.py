@@ -3,8 +3,8 @@ bias, or with every weight by magnitude and no bias, which carries an interval's
 ``A(c ± r) ⊆ A c + b ± |A| r``), and applied as the adjoint to rows of a Jacobian
 (``G ↦ G A`` and ``G ↦ G |A|``), which carries ∂z/∂(output) back to ∂z/∂(input).
 
-Ops: Gemm and MatMul with a constant operand, Conv (2-D, any stride, padding, dilation and
-groups), BatchNormalization (inference form, a per-channel affine map), AveragePool,
+Ops: Gemm and MatMul with a constant operand, Conv (1-D and 2-D, any stride, padding, dilation
+and groups), BatchNormalization (inference form, a per-channel affine map), AveragePool,
 GlobalAveragePool, ReduceMean/ReduceSum over non-batch axes, and Add/Sub/Mul/Div/Neg with a
 constant. Tensors carry a leading axis of rows (1 forward, one per Jacobian row backward).
 
@@ -112,7 +112,7 @@ def forward(node, graph, live, x, absolute=False):
         W = _const(graph, node.input[1])
         y = grid.conv(x, mag(W), grid.geometry(node, ins, out, W.shape[2:]), attr(node, "group", 1), out[2:])
         if not absolute and len(node.input) > 2 and node.input[2]:
-            y = y + _const(graph, node.input[2]).reshape(1, -1, 1, 1)
+            y = y + _const(graph, node.input[2]).reshape(1, -1, *[1] * (y.ndim - 2))
         return y
     if op == "BatchNormalization":
         a, c = _bn(node, graph, x.ndim)

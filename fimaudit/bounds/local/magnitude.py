@@ -43,8 +43,8 @@ def forward(p, v):
             y = vals[net.tensor_input(k)] * (np.abs(dm) + dr)
         elif role == "maxpool":
             geo, _, weights = p.pool[out]
-            x = grid.pad(vals[node.input[0]], geo)
-            y = sum((wm + wr) * x[sl] for (wm, wr), (_, _, sl) in zip(weights, grid._slices(geo, g.shape(out)[2:])))
+            cells = grid.windows(vals[node.input[0]], geo, g.shape(out)[2:])
+            y = sum((wm + wr) * x for (wm, wr), x in zip(weights, cells))
         elif role == "lrn":
             y = lrn.magnitude(p, node, vals[node.input[0]])
         elif role in ("product", "softmax", "layernorm"):
