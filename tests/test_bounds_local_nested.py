@@ -17,6 +17,7 @@ from fimaudit.bounds.graph import Graph
 from fimaudit.bounds.local import crown, nested
 from fimaudit.bounds.local.api import _Setup
 from fimaudit.bounds.local.engine import Network, Pass
+from fimaudit.errors import InvalidArgumentError
 
 from .test_bounds_crown import Residual, _extremes
 from .test_bounds_local import _attack_radius, export
@@ -114,3 +115,9 @@ def test_the_reused_radius_is_never_beaten_and_never_below_the_global_route(seed
             n = v.reshape(300, -1).norm(dim=1).reshape(-1, 1, 1, 1)
             pts = x + v / n * r[i] * torch.rand(300, 1, 1, 1, generator=g, dtype=torch.float64)
             assert (net64(pts).argmax(1) == top).all()
+
+
+def test_reuse_must_be_a_bool():
+    _, proto, _ = _net(0)
+    with pytest.raises(InvalidArgumentError, match="reuse must be True"):
+        fa.certified_radius(proto, np.zeros((1, *SHAPE)), reuse="yes")

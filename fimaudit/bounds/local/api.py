@@ -17,8 +17,9 @@ holds the ℓ2 ball of radius ρ), or with ``norm="l2"`` on B = {x' : ‖x' − 
   margin falls by at most G_j ‖x' − x‖₂ on the convex set B), capped at ρ and at √2 L_B.
 
 :func:`certified_radius` searches ρ over ℓ2 balls (doubling, halving, then log-bisection,
-bounded; :mod:`.search`) for the largest such r. References: Weng et al., ICML 2018 (CLEVER: certification from
-local Lipschitz constants); Shi et al., NeurIPS 2022; Zhang et al., NeurIPS 2018 (CROWN).
+bounded; :mod:`.search`) for the largest such r. References: Weng et al., ICML 2018 (CLEVER:
+certification from local Lipschitz constants); Shi et al., NeurIPS 2022; Zhang et al., NeurIPS
+2018 (CROWN).
 """
 
 from __future__ import annotations
@@ -109,7 +110,7 @@ class _Setup:
         ``outer``, the :func:`.nested.intervals` of a pass on a set holding this one; with
         ``certificate_only``, a ball whose margins CROWN proves positive returns its certificate
         alone, before the logits' Jacobian rows (then absent) are computed. The pass: ``last``."""
-        t0 = time.perf_counter()
+        t0, self.last = time.perf_counter(), None  # the last pass is freed before the next is built
         x, lo, hi = self.box(i, rho)
         ball, n = (float(rho) if self.norm == "l2" else None), int(self.tighten)
         if outer is None:
@@ -230,5 +231,7 @@ def certified_radius(
     fewer units to tighten, intervals never wider; ``reuse=False`` bounds each ball afresh."""
     if not (isinstance(iterations, (int, np.integer)) and 0 <= iterations <= 60):
         raise InvalidArgumentError(f"iterations must be an integer in [0, 60], got {iterations!r}")
+    if not isinstance(reuse, (bool, np.bool_)):
+        raise InvalidArgumentError(f"reuse must be True (reuse a refused ball's intervals) or False, got {reuse!r}")
     s = _Setup(model, x, input_shape, "categorical", 1.0, input_domain, global_cap, memory_limit, tighten, "l2")
     return np.array([search.radius(s, i, iterations, reuse) for i in range(len(s.X))], dtype=np.float64)

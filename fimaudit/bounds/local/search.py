@@ -36,6 +36,7 @@ def radius(s, i, iterations, reuse=True):
         best = max(best, c)
         if c < r:  # refused: every later ball is smaller, and may start from its intervals
             bad, outer = r, nested.intervals(s.last) if reuse else None
+        s.last = None
         return c >= r
 
     for _ in range(8):
