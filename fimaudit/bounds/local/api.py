@@ -33,7 +33,7 @@ from ..._array import to_numpy
 from ...errors import InputShapeError, InvalidArgumentError
 from .. import memory
 from ..graph import Graph
-from . import crown, layout, magnitude, zonotope
+from . import layout, magnitude, slopes, zonotope
 from .engine import Network, Pass
 from .metric import sup_metric_norm
 
@@ -104,12 +104,12 @@ class _Setup:
         x = self.X[i]
         return x[None], np.maximum(x - rho, self.low)[None], np.minimum(x + rho, self.high)[None]
 
-    def one(self, i, rho):
-        """The bounds for input i on its box of radius rho, as a dict of numbers and rows."""
+    def one(self, i, rho, alpha=0):
+        """The bounds for input i on its box of radius rho (``alpha`` slope steps), as a dict."""
         t0 = time.perf_counter()
         x, lo, hi = self.box(i, rho)
         ball = float(rho) if self.norm == "l2" else None
-        p = Pass(self.net, x, lo, hi, self.tighten > 0, int(self.tighten), ball=ball)
+        p = Pass(self.net, x, lo, hi, self.tighten > 0, int(self.tighten), ball=ball, alpha=alpha)
         out = self.g.output
         z, oshape = p.point[out].reshape(-1), layout.shape(self.g, out)
         C, top = z.size, int(np.argmax(z))
@@ -135,7 +135,7 @@ class _Setup:
         m = z[top] - z[others]
         mlo = np.maximum(m + low[C:], zlo[top] - zhi[others])
         if rho > 0 and not heavy:  # CROWN: linear bounds of the logits and margins, made concrete over the set
-            clo, cup = crown.bounds(p, out, G.reshape((len(G), *oshape[1:])))
+            clo, cup = slopes.bounds(p, out, G.reshape((len(G), *oshape[1:])), alpha)  # α-CROWN slopes
             zlo, zhi, mlo = np.maximum(zlo, clo[:C]), np.minimum(zhi, cup[:C]), np.maximum(mlo, clo[C:])
         slope = np.minimum(slope, math.sqrt(2.0) * L)
         if C < 2:
@@ -179,6 +179,7 @@ def local_bound(
     global_cap=True,
     tighten=4096,
     norm="linf",
+    alpha=0,
     memory_limit=memory.DEFAULT_LIMIT,
 ) -> LocalBound:
     """Certified bounds around each row of ``x`` on its ℓ∞ box of ``radius`` (a scalar or one
@@ -189,11 +190,11 @@ def local_bound(
     ModelProto, or a wrapped model with ``to_onnx()``). ``global_cap`` also computes the
     global bound and caps each local one by it; ``tighten`` is the most pre-activation units
     per tensor whose intervals the mean-value form tightens (each costs one backward pass;
-    0 or False: none, faster and looser).
+    0 or False: none); ``alpha`` the ascent steps on CROWN's ReLU lower slopes (:mod:`.slopes`).
     """
     s = _Setup(model, x, input_shape, likelihood, sigma, input_domain, global_cap, memory_limit, tighten, norm)
-    radii = _radii(radius, len(s.X))
-    rows = [s.one(i, radii[i]) for i in range(len(s.X))]
+    radii, alpha = _radii(radius, len(s.X)), slopes.steps(alpha)
+    rows = [s.one(i, radii[i], alpha) for i in range(len(s.X))]
     cols = {k: np.array([r[k] for r in rows]) for k in rows[0]}
     return LocalBound(radius=radii, global_lipschitz=s.L, **cols)
 
@@ -207,6 +208,7 @@ def certified_radius(
     input_domain=None,
     global_cap=True,
     tighten=4096,
+    alpha=20,
     memory_limit=memory.DEFAULT_LIMIT,
 ):
     """Per row of ``x``, an ℓ2 radius inside which the predicted class provably cannot change
@@ -214,11 +216,12 @@ def certified_radius(
     on the ℓ2 balls tried — the linearised radius at x, then up to 8 doublings or halvings,
     then ``iterations`` log-bisection steps — and the global ``margin / (√2 L)``. A ball is
     certified whole when the CROWN lower bounds of every margin z_top − z_j over it are
-    positive; else its Lipschitz certificate min_j m_j / G_j still counts."""
+    positive (their ReLU lower slopes optimised by ``alpha`` ascent steps, 0: CROWN's); else
+    its Lipschitz certificate min_j m_j / G_j still counts."""
     if not (isinstance(iterations, (int, np.integer)) and 0 <= iterations <= 60):
         raise InvalidArgumentError(f"iterations must be an integer in [0, 60], got {iterations!r}")
     s = _Setup(model, x, input_shape, "categorical", 1.0, input_domain, global_cap, memory_limit, tighten, "l2")
-    out = np.zeros(len(s.X))
+    out, alpha = np.zeros(len(s.X)), slopes.steps(alpha)
     for i in range(len(s.X)):
         at_x = s.one(i, 0.0)
         z = np.sort(at_x["logits"])
@@ -227,7 +230,7 @@ def certified_radius(
         rho = max(float(lin), 1e-12)  # the linearisation's radius: a starting guess
         good, bad = 0.0, None
         for _ in range(8):
-            c = s.one(i, rho)["certified"]
+            c = s.one(i, rho, alpha)["certified"]
             best = max(best, c)
             if c >= rho:
                 good, rho = rho, 2 * rho
@@ -239,7 +242,7 @@ def certified_radius(
         if bad is not None and good > 0:
             for _ in range(iterations):
                 mid = math.sqrt(good * bad)
-                c = s.one(i, mid)["certified"]
+                c = s.one(i, mid, alpha)["certified"]
                 best = max(best, c)
                 good, bad = (mid, bad) if c >= mid else (good, mid)
         out[i] = best
