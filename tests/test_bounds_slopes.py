@@ -229,3 +229,11 @@ def test_certified_radius_with_slopes_never_exceeds_the_exact_distance(seed):
         exact = _exact_distance(copy.deepcopy(net), X[i])
         assert 0 < r[i] <= exact * (1 + 1e-9), (r[i], exact)
         assert r0[i] <= exact * (1 + 1e-9)
+
+
+def test_rows_past_the_work_cap_get_plain_crown(monkeypatch):
+    _, N, p, _, _ = _setup("mlp", "relu", 0, 0.5, True)
+    out, G = N.g.output, np.eye(3)
+    assert not np.array_equal(slopes.bounds(p, out, G, 10)[0], crown.bounds(p, out, G)[0])
+    monkeypatch.setattr(slopes, "WORK", 0.0)
+    assert all(np.array_equal(a, b) for a, b in zip(slopes.bounds(p, out, G, 10), crown.bounds(p, out, G)))

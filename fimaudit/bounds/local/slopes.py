@@ -18,7 +18,8 @@ activation gives ``v_out = α_l v + β_l`` where L ≥ 0 and ``α_u v + β_u`` w
 pool selects each window's chosen cell (where L < 0 on a window with several candidates, its
 constant upper end). At an activation, ``∂f/∂α = max(L, 0) ⊙ v_in`` (v_in the adjoint at its
 input). Only walks through linear nodes, moves, sums, ReLU/LeakyReLU(a ≤ 1) and max pools are
-optimised; other graphs get plain CROWN.
+optimised, and only where n steps of all the rows cost at most :data:`WORK` multiply-adds
+(one walk back from t per row and step, :func:`.budget.prefix`); elsewhere plain CROWN.
 
 Reference: Xu et al., ICLR 2021, "Fast and complete: enabling complete neural network
 verification with rapid and massively parallel incomplete verifiers" (α-CROWN); Kingma & Ba,
@@ -27,6 +28,8 @@ ICLR 2015 (Adam).
 
 from __future__ import annotations
 
+import math
+
 import numpy as np
 
 from ...errors import InvalidArgumentError
@@ -34,6 +37,7 @@ from ..rules import attr
 from . import activations, ballbox, crown, grid, layout, moves
 
 STEP, DECAY, BETAS = 0.5, 0.98, (0.9, 0.999)  # Adam on α ∈ [a, 1]: a step of up to 0.5, decaying
+WORK = 1e10  # the most multiply-adds of one optimisation, steps × rows × W(t) (:mod:`.budget`)
 
 
 def steps(n):
@@ -139,9 +143,9 @@ def optimise(p, t, G, n):
 
 def bounds(p, t, G, n, upper=True):
     """:func:`.crown.bounds` with the lower slopes optimised by ``n`` steps (0: plain CROWN)."""
-    if n <= 0:
-        return crown.bounds(p, t, G, upper)
     m = len(G)
+    if n <= 0 or n * m * (2 if upper else 1) * p.net.work.get(t, math.inf) > WORK:
+        return crown.bounds(p, t, G, upper)
     try:
         low = optimise(p, t, np.concatenate([G, -G]) if upper else G, n)
     except crown.Unrelaxed:
