@@ -19,7 +19,8 @@ pool selects each window's chosen cell (where L < 0 on a window with several can
 constant upper end). At an activation, ``∂f/∂α = max(L, 0) ⊙ v_in`` (v_in the adjoint at its
 input). Only walks through linear nodes, moves, sums, ReLU/LeakyReLU(a ≤ 1) and max pools are
 optimised, and only where n steps of all the rows cost at most :data:`WORK` multiply-adds
-(one walk back from t per row and step, :func:`.budget.prefix`); elsewhere plain CROWN.
+(one walk back from t per row and step, :func:`.budget.prefix`) and the graph is not heavy
+(:func:`.budget.heavy`); elsewhere plain CROWN.
 
 Reference: Xu et al., ICLR 2021, "Fast and complete: enabling complete neural network
 verification with rapid and massively parallel incomplete verifiers" (α-CROWN); Kingma & Ba,
@@ -144,7 +145,7 @@ def optimise(p, t, G, n):
 def bounds(p, t, G, n, upper=True):
     """:func:`.crown.bounds` with the lower slopes optimised by ``n`` steps (0: plain CROWN)."""
     m = len(G)
-    if n <= 0 or n * m * (2 if upper else 1) * p.net.work.get(t, math.inf) > WORK:
+    if n <= 0 or p.net.heavy or n * m * (2 if upper else 1) * p.net.work.get(t, math.inf) > WORK:
         return crown.bounds(p, t, G, upper)
     try:
         low = optimise(p, t, np.concatenate([G, -G]) if upper else G, n)
