@@ -34,7 +34,7 @@ from ..._array import to_numpy
 from ...errors import InputShapeError, InvalidArgumentError
 from .. import memory
 from ..graph import Graph
-from . import crown, layout, magnitude, nested, search, zonotope
+from . import layout, magnitude, nested, search, slopes, zonotope
 from .engine import Network, Pass
 from .metric import sup_metric_norm
 
@@ -105,18 +105,19 @@ class _Setup:
         x = self.X[i]
         return x[None], np.maximum(x - rho, self.low)[None], np.minimum(x + rho, self.high)[None]
 
-    def one(self, i, rho, outer=None, certificate_only=False):
+    def one(self, i, rho, outer=None, certificate_only=False, alpha=0):
         """The bounds for input i on its box of radius rho, as a dict of numbers and rows; with
         ``outer``, the :func:`.nested.intervals` of a pass on a set holding this one; with
         ``certificate_only``, a ball whose margins CROWN proves positive returns its certificate
-        alone, before the logits' Jacobian rows (then absent) are computed. The pass: ``last``."""
+        alone, before the logits' Jacobian rows (then absent) are computed; ``alpha`` slope steps
+        (:mod:`.slopes`). The pass: ``last``."""
         t0, self.last = time.perf_counter(), None  # the last pass is freed before the next is built
         x, lo, hi = self.box(i, rho)
         ball, n = (float(rho) if self.norm == "l2" else None), int(self.tighten)
         if outer is None:
-            p = Pass(self.net, x, lo, hi, n > 0, n, ball=ball)
+            p = Pass(self.net, x, lo, hi, n > 0, n, ball=ball, alpha=alpha)
         else:
-            p = nested.NestedPass(self.net, x, lo, hi, outer, tighten=n > 0, limit=n, ball=ball)
+            p = nested.NestedPass(self.net, x, lo, hi, outer, tighten=n > 0, limit=n, ball=ball, alpha=alpha)
         self.last, out = p, self.g.output
         z, oshape = p.point[out].reshape(-1), layout.shape(self.g, out)
         C, top = z.size, int(np.argmax(z))
@@ -127,7 +128,7 @@ class _Setup:
         G[C + np.arange(len(others)), others] = -1.0
         heavy = self.net.heavy  # no row per logit: the magnitude operator's bound alone (:mod:`.budget`)
         if certificate_only and rho > 0 and not heavy and C > 1:  # the margins' CROWN lines first
-            mlo = crown.bounds(p, out, G[C:].reshape((C - 1, *oshape[1:])), upper=False)[0]
+            mlo = slopes.bounds(p, out, G[C:].reshape((C - 1, *oshape[1:])), alpha, upper=False)[0]
             if np.all(np.maximum(mlo, p.lo[out].reshape(-1)[top] - p.hi[out].reshape(-1)[others]) > 0):
                 return dict(certified=float(rho), seconds=time.perf_counter() - t0, tightened_units=p.tightened)
         parts, Jm, Jr = None, np.full(1, np.inf), np.full(1, np.inf)
@@ -146,7 +147,7 @@ class _Setup:
         m = z[top] - z[others]
         mlo = np.maximum(m + low[C:], zlo[top] - zhi[others])
         if rho > 0 and not heavy:  # CROWN: linear bounds of the logits and margins, made concrete over the set
-            clo, cup = crown.bounds(p, out, G.reshape((len(G), *oshape[1:])))
+            clo, cup = slopes.bounds(p, out, G.reshape((len(G), *oshape[1:])), alpha)  # α-CROWN slopes
             zlo, zhi, mlo = np.maximum(zlo, clo[:C]), np.minimum(zhi, cup[:C]), np.maximum(mlo, clo[C:])
         slope = np.minimum(slope, math.sqrt(2.0) * L)
         if C < 2:
@@ -190,6 +191,7 @@ def local_bound(
     global_cap=True,
     tighten=4096,
     norm="linf",
+    alpha=0,
     memory_limit=memory.DEFAULT_LIMIT,
 ) -> LocalBound:
     """Certified bounds around each row of ``x`` on its ℓ∞ box of ``radius`` (a scalar or one
@@ -200,11 +202,11 @@ def local_bound(
     ModelProto, or a wrapped model with ``to_onnx()``). ``global_cap`` also computes the
     global bound and caps each local one by it; ``tighten`` is the most pre-activation units
     per tensor whose intervals the mean-value form tightens (each costs one backward pass;
-    0 or False: none, faster and looser).
+    0 or False: none); ``alpha`` the ascent steps on CROWN's ReLU lower slopes (:mod:`.slopes`).
     """
     s = _Setup(model, x, input_shape, likelihood, sigma, input_domain, global_cap, memory_limit, tighten, norm)
-    radii = _radii(radius, len(s.X))
-    rows = [s.one(i, radii[i]) for i in range(len(s.X))]
+    radii, alpha = _radii(radius, len(s.X)), slopes.steps(alpha)
+    rows = [s.one(i, radii[i], alpha=alpha) for i in range(len(s.X))]
     cols = {k: np.array([r[k] for r in rows]) for k in rows[0]}
     return LocalBound(radius=radii, global_lipschitz=s.L, **cols)
 
@@ -219,6 +221,7 @@ def certified_radius(
     global_cap=True,
     tighten=4096,
     reuse=True,
+    alpha=20,
     memory_limit=memory.DEFAULT_LIMIT,
 ):
     """Per row of ``x``, an ℓ2 radius inside which the predicted class provably cannot change
@@ -226,12 +229,14 @@ def certified_radius(
     on the ℓ2 balls tried — the linearised radius at x, then up to 8 doublings or halvings,
     then ``iterations`` log-bisection steps — and the global ``margin / (√2 L)``. A ball is
     certified whole when the CROWN lower bounds of every margin z_top − z_j over it are
-    positive; else its Lipschitz certificate min_j m_j / G_j still counts. With ``reuse`` (the
+    positive (their ReLU lower slopes optimised by ``alpha`` ascent steps, 0: CROWN's); else its
+    Lipschitz certificate min_j m_j / G_j still counts. With ``reuse`` (the
     default) a ball smaller than a refused one starts from that one's intervals (:mod:`.search`):
     fewer units to tighten, intervals never wider; ``reuse=False`` bounds each ball afresh."""
     if not (isinstance(iterations, (int, np.integer)) and 0 <= iterations <= 60):
         raise InvalidArgumentError(f"iterations must be an integer in [0, 60], got {iterations!r}")
     if not isinstance(reuse, (bool, np.bool_)):
         raise InvalidArgumentError(f"reuse must be True (reuse a refused ball's intervals) or False, got {reuse!r}")
+    alpha = slopes.steps(alpha)
     s = _Setup(model, x, input_shape, "categorical", 1.0, input_domain, global_cap, memory_limit, tighten, "l2")
-    return np.array([search.radius(s, i, iterations, reuse) for i in range(len(s.X))], dtype=np.float64)
+    return np.array([search.radius(s, i, iterations, reuse, alpha) for i in range(len(s.X))], dtype=np.float64)

@@ -86,8 +86,10 @@ class Unrelaxed(Exception):
     met an interval Jacobian that is not finite."""
 
 
-def lower(p, t, G):
-    """(Λ, β): ``Σ G ⊙ t(x') ≥ Λ·x' + β`` for every x' in the input set, Λ (m, input size)."""
+def lower(p, t, G, slopes=None, tape=None):
+    """(Λ, β): ``Σ G ⊙ t(x') ≥ Λ·x' + β`` for every x' in the input set, Λ (m, input size).
+    ``slopes`` {activation output: (m, *shape)} replaces the lower lines' slopes (each in its
+    sound range, :mod:`.alpha`); ``tape`` (a list) receives (node index, rows) per node walked."""
     net, inp = p.net, p.net.g.input
     m = G.shape[0]
     beta = np.zeros(m)
@@ -104,8 +106,11 @@ def lower(p, t, G):
         if out not in grads:
             continue
         L = grads.pop(out)
+        if tape is not None:
+            tape.append((k, L))
         if role in ("act", "silu"):
             al, bl, au, bu = _lines(p, k)
+            al = al if slopes is None else slopes.get(out, al)
             pos, neg = np.maximum(L, 0.0), np.minimum(L, 0.0)
             beta += (pos * bl + neg * bu).reshape(m, -1).sum(1)
             push(net.tensor_input(k), pos * al + neg * au)

@@ -41,7 +41,7 @@ from __future__ import annotations
 import numpy as np
 
 from ...errors import UnsupportedOnnxOpError
-from . import activations, ballbox, budget, crown, grid, layout, linear, lrn, moves, norms, products
+from . import activations, ballbox, budget, crown, grid, layout, linear, lrn, moves, norms, products, slopes
 
 CHUNK_ELEMENTS = 1 << 22  # rows × tensor size per backward pass
 JAC_ELEMENTS = 1 << 24  # |∂t/∂x| bounds kept for the backward passes (:mod:`.backward`)
@@ -128,10 +128,10 @@ class Pass:
     intersection with the ℓ2 ball of radius ``ball`` around x; at most ``limit`` units of a
     tensor are tightened, on heavy graphs fewer (:mod:`.budget`; a subset keeps every bound
     sound, only looser). ``crown`` adds the linear bounds of :mod:`.crown` to the mean-value
-    form (the intersection of the two)."""
+    form (the intersection), their ReLU slopes optimised by ``alpha`` steps (:mod:`.slopes`)."""
 
-    def __init__(self, net, x, low, high, tighten=True, limit=4096, ball=None, crown=True):
-        self.limit, self.ball, self.crown, self.tighten = limit, ball, crown, tighten
+    def __init__(self, net, x, low, high, tighten=True, limit=4096, ball=None, crown=True, alpha=0):
+        self.limit, self.ball, self.crown, self.tighten, self.alpha = limit, ball, crown, tighten, alpha
         self.net, self.x, self.a, self.b = net, x, (low - x).reshape(-1), (high - x).reshape(-1)
         inp = net.g.input
         self.point, self.lo, self.hi = {inp: x}, {inp: low}, {inp: high}
@@ -222,7 +222,7 @@ class Pass:
                     jac[idx] = np.abs(Jm) + Jr
                 lo[idx], hi[idx] = np.maximum(lo[idx], z[idx] + low), np.minimum(hi[idx], z[idx] + up)
             if self.crown:
-                low, up = crown.bounds(self, t, G)
+                low, up = slopes.bounds(self, t, G, self.alpha)
                 lo[idx], hi[idx] = np.maximum(lo[idx], low), np.minimum(hi[idx], up)
         self.tightened += rows.size
         if keep:

@@ -21,8 +21,9 @@ import math
 from . import nested
 
 
-def radius(s, i, iterations, reuse=True):
-    """The certified ℓ2 radius of input i of the setup s (an :class:`.api._Setup`)."""
+def radius(s, i, iterations, reuse=True, alpha=0):
+    """The certified ℓ2 radius of input i of the setup s (an :class:`.api._Setup`), each ball's
+    ReLU lower slopes optimised by ``alpha`` ascent steps (:mod:`.slopes`)."""
     at_x = s.one(i, 0.0)
     z = sorted(at_x["logits"])
     best = 0.0 if s.L is None or len(z) < 2 else (z[-1] - z[-2]) / (math.sqrt(2.0) * s.L)
@@ -32,7 +33,7 @@ def radius(s, i, iterations, reuse=True):
 
     def certify(r):
         nonlocal best, bad, outer
-        c = s.one(i, r, outer=outer, certificate_only=True)["certified"]
+        c = s.one(i, r, outer=outer, certificate_only=True, alpha=alpha)["certified"]
         best = max(best, c)
         if c < r:  # refused: every later ball is smaller, and may start from its intervals
             bad, outer = r, nested.intervals(s.last) if reuse else None

@@ -1,0 +1,156 @@
+r"""Optimised lower slopes of ReLU and LeakyReLU (α-CROWN) for the linear bounds of :mod:`.crown`.
+
+On an unstable unit (l < 0 < u) every line ``α z`` with α ∈ [a, 1] lies below LeakyReLU(a)
+(a ≤ 1; ReLU: a = 0) on [l, u], so the CROWN bound stays sound for any choice of α per row
+and per unit; CROWN's adaptive slope is one point of that range. The concrete lower bound
+
+``f(α) = min_{x' ∈ B} Λ(α)·x' + β(α)``
+
+is maximised over α by projected gradient ascent (Adam), starting from CROWN's slopes; every
+iterate is a valid bound, so the best per row is returned (never below CROWN's).
+
+The gradient: by Danskin's theorem ∂f/∂Λ = x + d* (d* the minimiser over the box, or the
+ball ∩ box of :func:`.ballbox.lowest`) and ∂f/∂β = 1. The walk back from t is recorded (a
+tape of the nodes and of the rows L arriving at each) and replayed forward from the input with
+the adjoint v = x + d*: a linear node maps v ↦ A v + b (its forward map, bias included, which
+is the transpose of Λ ↦ Λ A plus the bias' share of β), moves and sums act forward, an
+activation gives ``v_out = α_l v + β_l`` where L ≥ 0 and ``α_u v + β_u`` where L < 0, and a max
+pool selects each window's chosen cell (where L < 0 on a window with several candidates, its
+constant upper end). At an activation, ``∂f/∂α = max(L, 0) ⊙ v_in`` (v_in the adjoint at its
+input). Only walks through linear nodes, moves, sums, ReLU/LeakyReLU(a ≤ 1) and max pools are
+optimised, and only where n steps of all the rows cost at most :data:`WORK` multiply-adds
+(one walk back from t per row and step, :func:`.budget.prefix`) and the graph is not heavy
+(:func:`.budget.heavy`); elsewhere plain CROWN.
+
+Reference: Xu et al., ICLR 2021, "Fast and complete: enabling complete neural network
+verification with rapid and massively parallel incomplete verifiers" (α-CROWN); Kingma & Ba,
+ICLR 2015 (Adam).
+"""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+
+from ...errors import InvalidArgumentError
+from ..rules import attr
+from . import activations, ballbox, crown, grid, layout, moves
+
+STEP, DECAY, BETAS = 0.5, 0.98, (0.9, 0.999)  # Adam on α ∈ [a, 1]: a step of up to 0.5, decaying
+WORK = 1e10  # the most multiply-adds of one optimisation, steps × rows × W(t) (:mod:`.budget`)
+
+
+def steps(n):
+    """The iteration count ``n`` checked: an integer in [0, 1000] (0: plain CROWN)."""
+    if isinstance(n, bool) or not isinstance(n, (int, np.integer)) or not 0 <= n <= 1000:
+        raise InvalidArgumentError(f"alpha must be an integer count of ascent steps in [0, 1000] (0: off), got {n!r}")
+    return int(n)
+
+
+def _leak(node):
+    return 0.0 if node.op_type == "Relu" else float(attr(node, "alpha", 0.01))
+
+
+def _ranges(p, t):
+    """{activation output: (k, lowest slope, highest slope)} for the walk back from t, or None
+    when the walk meets a node this module does not optimise."""
+    net, found = p.net, {}
+    for k in range(net.producer[t] + 1):
+        node, role = net.nodes[k], net.roles[k]
+        if role == "act":
+            if activations.kind(node) not in ("Relu", "LeakyRelu") or _leak(node) > 1:
+                return None
+            al = crown._lines(p, k)[0]
+            z = net.tensor_input(k)
+            free = (p.lo[z] < 0) & (p.hi[z] > 0)
+            found[node.output[0]] = (k, np.where(free, _leak(node), al), np.where(free, 1.0, al))
+        elif role not in ("linear", "move", "combine", "maxpool"):
+            return None
+    return found
+
+
+def _concrete(p, Lam, beta):
+    """(low, x + d*) per row: the bound of crown.bounds made concrete, and its gradient in Λ."""
+    x = p.x.reshape(-1)
+    with np.errstate(invalid="ignore", over="ignore"):
+        at = Lam @ x + beta
+        low = at + np.minimum(Lam * p.a, Lam * p.b).sum(1)
+        d = np.where(Lam > 0, p.a, np.where(Lam < 0, p.b, 0.0))
+        if p.ball is not None:
+            val, dball = ballbox.lowest(Lam, p.a, p.b, p.ball)
+            better = at + val > low
+            low, d = np.where(better, at + val, low), np.where(better[:, None], dball, d)
+    return np.where(np.isnan(low), -np.inf, low), x + d
+
+
+def _replay(p, tape, slopes, v):
+    """{activation output: ∂f/∂α} from the tape of one walk and the adjoint v at the input."""
+    net, g = p.net, p.net.g
+    adj, grads = {g.input: v.reshape(len(v), *layout.shape(g, g.input)[1:])}, {}
+    for k, L in reversed(tape):
+        node, role, out = net.nodes[k], net.roles[k], net.nodes[k].output[0]
+        if role == "act":
+            al, bl, au, bu = crown._lines(p, k)
+            z = adj[net.tensor_input(k)]
+            if out in slopes:
+                al = slopes[out]
+                grads[out] = np.maximum(L, 0.0) * z
+            adj[out] = np.where(L >= 0, al * z + bl, au * z + bu)
+        elif role == "maxpool":
+            geo, _, picks, sure = crown._lines(p, k)
+            zp = grid.pad(adj[node.input[0]], geo, 0.0)
+            sel = sum(w * zp[sl] for w, (_, _, sl) in zip(picks, grid._slices(geo, g.shape(out)[2:])))
+            adj[out] = np.where((L >= 0) | sure, sel, p.hi[out])
+        elif role == "move":
+            adj[out] = moves.move(node, g, adj[node.input[0]])
+        elif role == "combine":
+            adj[out] = moves.combine(node, g, adj, adj, adj)[0]
+        else:
+            adj[out] = layout.forward(node, g, net.live, adj[next(i for i in node.input if i in net.live)])
+    return grads
+
+
+def optimise(p, t, G, n):
+    """The best lower bound per row of G (m, *shape of t) on the input set after ``n`` Adam
+    steps on the slopes, or None when the walk back from t is not one this module optimises."""
+    found = _ranges(p, t)
+    if not found:
+        return None
+    m = len(G)
+    slopes = {o: np.broadcast_to(crown._lines(p, k)[0], (m, *lo.shape[1:])).copy() for o, (k, lo, _) in found.items()}
+    mom = {o: (np.zeros_like(s), np.zeros_like(s)) for o, s in slopes.items()}
+    best, lr = np.full(m, -np.inf), STEP
+    for i in range(n + 1):
+        tape = []
+        Lam, beta = crown.lower(p, t, G, slopes, tape)
+        low, v = _concrete(p, Lam, beta)
+        best = np.maximum(best, low)
+        if i == n or not np.all(np.isfinite(v)):
+            break
+        grads = _replay(p, tape, slopes, v)
+        for o, (_, lo, hi) in found.items():
+            if o not in grads:
+                continue
+            gr = np.clip(np.nan_to_num(grads[o]), -1e100, 1e100)  # no overflow in its square
+            m1, m2 = mom[o]
+            m1[:] = BETAS[0] * m1 + (1 - BETAS[0]) * gr
+            m2[:] = BETAS[1] * m2 + (1 - BETAS[1]) * gr**2
+            hat1, hat2 = m1 / (1 - BETAS[0] ** (i + 1)), m2 / (1 - BETAS[1] ** (i + 1))
+            slopes[o] = np.clip(slopes[o] + lr * hat1 / (np.sqrt(hat2) + 1e-12), lo, hi)
+        lr *= DECAY
+    return best
+
+
+def bounds(p, t, G, n, upper=True):
+    """:func:`.crown.bounds` with the lower slopes optimised by ``n`` steps (0: plain CROWN)."""
+    m = len(G)
+    if n <= 0 or p.net.heavy or n * m * (2 if upper else 1) * p.net.work.get(t, math.inf) > WORK:
+        return crown.bounds(p, t, G, upper)
+    try:
+        low = optimise(p, t, np.concatenate([G, -G]) if upper else G, n)
+    except crown.Unrelaxed:
+        low = None
+    if low is None:
+        return crown.bounds(p, t, G, upper)
+    return (low[:m], -low[m:]) if upper else (low, None)
