@@ -18,6 +18,7 @@ from fimaudit.bounds.local import crown, simplex
 from fimaudit.bounds.local.engine import Network, Pass
 
 from .test_bounds_local import export
+from .test_bounds_transformer_crown import least
 
 torch.set_num_threads(1)
 
@@ -160,3 +161,64 @@ def test_vit_logit_bounds_and_jacobians_hold_through_three_attention_blocks(vits
         with torch.no_grad():
             z = net64(y[None])[0].numpy()
         assert np.all(z >= p.lo[out].reshape(-1) - 1e-9) and np.all(z <= p.hi[out].reshape(-1) + 1e-9)
+
+
+class TwoSoftmaxes(torch.nn.Module):
+    """An attention layer and LayerNorm, then a second layer's attention weights as the output."""
+
+    def __init__(self, d=8):
+        super().__init__()
+        self.q1, self.k1, self.v1 = (torch.nn.Linear(d, d) for _ in range(3))
+        self.q2, self.k2 = torch.nn.Linear(d, d), torch.nn.Linear(d, d)
+        self.ln = torch.nn.LayerNorm(d)
+
+    def forward(self, x):
+        a = torch.softmax(self.q1(x) @ self.k1(x).transpose(-1, -2), -1)
+        h = self.ln(x + a @ self.v1(x))
+        return torch.softmax(2 * self.q2(h) @ self.k2(h).transpose(-1, -2), -1).flatten(1)
+
+
+class OneSoftmax(torch.nn.Module):
+    """Scores affine in the input, so the bounds on their rows are exact and only the
+    curvature term of log-sum-exp separates the lower end from the true least value."""
+
+    def __init__(self, d=8):
+        super().__init__()
+        self.s = torch.nn.Linear(d, 4)
+
+    def forward(self, x):
+        return torch.softmax(3 * self.s(x), -1).flatten(1)
+
+
+@pytest.fixture(scope="module")
+def softmax_nets():
+    out = []
+    for make in (TwoSoftmaxes, OneSoftmax):
+        torch.manual_seed(5)
+        net = make().eval()
+        out.append((copy.deepcopy(net).double(), Network(Graph(export(net, (4, 8)), (4, 8)))))
+    return out
+
+
+@settings(max_examples=8, deadline=None)
+@given(which=st.integers(0, 1), seed=st.integers(0, 10**6), log_rho=st.floats(-3, -0.5))
+def test_softmax_outputs_narrowed_through_log_sum_exp_hold_against_descent(softmax_nets, which, seed, log_rho):
+    """Every output of the last softmax (its interval narrowed by the bounds on log p through
+    log-sum-exp) contains the least and largest values projected descent finds in the box, and
+    the values at sampled points."""
+    net64, network = softmax_nets[which]
+    rng = np.random.default_rng(seed)
+    x, rho = rng.normal(size=(1, 4, 8)), 10**log_rho
+    p = Pass(network, x, x - rho, x + rho)
+    out = network.g.output
+    lo, hi = p.lo[out].reshape(-1), p.hi[out].reshape(-1)
+    G = np.eye(lo.size).reshape(lo.size, *p.point[out].shape[1:])
+    found_lo, found_hi = least(net64, G, x, rho), -least(net64, -G, x, rho)
+    assert np.all(lo <= found_lo + 1e-12) and np.all(hi >= found_hi - 1e-12), (
+        np.max(lo - found_lo),
+        np.max(found_hi - hi),
+    )
+    for k in range(20):
+        with torch.no_grad():
+            z = net64(torch.as_tensor(sampled(rng, x, rho, k))).numpy().reshape(-1)
+        assert np.all(z >= lo - 1e-12) and np.all(z <= hi + 1e-12)

@@ -18,7 +18,8 @@ exact range over the softmax's rows (:mod:`.simplex`). Backward, dY = da·b + a�
 products with |·| matrices), and likewise for a.
 
 **Softmax** p = softmax(u) along one axis. Forward (Shi et al. 2020), with u ∈ [l, u]:
-``p_i ∈ [e^{l_i} / (e^{l_i} + Σ_{j≠i} e^{u_j}), e^{u_i} / (e^{u_i} + Σ_{j≠i} e^{l_j})]``. Its
+``p_i ∈ [e^{l_i} / (e^{l_i} + Σ_{j≠i} e^{u_j}), e^{u_i} / (e^{u_i} + Σ_{j≠i} e^{l_j})]``, narrowed
+where the pass tightens by bounds on log p through log-sum-exp (:mod:`.logsoftmax`). Its
 Jacobian is diag(p) − p pᵀ, so a row g goes to ``h(g, p) = g ⊙ p − (g·p) p``; as Σ p = 1 at
 every point, h(g − c1, p) = h(g, p) for any constant c, so each signed row is first centred by
 its p_m-weighted mean (a row's common part, which the radii below would count, cancels). With
@@ -41,7 +42,7 @@ import numpy as np
 from ...errors import UnsupportedOnnxOpError
 from ..interval_rules import mul, softmax_interval
 from ..rules import attr
-from . import simplex
+from . import logsoftmax, simplex
 from .layout import axis, full, held, unbroadcast
 
 
@@ -102,8 +103,10 @@ def softmax_rows(p, name):
 
 
 def refine(p, node):
-    """Softmax: p's interval for the backward pass, from the (tightened) output interval."""
+    """Softmax: the output interval narrowed through log-sum-exp (:mod:`.logsoftmax`), then p's
+    interval for the backward pass from it."""
     g, out = p.net.g, node.output[0]
+    logsoftmax.tighten(p, node, max(1, (1 << 22) // (2 * p.net.largest)))
     lo, hi = (np.clip(full(d[out], g, out), 0.0, 1.0) for d in (p.lo, p.hi))
     pm, pr = p.deriv[out]
     lo, hi = np.maximum(lo, pm - pr), np.minimum(hi, pm + pr)
