@@ -31,13 +31,13 @@ from . import crown, layout
 SLACK = 1e-12  # relative, for the rounding of the logs and exponentials
 
 
-def tighten(p, node, step):
-    """Narrow p.lo/p.hi of the softmax ``node``'s output (``step`` rows per backward pass);
-    nothing where the input has more units than the pass tightens."""
-    g, u, out = p.net.g, node.input[0], node.output[0]
+def narrow(p, node, lo, hi, step):
+    """The softmax ``node``'s output interval [lo, hi] (full form) narrowed, ``step`` rows per
+    backward pass; as it is where the input has more units than the pass tightens."""
+    g, u = p.net.g, node.input[0]
     size = p.lo[u].size
     if size > p.limit:
-        return
+        return lo, hi
     rank = len(g.shape(u))
     ax = layout.axis(attr(node, "axis", -1), rank)
     last = lambda t: np.moveaxis(layout.full(t, g, u), ax, -1)  # noqa: E731  (1, …, n)
@@ -48,7 +48,7 @@ def tighten(p, node, step):
     lse = z.max(-1, keepdims=True) + np.log(np.exp(z - z.max(-1, keepdims=True)).sum(-1, keepdims=True))
     logp0 = z - lse
     p0 = np.exp(logp0)
-    plo, phi = (np.moveaxis(layout.full(d[out], g, out), ax, -1).reshape(-1, n) for d in (p.lo, p.hi))
+    plo, phi = (np.moveaxis(t, ax, -1).reshape(-1, n) for t in (lo, hi))
     reach = np.maximum(z - ulo, uhi - z)
     curve = 0.5 * (np.minimum(phi, 1.0) * reach * reach).sum(-1, keepdims=True)
     low, up = np.full(size, -np.inf), np.full(size, np.inf)
@@ -70,5 +70,4 @@ def tighten(p, node, step):
         lo = np.exp(logp0 + low - curve - SLACK * (1 + np.abs(logp0) + np.abs(low) + curve)) * (1 - SLACK)
     lo, hi = np.where(np.isnan(lo), 0.0, lo), np.where(np.isnan(hi), 1.0, hi)
     lo, hi = np.maximum(plo, np.minimum(lo, p0)), np.minimum(phi, np.maximum(hi, p0))
-    back = lambda t: layout.held(np.moveaxis(t.reshape(moved), -1, ax), g, out)  # noqa: E731
-    p.lo[out], p.hi[out] = back(lo), back(hi)
+    return tuple(np.moveaxis(t.reshape(moved), -1, ax) for t in (lo, hi))

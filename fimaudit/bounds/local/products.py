@@ -77,6 +77,8 @@ def forward(p, node):
         z = full(p.point[v], g, v)
         e = np.exp(z - z.max(axis=ax, keepdims=True))
         lo, hi = softmax_interval((full(p.lo[v], g, v), full(p.hi[v], g, v)), ax)
+        if p.tighten:  # through log-sum-exp, from the (tightened) scores (:mod:`.logsoftmax`)
+            lo, hi = logsoftmax.narrow(p, node, lo, hi, max(1, (1 << 22) // (2 * p.net.largest)))
         p.deriv[out] = ((lo + hi) / 2, (hi - lo) / 2)
         return tuple(held(t, g, out) for t in (e / e.sum(axis=ax, keepdims=True), lo, hi))
     (pa, la, ha), (pb, lb, hb) = _ends(p, node, g, rank)
@@ -103,10 +105,8 @@ def softmax_rows(p, name):
 
 
 def refine(p, node):
-    """Softmax: the output interval narrowed through log-sum-exp (:mod:`.logsoftmax`), then p's
-    interval for the backward pass from it."""
+    """Softmax: p's interval for the backward pass, from the (tightened) output interval."""
     g, out = p.net.g, node.output[0]
-    logsoftmax.tighten(p, node, max(1, (1 << 22) // (2 * p.net.largest)))
     lo, hi = (np.clip(full(d[out], g, out), 0.0, 1.0) for d in (p.lo, p.hi))
     pm, pr = p.deriv[out]
     lo, hi = np.maximum(lo, pm - pr), np.minimum(hi, pm + pr)
