@@ -134,3 +134,50 @@ def test_least_norm_of_the_centred_box_is_a_sharp_lower_bound(seed, n):
         inside = np.all((d0 >= lo - 1e-15) & (d0 <= hi + 1e-15))
         if inside:
             assert bound <= d0 @ d0 + 1e-12
+
+
+@settings(max_examples=150, deadline=None)
+@given(seed=st.integers(0, 10**6), n=st.integers(2, 8), log_eps=st.floats(-6, 0), log_spread=st.floats(-4, 0.5))
+def test_the_deviation_lines_hold_on_the_centred_box(seed, n, log_eps, log_spread):
+    """The lines below and above w = (mean(d²) + ε)^(-1/2) hold at every point of a centred box
+    whose variance interval holds them (points, box and interval built from the points)."""
+    rng = np.random.default_rng(seed)
+    d0 = rng.normal(size=n) * rng.choice([0.1, 1.0, 5.0])
+    d0 -= d0.mean()
+    pts = d0 + 10**log_spread * rng.normal(size=(30, n)) * rng.random(n)
+    pts -= pts.mean(1, keepdims=True)
+    pts[0] = d0
+    eps = 10**log_eps
+    Q = (pts * pts).mean(1) + eps
+    dl = pts.min(0) - rng.random(n) * 10**log_spread
+    dh = pts.max(0) + rng.random(n) * 10**log_spread
+    ql, qh = Q.min() * rng.uniform(0.5, 1), Q.max() * rng.uniform(1, 2)
+    ql = max(ql, eps)
+    wl, wh = np.array([qh**-0.5]), np.array([ql**-0.5])
+    (e0, e), (f0, f) = lnrelax.w_lines(d0[None], eps, dl[None], dh[None], wl, wh)
+    w = Q**-0.5
+    slack = 1e-10 * (1 + w)
+    assert np.all(e0[0] + pts @ e[0] <= w + slack), np.max(e0[0] + pts @ e[0] - w)
+    assert np.all(f0[0] + pts @ f[0] >= w - slack), np.max(w - f0[0] - pts @ f[0])
+
+
+@settings(max_examples=6, deadline=None)
+@given(seed=st.integers(0, 10**6), log_rho=st.floats(-2.5, -0.3))
+def test_the_layernorm_relaxation_lies_below_at_sampled_points(blocks, seed, log_rho):
+    """lnrelax.lower's rows and shift, read from the LayerNorm's input, lie below Σ L ⊙ y at
+    vertices and random points of the box (values by the graph's own forward pass, which the
+    other tests check against torch)."""
+    _, network = blocks["layernorm"]
+    node = next(n for k, n in enumerate(network.nodes) if network.roles[k] == "layernorm")
+    rng = np.random.default_rng(seed)
+    x, rho = rng.normal(size=(1, T, D)), 10**log_rho
+    p = Pass(network, x, x - rho, x + rho)
+    v, out = node.input[0], node.output[0]
+    L = rng.normal(size=(5, *p.point[out].shape[1:]))
+    rows, shift = lnrelax.lower(p, node, L)
+    for k in range(40):
+        y = x + rho * (rng.choice([-1.0, 1.0], size=x.shape) if k % 2 else 2 * rng.random(x.shape) - 1)
+        at = Pass(network, y, y, y, tighten=False, crown=False).point
+        lhs = (L * at[out]).reshape(5, -1).sum(1)
+        rhs = (rows * at[v]).reshape(5, -1).sum(1) + shift
+        assert np.all(lhs >= rhs - 1e-9 * (1 + np.abs(lhs))), np.max(rhs - lhs)

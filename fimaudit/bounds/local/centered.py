@@ -1,4 +1,4 @@
-r"""Bounds on the centred vector of a LayerNormalization and on its variance from below.
+r"""Bounds on the centred vector of a LayerNormalization and on its variance.
 
 Over a group of n values v, d = v − mean(v) = (I − 11ᵀ/n) v is linear in v, so each d_i is a
 row ``G_i = e_i − 1/n`` of v and gets the bounds of any row: the mean-value form over the input
@@ -14,6 +14,16 @@ c_i = clip(−λ, l_i, u_i);
 
 g is concave with g'(λ) = 2 Σ c_i, so λ is found by bisection on Σ clip(−λ, l, u) = 0 and g(λ)
 is a lower bound whatever λ the bisection stops at.
+
+Both ends of the variance also follow from linear bounds on d, which keep the correlation of
+its entries that the box D loses: d_i² lies above its tangent at any d0 and below its chord on
+[l_i, u_i], so
+
+``2 d0·d − ‖d0‖² ≤ ‖d‖² ≤ (l + u)·d − Σ_i l_i u_i``,
+
+and a·d = (a − ā)·v is one row of v, bounded below (or above) over the input set like every row
+(mean-value form and CROWN). With d0 = d(x) the lower end is exact up to ‖d − d0‖² and the
+bound on a row; the upper end loses at most Σ_i ((u_i − l_i)/2)².
 
 References: Shi et al., ICLR 2020, "Robustness verification for Transformers" (layer
 normalisation through its centred vector); Boyd and Vandenberghe, 2004, "Convex optimization",
@@ -51,6 +61,28 @@ def bounds(p, v, n, step):
             lo, up = crown.bounds(p, v, G)
             low[idx], high[idx] = np.maximum(low[idx], lo), np.minimum(high[idx], up)
     return low.reshape(-1, n), high.reshape(-1, n)
+
+
+def variance_bounds(p, v, n, lo, hi, d0):
+    """(low, high) of mean(d²) per group (shaped (groups,)) on the input set of pass p, from
+    the tangent of ‖d‖² at d0 and its chords over d's box [lo, hi] (the module docstring):
+    the rows d0 and lo + hi of d, bounded as rows of v by the mean-value form and CROWN."""
+    groups = lo.shape[0]
+    z = p.point[v].reshape(-1, n)
+    dz = z - z.mean(-1, keepdims=True)
+    rows = np.zeros((2 * groups, groups, n))
+    for c, a in enumerate((d0, lo + hi)):
+        rows[c * groups + np.arange(groups), np.arange(groups)] = a - a.mean(-1, keepdims=True)  # (a − ā)·v = a·d
+    at = (rows * dz[None]).reshape(2 * groups, -1).sum(1)
+    G = layout.held(rows.reshape(2 * groups, *p.net.g.shape(v)), p.net.g, v)
+    low, up = p.offsets(*p.backward(v, G))
+    low, up = at + low, at + up
+    if p.crown:
+        clo, cup = crown.bounds(p, v, G)
+        low, up = np.maximum(low, clo), np.minimum(up, cup)
+    tangent, chord = 2 * low[:groups] - (d0 * d0).sum(-1), up[groups:] - (lo * hi).sum(-1)
+    slack = 1e-12 * (np.abs(low[:groups]) + (d0 * d0).sum(-1) + np.abs(up[groups:]) + np.abs(lo * hi).sum(-1))
+    return np.maximum(tangent - slack, 0.0) / n, (chord + slack) / n
 
 
 def least_square_norm(lo, hi):

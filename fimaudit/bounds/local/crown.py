@@ -12,7 +12,9 @@ product keeps the bound's direction. A max pool window with one candidate cell
 cell with the largest lower end) bounds it below and the constant ``max_k u_k`` above. A
 LayerNormalization and a product of two activations have linear relaxations of their own
 (:mod:`.lnrelax`, :mod:`.prodrelax`); at a softmax or an LRN the walk stops with the mean-value
-form of the rows there, a line in the input less a constant (:mod:`.meanvalue`). Upper bounds
+form of the rows there, a line in the input less a constant (:mod:`.meanvalue`); at a softmax,
+per row, that line or the constant least value of the row over the softmax's rows
+(:mod:`.simplex`: its output's box with Σ p = 1), whichever is larger on the set. Upper bounds
 are the lower bounds of −G.
 
 At the input the bound is made concrete over the set: on the box [x + a, x + b] (a ≤ 0 ≤ b),
@@ -29,7 +31,7 @@ from __future__ import annotations
 import numpy as np
 
 from ..rules import attr
-from . import activations, ballbox, grid, layout, lnrelax, meanvalue, moves, prodrelax, relax
+from . import activations, ballbox, grid, layout, lnrelax, meanvalue, moves, prodrelax, relax, simplex
 
 
 def _lines(p, k):
@@ -136,7 +138,11 @@ def lower(p, t, G, slopes=None, tape=None):
             try:
                 lam, b0 = meanvalue.lower(p, out, L)
             except meanvalue.Loose:
-                raise Unrelaxed(role) from None
+                if role != "softmax":
+                    raise Unrelaxed(role) from None
+                lam, b0 = np.zeros((m, p.a.size)), np.full(m, -np.inf)
+            if role == "softmax":  # the constant min over the softmax's rows where it beats the line
+                lam, b0 = _simplex_stop(p, node, L, lam, b0)
             past, beta = past + lam, beta + b0
         elif role == "move":
             push(node.input[0], moves.move_back(node, net.g, L, node.input[0]))
@@ -150,6 +156,22 @@ def lower(p, t, G, slopes=None, tape=None):
             push(var, layout.adjoint(node, net.g, net.live, L))
     L = grads.get(inp)
     return past + (0.0 if L is None else L.reshape(m, -1)), beta
+
+
+def _simplex_stop(p, node, L, lam, b0):
+    """Rows L at a softmax's output: per row, the line (lam, b0) or the constant
+    Σ min over {l ≤ p ≤ u, Σ p = 1} of L·p (:mod:`.simplex`), whichever is larger on the set."""
+    g, out = p.net.g, node.output[0]
+    m, rank = L.shape[0], len(g.shape(out))
+    ax = layout.axis(attr(node, "axis", -1), rank)
+    lo, hi = (np.moveaxis(layout.full(d[out], g, out), ax, -1) for d in (p.lo, p.hi))
+    const = simplex.least(np.moveaxis(layout.full(L, g, out), ax, -1), lo, hi).reshape(m, -1).sum(1)
+    with np.errstate(invalid="ignore", over="ignore"):
+        line = lam @ p.x.reshape(-1) + b0 + np.minimum(lam * p.a, lam * p.b).sum(1)
+        if p.ball is not None:
+            line = np.maximum(line, lam @ p.x.reshape(-1) + b0 - np.linalg.norm(lam, axis=1) * p.ball)
+    use = const > np.where(np.isnan(line), -np.inf, line)
+    return np.where(use[:, None], 0.0, lam), np.where(use, const, b0)
 
 
 def bounds(p, t, G, upper=True):

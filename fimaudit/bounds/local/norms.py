@@ -13,7 +13,9 @@ Forward on a box x ∈ c ± r (per group):
 * w = 1/σ ∈ [1/√(v_max + ε), 1/√(v_min + ε)], with v_min the larger of the least variance on
   the box of x (:func:`fimaudit.bounds.interval_rules.min_variance`, exact) and the least
   ‖d‖²/n on d's box with Σ d = 0 (:func:`.centered.least_square_norm`), and
-  v_max = mean(max(d_lo², d_hi²)); d's box is kept for :mod:`.lnrelax`;
+  v_max = mean(max(d_lo², d_hi²)); when the pass tightens, both are intersected with the
+  tangent and chord bounds of :func:`.centered.variance_bounds` (two rows of x per group);
+  d's box is kept for :mod:`.lnrelax`;
 * x̂ = d·w (a product of intervals, w > 0), intersected with the mean-value form
   ``x̂(c) ± ‖r‖₂ / σ_min`` (∂x̂/∂x = w (I − 11ᵀ/n − x̂x̂ᵀ/n), a projection times w, has norm ≤ w)
   and with |x̂_i| ≤ √(n − 1) (Σ x̂ = 0, Σ x̂² ≤ n);
@@ -98,6 +100,9 @@ def forward(p, node):
         vmin = np.maximum(vmin, centered.least_square_norm(dlo, dhi)[:, None] / n)
     p.lines[out] = (dlo, dhi)  # for the linear relaxation of :mod:`.lnrelax`
     vmax = np.maximum(dlo * dlo, dhi * dhi).mean(-1, keepdims=True)
+    if p.tighten and p.lo[v].size <= p.limit and np.all(np.isfinite(dlo) & np.isfinite(dhi)):
+        low, high = centered.variance_bounds(p, v, n, dlo, dhi, d[0])
+        vmin, vmax = np.maximum(vmin, low[:, None]), np.minimum(vmax, high[:, None])
     smin = np.sqrt(vmin + eps)
     wlo, whi = 1 / np.sqrt(vmax + eps), 1 / smin
     xlo, xhi = np.minimum(dlo * wlo, dlo * whi), np.maximum(dhi * wlo, dhi * whi)

@@ -11,15 +11,19 @@ generators stay signed) and bounds the rest by magnitudes.
 axes, broadcast over the others). Forward, with a ∈ a_m ± a_r and b ∈ b_m ± b_r: elementwise
 the ends are the extremes of the four corner products (the McCormick envelope's range); for a
 matrix product ``a_m b_m ± (|a_m| b_r + a_r |b_m| + a_r b_r)`` (Rump 1999, midpoint-radius
-products). Backward, dY = da·b + a·db, so ∂z/∂a = g·b and ∂z/∂b = a·g (elementwise), or
-g bᵀ and aᵀ g (matrix); with b = b_m + δ, |δ| ≤ b_r:
+products), intersected for Y = P V, P a softmax's output along the contracted axis, with the
+exact range over the softmax's rows (:mod:`.simplex`). Backward, dY = da·b + a·db, so
+∂z/∂a = g·b and ∂z/∂b = a·g (elementwise), or g bᵀ and aᵀ g (matrix); with b = b_m + δ, |δ| ≤ b_r:
 ``g b − g_s b_m = g_s δ + ρ b``, bounded by ``A b_r + R (|b_m| + b_r)`` (matrix: the same
 products with |·| matrices), and likewise for a.
 
 **Softmax** p = softmax(u) along one axis. Forward (Shi et al. 2020), with u ∈ [l, u]:
-``p_i ∈ [e^{l_i} / (e^{l_i} + Σ_{j≠i} e^{u_j}), e^{u_i} / (e^{u_i} + Σ_{j≠i} e^{l_j})]``. Its
-Jacobian is diag(p) − p pᵀ, so a row g goes to ``h(g, p) = g ⊙ p − (g·p) p``. With p = p_m + δ,
-|δ| ≤ p_r, the signed rows go to h(M, p_m) and
+``p_i ∈ [e^{l_i} / (e^{l_i} + Σ_{j≠i} e^{u_j}), e^{u_i} / (e^{u_i} + Σ_{j≠i} e^{l_j})]``, narrowed
+where the pass tightens by bounds on log p through log-sum-exp (:mod:`.logsoftmax`). Its
+Jacobian is diag(p) − p pᵀ, so a row g goes to ``h(g, p) = g ⊙ p − (g·p) p``; as Σ p = 1 at
+every point, h(g − c1, p) = h(g, p) for any constant c, so each signed row is first centred by
+its p_m-weighted mean (a row's common part, which the radii below would count, cancels). With
+p = p_m + δ, |δ| ≤ p_r, the signed rows go to h(M, p_m) and
 
 ``h(g, p) − h(g_s, p_m) = g_s ⊙ δ + ρ ⊙ p − p_m (g_s·δ + ρ·p) − δ (g_s·p)``,
 
@@ -38,6 +42,7 @@ import numpy as np
 from ...errors import UnsupportedOnnxOpError
 from ..interval_rules import mul, softmax_interval
 from ..rules import attr
+from . import logsoftmax, simplex
 from .layout import axis, full, held, unbroadcast
 
 
@@ -72,6 +77,8 @@ def forward(p, node):
         z = full(p.point[v], g, v)
         e = np.exp(z - z.max(axis=ax, keepdims=True))
         lo, hi = softmax_interval((full(p.lo[v], g, v), full(p.hi[v], g, v)), ax)
+        if p.tighten:  # through log-sum-exp, from the (tightened) scores (:mod:`.logsoftmax`)
+            lo, hi = logsoftmax.narrow(p, node, lo, hi, max(1, (1 << 22) // (2 * p.net.largest)))
         p.deriv[out] = ((lo + hi) / 2, (hi - lo) / 2)
         return tuple(held(t, g, out) for t in (e / e.sum(axis=ax, keepdims=True), lo, hi))
     (pa, la, ha), (pb, lb, hb) = _ends(p, node, g, rank)
@@ -80,7 +87,21 @@ def forward(p, node):
         return tuple(held(t, g, out) for t in (pa * pb, lo, hi))
     am, ar, bm, br = (la + ha) / 2, (ha - la) / 2, (lb + hb) / 2, (hb - lb) / 2
     mid, rad = am @ bm, np.abs(am) @ br + ar @ np.abs(bm) + ar @ br
-    return tuple(held(t, g, out) for t in (pa @ pb, mid - rad, mid + rad))
+    lo, hi = mid - rad, mid + rad
+    if softmax_rows(p, node.input[0]):  # P V: the exact range over the softmax's rows (:mod:`.simplex`)
+        tight = simplex.attention(la, ha, lb, hb)
+        if tight is not None:
+            lo, hi = np.maximum(lo, tight[0]), np.minimum(hi, tight[1])
+    return tuple(held(t, g, out) for t in (pa @ pb, lo, hi))
+
+
+def softmax_rows(p, name):
+    """Whether tensor ``name`` is a softmax's output along its last axis (rows of p ≥ 0, Σ p = 1)."""
+    k = p.net.producer.get(name)
+    if k is None or p.net.nodes[k].op_type != "Softmax":
+        return False
+    rank = len(p.net.g.shape(name))
+    return attr(p.net.nodes[k], "axis", -1) % rank == rank - 1  # as :func:`forward` reads it (:func:`check`)
 
 
 def refine(p, node):
@@ -102,12 +123,15 @@ def backward(p, node, M, R, m):
     g, out, live = p.net.g, node.output[0], p.net.live
     rank = len(g.shape(out))
     Mf = full(M, g, out)
+    if node.op_type == "Softmax":  # h(g − c1, p) = h(g, p) where Σ p = 1: each signed row centred first
+        pm, pr = p.deriv[out]
+        ax = axis(attr(node, "axis", -1), rank)
+        wsum = pm.sum(axis=ax, keepdims=True)
+        Mf = Mf - (Mf * pm).sum(axis=ax, keepdims=True) / np.where(wsum > 0, wsum, 1.0)
     A = _magnitude(Mf, m)
     Rf = np.zeros_like(A) if R is None else full(R, g, out)
     if node.op_type == "Softmax":
         v = node.input[0]
-        ax = axis(attr(node, "axis", -1), rank)
-        pm, pr = p.deriv[out]
         ph = pm + pr
         dot = (Mf * pm).sum(axis=ax, keepdims=True)
         S = np.abs(dot).reshape(-1, m, *dot.shape[1:]).sum(0)
