@@ -45,11 +45,35 @@ def small_cnn(act, seed):
     ).eval()
 
 
+def small_cnn1d(act, seed):  # 1-D grids: the replay's max pool in the grid's own rank
+    torch.manual_seed(seed)
+    return nn.Sequential(
+        nn.Conv1d(2, 3, 3, padding=1), act(), nn.MaxPool1d(2), nn.Flatten(), nn.Linear(3 * 4, 5), act(), nn.Linear(5, 3)
+    ).eval()
+
+
+def small_gap(act, seed):  # a global average pool (ReduceMean in the graph) carrying many rows
+    torch.manual_seed(seed)
+    return nn.Sequential(
+        nn.Conv2d(1, 4, 3, padding=1),
+        act(),
+        nn.Conv2d(4, 5, 3, padding=1),
+        act(),
+        nn.AdaptiveAvgPool2d(1),
+        nn.Flatten(),
+        nn.Linear(5, 3),
+    ).eval()
+
+
 @functools.cache
 def _model(kind, act_name, seed):
     act = {"relu": nn.ReLU, "leaky": leaky(0.2), "leaky_steep": leaky(0.7)}[act_name]
     if kind == "mlp":
         net, shape = mlp(3, [7, 6], act, seed), (3,)
+    elif kind == "cnn1d":
+        net, shape = small_cnn1d(act, seed), (2, 8)
+    elif kind == "gap":
+        net, shape = small_gap(act, seed), (1, 4, 4)
     else:
         net, shape = small_cnn(act, seed), (1, 6, 6)
     return net, export(net, shape), shape
@@ -89,7 +113,14 @@ def _inside(rng, x, rho, ball, n):
 
 @pytest.mark.parametrize(
     "kind,act_name,ball",
-    [("mlp", "relu", False), ("mlp", "leaky", True), ("cnn", "relu", True), ("cnn", "leaky", False)],
+    [
+        ("mlp", "relu", False),
+        ("mlp", "leaky", True),
+        ("cnn", "relu", True),
+        ("cnn", "leaky", False),
+        ("cnn1d", "relu", True),
+        ("gap", "relu", False),
+    ],
 )
 def test_slope_gradient_matches_central_differences(kind, act_name, ball):
     _, N, p, x, rng = _setup(kind, act_name, 1, 0.4, ball)
@@ -140,7 +171,9 @@ def test_random_slopes_in_range_give_sound_bounds(kind, act_name, seed, rho, bal
     assert np.all(vals.min(0) >= low - 1e-9 * (1 + np.abs(low))), (vals.min(0), low)
 
 
-@pytest.mark.parametrize("kind,act_name", [("mlp", "relu"), ("mlp", "leaky"), ("cnn", "relu")])
+@pytest.mark.parametrize(
+    "kind,act_name", [("mlp", "relu"), ("mlp", "leaky"), ("cnn", "relu"), ("cnn1d", "relu"), ("gap", "relu")]
+)
 @pytest.mark.parametrize("ball", [False, True])
 def test_optimised_bounds_are_sound_and_never_below_plain_crown(kind, act_name, ball):
     rho = 0.5

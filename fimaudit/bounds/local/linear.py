@@ -125,7 +125,7 @@ def forward(node, graph, live, x, absolute=False):
     if op in ("ReduceMean", "ReduceSum"):
         axes = _axes(node, graph, x.ndim)
         y = (np.mean if op == "ReduceMean" else np.sum)(x, axis=axes, keepdims=True)
-        return y.reshape(out)
+        return y.reshape((x.shape[0], *out[1:]) if out[0] == 1 else out)  # rows first where the batch is
     if op == "Neg":
         return x if absolute else -x
     k, c = _var_const(node, graph, live)

@@ -99,8 +99,8 @@ def _replay(p, tape, slopes, v):
             adj[out] = np.where(L >= 0, al * z + bl, au * z + bu)
         elif role == "maxpool":
             geo, _, picks, sure = crown._lines(p, k)
-            zp = grid.pad(adj[node.input[0]], geo, 0.0)
-            sel = sum(w * zp[sl] for w, (_, _, sl) in zip(picks, grid._slices(geo, g.shape(out)[2:])))
+            cells = grid.windows(adj[node.input[0]], geo, g.shape(out)[2:])  # in the grid's own rank
+            sel = sum(w * c for w, c in zip(picks, cells))
             adj[out] = np.where((L >= 0) | sure, sel, p.hi[out])
         elif role == "move":
             adj[out] = moves.move(node, g, adj[node.input[0]])
