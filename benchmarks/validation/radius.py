@@ -40,6 +40,7 @@ from .__main__ import SETTINGS
 ITERATIONS = 5  # log-bisection steps of certified_radius after doubling/halving: the radius to 2^(1/32), ~2 %
 REPRODUCED = 1e-4  # relative: first-order distances of the retrained model vs the stored ones (float32 kernels
 # may round differently on another CPU of the same type family: same predictions, logits equal to ~1e-5)
+ALPHA = 20  # ascent steps on the ReLU lower slopes (certified_radius's default; rows without "alpha" used it)
 TOLERANCE = 1e-6  # relative: a radius above the distance by more than this is a violation
 RESULTS = os.path.join(os.path.dirname(__file__), "results")
 
@@ -88,8 +89,9 @@ def attack(net, x, y, idx, ds):
     return [float(v) if np.isfinite(v) else None for v in dist["ensemble"].numpy()]
 
 
-def run_model(spec, stored, k, weights=None):
-    """One JSON row: the reproduction check and the certified radius on the first k correct inputs."""
+def run_model(spec, stored, k, weights=None, alpha=ALPHA):
+    """One JSON row: the reproduction check and the certified radius on the first k correct inputs
+    (``alpha`` ascent steps on the ReLU lower slopes, 0: CROWN's own)."""
     name, ds, arch, width, opts = spec
     t0 = time.perf_counter()
     net, x, y, shape = retrain(ds, arch, width, opts, _cache(weights, name))
@@ -103,6 +105,7 @@ def run_model(spec, stored, k, weights=None):
         margin_max_relative_difference=_rel(margins(net, x), p["margin"]),
         first_order_max_relative_difference=_rel(metrics.first_order_distance(net, x), p["first_order"]),
         iterations=ITERATIONS,
+        alpha=alpha,
     )
     row["reproduced"] = row["same_predictions"] and row["first_order_max_relative_difference"] <= REPRODUCED
     idx = [int(i) for i in np.flatnonzero(p["correct"])[:k]]
@@ -110,13 +113,20 @@ def run_model(spec, stored, k, weights=None):
     X = x[idx].astype(np.float64)
     t = time.perf_counter()
     try:
-        r = fa.certified_radius(fa.wrap(net, input_shape=shape), X, iterations=ITERATIONS, input_domain=(0.0, 1.0))
+        r = fa.certified_radius(
+            fa.wrap(net, input_shape=shape), X, iterations=ITERATIONS, input_domain=(0.0, 1.0), alpha=alpha
+        )
         row["global_cap"] = True
     except UnsupportedOnnxOpError as err:  # maybe no global bound for the graph: the local bounds alone
         row["error_with_global_cap"] = str(err)
         try:
             r = fa.certified_radius(
-                fa.wrap(net, input_shape=shape), X, iterations=ITERATIONS, input_domain=(0.0, 1.0), global_cap=False
+                fa.wrap(net, input_shape=shape),
+                X,
+                iterations=ITERATIONS,
+                input_domain=(0.0, 1.0),
+                global_cap=False,
+                alpha=alpha,
             )
             row["global_cap"] = False
         except UnsupportedOnnxOpError as err2:
@@ -150,6 +160,7 @@ def summary(model, row):
         refused=row["refused"],
         global_cap=row.get("global_cap"),
         iterations=row["iterations"],
+        alpha=row.get("alpha", ALPHA),
         seconds_per_input=row["radius_seconds_per_input"],
         violations=len(bad),
         violating_inputs=bad,
@@ -193,6 +204,7 @@ def main(argv=None):
     ap.add_argument("--inputs", type=int, default=20, help="correctly classified scored inputs per model (first k)")
     ap.add_argument("--merge", action="store_true", help="merge --rows into validation.json instead of computing")
     ap.add_argument("--json", default=os.path.join(RESULTS, "validation.json"))
+    ap.add_argument("--alpha", type=int, default=ALPHA, help="ascent steps on the ReLU lower slopes (0: CROWN's)")
     ap.add_argument("--weights", help="folder for the retrained weights: read when there, else written (--train-only)")
     ap.add_argument("--train-only", action="store_true", help="only retrain the selected models into --weights")
     args = ap.parse_args(argv)
@@ -234,7 +246,7 @@ def main(argv=None):
             net, x, y, _ = retrain(*spec[1:], _cache(args.weights, spec[0]))
             row["attack_distance"] = attack(net, x, y, row["indices"], spec[1])
         else:
-            row = run_model(spec, stored[spec[0]], args.inputs, args.weights)
+            row = run_model(spec, stored[spec[0]], args.inputs, args.weights, args.alpha)
         with open(args.rows, "a") as f:
             f.write(json.dumps(row) + "\n")
         med = "refused" if row["radius"] is None else f"median radius {np.median(row['radius']):.4g}"
