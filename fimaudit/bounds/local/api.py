@@ -34,7 +34,7 @@ from ..._array import to_numpy
 from ...errors import InputShapeError, InvalidArgumentError
 from .. import memory
 from ..graph import Graph
-from . import layout, magnitude, nested, search, slopes, zonotope
+from . import branch, layout, magnitude, nested, search, slopes, zonotope
 from .engine import Network, Pass
 from .metric import sup_metric_norm
 
@@ -222,6 +222,7 @@ def certified_radius(
     tighten=4096,
     reuse=True,
     alpha=20,
+    branches=0,
     memory_limit=memory.DEFAULT_LIMIT,
 ):
     """Per row of ``x``, an ℓ2 radius inside which the predicted class provably cannot change
@@ -230,13 +231,16 @@ def certified_radius(
     then ``iterations`` log-bisection steps — and the global ``margin / (√2 L)``. A ball is
     certified whole when the CROWN lower bounds of every margin z_top − z_j over it are
     positive (their ReLU lower slopes optimised by ``alpha`` ascent steps, 0: CROWN's); else its
-    Lipschitz certificate min_j m_j / G_j still counts. With ``reuse`` (the
+    Lipschitz certificate min_j m_j / G_j still counts; with ``branches`` > 0 a refused ball of a
+    ReLU network is tried again by branch and bound on up to that many subdomains (:mod:`.branch`).
+    With ``reuse`` (the
     default) a ball smaller than a refused one starts from that one's intervals (:mod:`.search`):
     fewer units to tighten, intervals never wider; ``reuse=False`` bounds each ball afresh."""
     if not (isinstance(iterations, (int, np.integer)) and 0 <= iterations <= 60):
         raise InvalidArgumentError(f"iterations must be an integer in [0, 60], got {iterations!r}")
     if not isinstance(reuse, (bool, np.bool_)):
         raise InvalidArgumentError(f"reuse must be True (reuse a refused ball's intervals) or False, got {reuse!r}")
-    alpha = slopes.steps(alpha)
+    alpha, branches = slopes.steps(alpha), branch.budget(branches)
     s = _Setup(model, x, input_shape, "categorical", 1.0, input_domain, global_cap, memory_limit, tighten, "l2")
-    return np.array([search.radius(s, i, iterations, reuse, alpha) for i in range(len(s.X))], dtype=np.float64)
+    radii = [search.radius(s, i, iterations, reuse, alpha, branches) for i in range(len(s.X))]
+    return np.array(radii, dtype=np.float64)

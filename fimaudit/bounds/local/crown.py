@@ -88,10 +88,11 @@ class Unrelaxed(Exception):
     met an interval Jacobian that is not finite."""
 
 
-def lower(p, t, G, slopes=None, tape=None):
+def lower(p, t, G, slopes=None, tape=None, extra=None):
     """(Λ, β): ``Σ G ⊙ t(x') ≥ Λ·x' + β`` for every x' in the input set, Λ (m, input size).
     ``slopes`` {activation output: (m, *shape)} replaces the lower lines' slopes (each in its
-    sound range, :mod:`.alpha`); ``tape`` (a list) receives (node index, rows) per node walked."""
+    sound range, :mod:`.alpha`); ``tape`` (a list) receives (node index, rows) per node walked;
+    ``extra`` {tensor: rows} adds rows at those tensors (the bound is then of Σ G ⊙ t plus theirs)."""
     net, inp = p.net, p.net.g.input
     m = G.shape[0]
     beta = np.zeros(m)
@@ -105,6 +106,8 @@ def lower(p, t, G, slopes=None, tape=None):
     for k in range(net.producer[t], -1, -1):
         node, role = net.nodes[k], net.roles[k]
         out = node.output[0]
+        if extra and out in extra:
+            push(out, extra[out])
         if out not in grads:
             continue
         L = grads.pop(out)

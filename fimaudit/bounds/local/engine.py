@@ -3,7 +3,6 @@ every tensor's interval on B, and interval Jacobians ∂t/∂x over B of any ten
 backward from t.
 
 Forward, node by node: intervals by interval arithmetic (:mod:`.linear`, :mod:`.moves`,
-Forward, node by node: intervals by interval arithmetic (:mod:`.linear`, :mod:`.moves`,
 :mod:`.activations`, :mod:`.products`, :mod:`.norms`; tensors held as :mod:`.layout` says);
 before a nonlinearity reads a pre-activation t that depends on the input through an earlier
 nonlinearity, t's interval is tightened by the intersection of two sound bounds (for the units

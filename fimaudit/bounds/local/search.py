@@ -18,22 +18,27 @@ from __future__ import annotations
 
 import math
 
-from . import nested
+from . import branch, layout, nested
 
 
-def radius(s, i, iterations, reuse=True, alpha=0):
+def radius(s, i, iterations, reuse=True, alpha=0, branches=0):
     """The certified ℓ2 radius of input i of the setup s (an :class:`.api._Setup`), each ball's
-    ReLU lower slopes optimised by ``alpha`` ascent steps (:mod:`.slopes`)."""
+    ReLU lower slopes optimised by ``alpha`` ascent steps (:mod:`.slopes`), a refused ball tried
+    again by branch and bound on up to ``branches`` subdomains (:mod:`.branch`)."""
     at_x = s.one(i, 0.0)
     z = sorted(at_x["logits"])
     best = 0.0 if s.L is None or len(z) < 2 else (z[-1] - z[-2]) / (math.sqrt(2.0) * s.L)
     lin = (z[-1] - z[-2]) / max(math.sqrt(2.0) * at_x["lipschitz"], 1e-300) if len(z) > 1 else 0.0
     rho = max(float(lin), 1e-12)  # the linearisation's radius: a starting guess
     good, bad, outer = 0.0, None, None
+    rows = branch.margin_rows(at_x["logits"], layout.shape(s.g, s.g.output)[1:])
+    split = branches > 0 and len(rows) > 0 and not s.net.heavy and branch.splittable(s.net)
 
     def certify(r):
         nonlocal best, bad, outer
         c = s.one(i, r, outer=outer, certificate_only=True, alpha=alpha)["certified"]
+        if c < r and split and branch.certify(s, i, s.last, rows, alpha, branches):
+            c = r
         best = max(best, c)
         if c < r:  # refused: every later ball is smaller, and may start from its intervals
             bad, outer = r, nested.intervals(s.last) if reuse else None

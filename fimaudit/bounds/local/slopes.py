@@ -22,9 +22,15 @@ optimised, and only where n steps of all the rows cost at most :data:`WORK` mult
 (one walk back from t per row and step, :func:`.budget.prefix`) and the graph is not heavy
 (:func:`.budget.heavy`); elsewhere plain CROWN.
 
-Reference: Xu et al., ICLR 2021, "Fast and complete: enabling complete neural network
+On a subdomain of :mod:`.branch` (units split into z_k ≥ 0 or z_k ≤ 0) each split unit also
+gets a multiplier β_k ≥ 0 (β-CROWN): f ≥ f − β_k z_k where z_k ≥ 0 and f ≥ f + β_k z_k where
+z_k ≤ 0, so the rows ``β ⊙ (below − above)`` added at z_k keep the bound sound for every β ≥ 0,
+and the bound, minimised over the whole ball, regains some of what the split discards. Its
+gradient is ``(below − above) ⊙ v_z`` (v_z the adjoint at z_k); β is projected onto [0, ∞).
+
+References: Xu et al., ICLR 2021, "Fast and complete: enabling complete neural network
 verification with rapid and massively parallel incomplete verifiers" (α-CROWN); Kingma & Ba,
-ICLR 2015 (Adam).
+ICLR 2015 (Adam); Wang et al., NeurIPS 2021 (β-CROWN: split multipliers).
 """
 
 from __future__ import annotations
@@ -85,7 +91,8 @@ def _concrete(p, Lam, beta):
 
 
 def _replay(p, tape, slopes, v):
-    """{activation output: ∂f/∂α} from the tape of one walk and the adjoint v at the input."""
+    """({activation output: ∂f/∂α}, {tensor: adjoint}) from the tape of one walk and the adjoint
+    v at the input."""
     net, g = p.net, p.net.g
     adj, grads = {g.input: v.reshape(len(v), *layout.shape(g, g.input)[1:])}, {}
     for k, L in reversed(tape):
@@ -108,7 +115,7 @@ def _replay(p, tape, slopes, v):
             adj[out] = moves.combine(node, g, adj, adj, adj)[0]
         else:
             adj[out] = layout.forward(node, g, net.live, adj[next(i for i in node.input if i in net.live)])
-    return grads
+    return grads, adj
 
 
 def optimise(p, t, G, n):
@@ -119,17 +126,22 @@ def optimise(p, t, G, n):
         return None
     m = len(G)
     slopes = {o: np.broadcast_to(crown._lines(p, k)[0], (m, *lo.shape[1:])).copy() for o, (k, lo, _) in found.items()}
-    mom = {o: (np.zeros_like(s), np.zeros_like(s)) for o, s in slopes.items()}
+    ranges = {o: (lo, hi) for o, (_, lo, hi) in found.items()}
+    sign = {z: np.reshape(b.astype(np.float64) - a, p.lo[z].shape) for z, (a, b) in getattr(p, "splits", {}).items()}
+    mult = {z: np.zeros((m, *c.shape[1:])) for z, c in sign.items()}  # split multipliers ≥ 0 (:mod:`.branch`)
+    ranges.update({z: (0.0, np.where(c != 0, np.inf, 0.0)) for z, c in sign.items()})
+    mom = {o: (np.zeros_like(s), np.zeros_like(s)) for o, s in (slopes | mult).items()}
     best, lr = np.full(m, -np.inf), STEP
     for i in range(n + 1):
         tape = []
-        Lam, beta = crown.lower(p, t, G, slopes, tape)
+        Lam, beta = crown.lower(p, t, G, slopes, tape, {z: mult[z] * c for z, c in sign.items()})
         low, v = _concrete(p, Lam, beta)
         best = np.maximum(best, low)
         if i == n or not np.all(np.isfinite(v)):
             break
-        grads = _replay(p, tape, slopes, v)
-        for o, (_, lo, hi) in found.items():
+        grads, adj = _replay(p, tape, slopes, v)
+        grads.update({z: c * adj[z] for z, c in sign.items() if z in adj})
+        for o, (lo, hi) in ranges.items():
             if o not in grads:
                 continue
             gr = np.clip(np.nan_to_num(grads[o]), -1e100, 1e100)  # no overflow in its square
@@ -137,7 +149,8 @@ def optimise(p, t, G, n):
             m1[:] = BETAS[0] * m1 + (1 - BETAS[0]) * gr
             m2[:] = BETAS[1] * m2 + (1 - BETAS[1]) * gr**2
             hat1, hat2 = m1 / (1 - BETAS[0] ** (i + 1)), m2 / (1 - BETAS[1] ** (i + 1))
-            slopes[o] = np.clip(slopes[o] + lr * hat1 / (np.sqrt(hat2) + 1e-12), lo, hi)
+            var = slopes if o in slopes else mult
+            var[o] = np.clip(var[o] + lr * hat1 / (np.sqrt(hat2) + 1e-12), lo, hi)
         lr *= DECAY
     return best
 
