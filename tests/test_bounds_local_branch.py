@@ -125,7 +125,7 @@ def test_every_subdomain_bound_holds_at_the_points_of_its_subdomain(seed, xs, le
         masks.setdefault(t, (np.zeros(p.lo[t].size, bool), np.zeros(p.lo[t].size, bool)))[side][j] = True
         lo, hi = root.lo[s.g.input], root.hi[s.g.input]
         kw = dict(tighten=True, limit=4096, ball=root.ball, alpha=0)
-        p = branch.SplitPass(s.net, root.x, lo, hi, nested.intervals(p), masks, s.net.producer[t], **kw)
+        p = branch.SplitPass(s.net, root.x, lo, hi, nested.intervals(p), masks, s.net.producer[t] + 1, **kw)
         low = branch._margins(p, rows, alpha)
         inside = z[keep] @ rows.T
         if len(inside):

@@ -89,9 +89,10 @@ def attack(net, x, y, idx, ds):
     return [float(v) if np.isfinite(v) else None for v in dist["ensemble"].numpy()]
 
 
-def run_model(spec, stored, k, weights=None, alpha=ALPHA):
+def run_model(spec, stored, k, weights=None, alpha=ALPHA, branches=0):
     """One JSON row: the reproduction check and the certified radius on the first k correct inputs
-    (``alpha`` ascent steps on the ReLU lower slopes, 0: CROWN's own)."""
+    (``alpha`` ascent steps on the ReLU lower slopes, 0: CROWN's own; ``branches`` subdomains of
+    branch and bound per refused ball, 0: none)."""
     name, ds, arch, width, opts = spec
     t0 = time.perf_counter()
     net, x, y, shape = retrain(ds, arch, width, opts, _cache(weights, name))
@@ -106,28 +107,21 @@ def run_model(spec, stored, k, weights=None, alpha=ALPHA):
         first_order_max_relative_difference=_rel(metrics.first_order_distance(net, x), p["first_order"]),
         iterations=ITERATIONS,
         alpha=alpha,
+        branches=branches,
     )
     row["reproduced"] = row["same_predictions"] and row["first_order_max_relative_difference"] <= REPRODUCED
     idx = [int(i) for i in np.flatnonzero(p["correct"])[:k]]
     row["indices"], row["refused"] = idx, None
     X = x[idx].astype(np.float64)
     t = time.perf_counter()
+    kw = dict(iterations=ITERATIONS, input_domain=(0.0, 1.0), alpha=alpha, branches=branches)
     try:
-        r = fa.certified_radius(
-            fa.wrap(net, input_shape=shape), X, iterations=ITERATIONS, input_domain=(0.0, 1.0), alpha=alpha
-        )
+        r = fa.certified_radius(fa.wrap(net, input_shape=shape), X, **kw)
         row["global_cap"] = True
     except UnsupportedOnnxOpError as err:  # maybe no global bound for the graph: the local bounds alone
         row["error_with_global_cap"] = str(err)
         try:
-            r = fa.certified_radius(
-                fa.wrap(net, input_shape=shape),
-                X,
-                iterations=ITERATIONS,
-                input_domain=(0.0, 1.0),
-                global_cap=False,
-                alpha=alpha,
-            )
+            r = fa.certified_radius(fa.wrap(net, input_shape=shape), X, global_cap=False, **kw)
             row["global_cap"] = False
         except UnsupportedOnnxOpError as err2:
             r, row["refused"] = None, str(err2)
@@ -161,6 +155,7 @@ def summary(model, row):
         global_cap=row.get("global_cap"),
         iterations=row["iterations"],
         alpha=row.get("alpha", ALPHA),
+        branches=row.get("branches", 0),
         seconds_per_input=row["radius_seconds_per_input"],
         violations=len(bad),
         violating_inputs=bad,
@@ -205,6 +200,7 @@ def main(argv=None):
     ap.add_argument("--merge", action="store_true", help="merge --rows into validation.json instead of computing")
     ap.add_argument("--json", default=os.path.join(RESULTS, "validation.json"))
     ap.add_argument("--alpha", type=int, default=ALPHA, help="ascent steps on the ReLU lower slopes (0: CROWN's)")
+    ap.add_argument("--branches", type=int, default=0, help="branch-and-bound subdomains per refused ball (0: none)")
     ap.add_argument("--weights", help="folder for the retrained weights: read when there, else written (--train-only)")
     ap.add_argument("--train-only", action="store_true", help="only retrain the selected models into --weights")
     args = ap.parse_args(argv)
@@ -246,7 +242,7 @@ def main(argv=None):
             net, x, y, _ = retrain(*spec[1:], _cache(args.weights, spec[0]))
             row["attack_distance"] = attack(net, x, y, row["indices"], spec[1])
         else:
-            row = run_model(spec, stored[spec[0]], args.inputs, args.weights, args.alpha)
+            row = run_model(spec, stored[spec[0]], args.inputs, args.weights, args.alpha, args.branches)
         with open(args.rows, "a") as f:
             f.write(json.dumps(row) + "\n")
         med = "refused" if row["radius"] is None else f"median radius {np.median(row['radius']):.4g}"

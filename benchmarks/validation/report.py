@@ -160,6 +160,7 @@ def radius_table(result):
             ([f"refused: {c['refused']}"] if c["refused"] else [])
             + ([] if c["global_cap"] in (True, None) else ["no global bound"])
             + (["CROWN's ReLU slopes (not optimised)"] if c.get("alpha", 20) == 0 else [])
+            + ([f"branch and bound, {c['branches']} subdomains per ball"] if c.get("branches") else [])
             + ([f"{c['zero_radius']} radii 0"] if c["zero_radius"] else [])
             + ([f"{c['unbroken']} unbroken"] if c["unbroken"] else [])
             + ([f"{c['misclassified_retrained']} misclassified once retrained"] if c["misclassified_retrained"] else [])

@@ -55,7 +55,10 @@ def splittable(net):
 
 class SplitPass(NestedPass):
     """A pass on the subdomain of ``outer``'s set where the units ``splits`` {tensor: (above,
-    below)} (flat boolean masks) are ≥ 0 and ≤ 0; nodes before ``start`` keep ``outer``."""
+    below)} (flat boolean masks) are ≥ 0 and ≤ 0; nodes before ``start`` keep ``outer``, as
+    does the split tensor itself (``start`` is the index after its producer): its CROWN bound
+    reads only earlier intervals, which are ``outer``'s, so where ``outer`` tightened a unit it
+    would only repeat that."""
 
     def __init__(self, net, x, low, high, outer, splits, start, **kw):
         self.splits, self.start = splits, start
@@ -129,7 +132,7 @@ def certify(s, i, root, rows, alpha, budget):
             masks = {k: (a.copy(), b.copy()) for k, (a, b) in splits.items()}
             size = p.lo[t].size
             masks.setdefault(t, (np.zeros(size, bool), np.zeros(size, bool)))[side][j] = True
-            child = SplitPass(net, x, lo, hi, nested.intervals(p), masks, net.producer[t], **kw)
+            child = SplitPass(net, x, lo, hi, nested.intervals(p), masks, net.producer[t] + 1, **kw)
             passes += 1
             sub, todo = low.copy(), low <= 0
             sub[todo] = _margins(child, rows[todo], alpha)
