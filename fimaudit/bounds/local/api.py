@@ -233,9 +233,9 @@ def certified_radius(
     positive (their ReLU lower slopes optimised by ``alpha`` ascent steps, 0: CROWN's); else its
     Lipschitz certificate min_j m_j / G_j still counts; with ``branches`` > 0 a refused ball of a
     ReLU network is tried again by branch and bound on up to that many subdomains (:mod:`.branch`).
-    With ``reuse`` (the
-    default) a ball smaller than a refused one starts from that one's intervals (:mod:`.search`):
-    fewer units to tighten, intervals never wider; ``reuse=False`` bounds each ball afresh."""
+    With ``reuse`` (the default) a ball smaller than a refused one starts from that one's
+    intervals (:mod:`.search`): fewer units to tighten, intervals never wider; ``reuse=False``
+    bounds each ball afresh."""
     if not (isinstance(iterations, (int, np.integer)) and 0 <= iterations <= 60):
         raise InvalidArgumentError(f"iterations must be an integer in [0, 60], got {iterations!r}")
     if not isinstance(reuse, (bool, np.bool_)):
