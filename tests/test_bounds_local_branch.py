@@ -8,7 +8,7 @@ import functools
 import numpy as np
 import pytest
 import torch
-from hypothesis import given, settings
+from hypothesis import assume, given, settings
 from hypothesis import strategies as st
 from torch import nn
 
@@ -134,3 +134,32 @@ def test_every_subdomain_bound_holds_at_the_points_of_its_subdomain(seed, xs, le
                 hu = _hidden(p, u, pre)[keep]
                 assert np.all(p.lo[u].reshape(-1) <= hu.min(0) + 1e-7)
                 assert np.all(p.hi[u].reshape(-1) >= hu.max(0) - 1e-7)
+
+
+@settings(max_examples=8, deadline=None)
+@given(seed=st.integers(0, 30), xs=st.integers(0, 10_000), budget=st.integers(1, 12))
+def test_no_ball_is_given_more_subdomain_passes_than_its_budget(seed, xs, budget):
+    from fimaudit.bounds.local import branch
+
+    counts, passes = [], [0]
+
+    class Counted(branch.SplitPass):
+        def __init__(self, *a, **kw):
+            passes[0] += 1
+            super().__init__(*a, **kw)
+
+    def certify(*a):
+        passes[0] = 0
+        out = real(*a)
+        counts.append(passes[0])
+        return out
+
+    _, proto = _net(seed, False)
+    x = np.random.default_rng(xs).uniform(0.2, 0.8, size=(1, 2))
+    real = branch.certify
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setattr(branch, "SplitPass", Counted)
+        mp.setattr(branch, "certify", certify)
+        fa.certified_radius(proto, x, iterations=4, input_domain=(0.0, 1.0), alpha=0, branches=budget)
+    assume(counts)  # some ball was refused and branched on (too few such cases: Unsatisfiable)
+    assert max(counts) <= budget
