@@ -28,14 +28,18 @@ def _net(seed, leaky):
     return net, export(net, (2,))
 
 
-def _classes(net, x, r, n_radii=48, n_angles=360):
-    """Predicted classes of float64 torch on a polar grid of the disc of radius r around x, in [0, 1]²."""
+def _disc(x, r, n_radii, n_angles):
+    """A polar grid of the disc of radius r around x (2,), the points in [0, 1]² (x first)."""
     t = np.linspace(0, 2 * np.pi, n_angles, endpoint=False)
     rad = np.linspace(0, r, n_radii)
     pts = x + (rad[:, None, None] * np.stack([np.cos(t), np.sin(t)], -1)[None]).reshape(-1, 2)
-    pts = pts[np.all((pts >= 0) & (pts <= 1), axis=1)]
+    return pts[np.all((pts >= 0) & (pts <= 1), axis=1)]
+
+
+def _classes(net, x, r, n_radii=48, n_angles=360):
+    """Predicted classes of float64 torch on a polar grid of the disc of radius r around x, in [0, 1]²."""
     with torch.no_grad():
-        return copy.deepcopy(net).double()(torch.tensor(pts)).argmax(1).numpy()
+        return copy.deepcopy(net).double()(torch.tensor(_disc(x, r, n_radii, n_angles))).argmax(1).numpy()
 
 
 @settings(max_examples=10, deadline=None)
@@ -79,9 +83,7 @@ def _subdomain_case(seed, leaky, xs, r):
     x = np.random.default_rng(xs).uniform(0.2, 0.8, size=(1, 2))
     s = api._Setup(proto, x, None, "categorical", 1.0, (0.0, 1.0), False, memory.DEFAULT_LIMIT, 4096, "l2")
     s.one(0, r, alpha=0)
-    t = np.linspace(0, 2 * np.pi, 240, endpoint=False)
-    pts = x[0] + (np.linspace(0, r, 40)[:, None, None] * np.stack([np.cos(t), np.sin(t)], -1)[None]).reshape(-1, 2)
-    pts = pts[np.all((pts >= 0) & (pts <= 1), axis=1)]
+    pts = _disc(x[0], r, 40, 240)
     n64 = copy.deepcopy(net).double()
     with torch.no_grad():
         h1 = n64[0](torch.tensor(pts))

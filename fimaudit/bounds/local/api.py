@@ -109,8 +109,10 @@ class _Setup:
         """The bounds for input i on its box of radius rho, as a dict of numbers and rows; with
         ``outer``, the :func:`.nested.intervals` of a pass on a set holding this one; with
         ``certificate_only``, a ball whose margins CROWN proves positive returns its certificate
-        alone, before the logits' Jacobian rows (then absent) are computed; ``alpha`` slope steps
-        (:mod:`.slopes`). The pass: ``last``."""
+        alone, before the logits' Jacobian rows (then absent) are computed, and a refused one
+        also gives ``margin_rows_lower``, those margins' CROWN lower bounds alone (None on a heavy
+        graph; :mod:`.branch` starts from them); ``alpha`` slope steps (:mod:`.slopes`). The
+        pass: ``last``."""
         t0, self.last = time.perf_counter(), None  # the last pass is freed before the next is built
         x, lo, hi = self.box(i, rho)
         ball, n = (float(rho) if self.norm == "l2" else None), int(self.tighten)
@@ -122,13 +124,10 @@ class _Setup:
         z, oshape = p.point[out].reshape(-1), layout.shape(self.g, out)
         C, top = z.size, int(np.argmax(z))
         others = [j for j in range(C) if j != top]
-        G = np.zeros((C + len(others), C))
-        G[np.arange(C), np.arange(C)] = 1.0
-        G[C + np.arange(len(others)), top] = 1.0
-        G[C + np.arange(len(others)), others] = -1.0
-        heavy = self.net.heavy  # no row per logit: the magnitude operator's bound alone (:mod:`.budget`)
+        G = np.concatenate([np.eye(C), branch.margin_rows(z, (C,))])  # the logits, then the margins
+        heavy, early = self.net.heavy, None  # heavy: no row per logit, the magnitude bound alone (:mod:`.budget`)
         if certificate_only and rho > 0 and not heavy and C > 1:  # the margins' CROWN lines first
-            mlo = slopes.bounds(p, out, G[C:].reshape((C - 1, *oshape[1:])), alpha, upper=False)[0]
+            early = mlo = slopes.bounds(p, out, G[C:].reshape((C - 1, *oshape[1:])), alpha, upper=False)[0]
             if np.all(np.maximum(mlo, p.lo[out].reshape(-1)[top] - p.hi[out].reshape(-1)[others]) > 0):
                 return dict(certified=float(rho), seconds=time.perf_counter() - t0, tightened_units=p.tightened)
         parts, Jm, Jr = None, np.full(1, np.inf), np.full(1, np.inf)
@@ -157,7 +156,7 @@ class _Setup:
         else:
             cert = float(min(rho, np.min(np.where(slope > 0, np.maximum(m, 0) / np.maximum(slope, 1e-300), np.inf))))
         lam = sup_metric_norm(self.likelihood, self.sigma, zlo[None], zhi[None])[0]
-        return dict(
+        res = dict(
             lipschitz=L,
             fisher_bound=lam * L**2,
             logits=z,
@@ -168,6 +167,9 @@ class _Setup:
             seconds=time.perf_counter() - t0,
             tightened_units=p.tightened,
         )
+        if certificate_only:
+            res["margin_rows_lower"] = early
+        return res
 
 
 def _radii(radius, n):

@@ -108,17 +108,15 @@ def _choose(p, rows, low):
     return pick
 
 
-def certify(s, i, root, rows, alpha, budget):
+def certify(s, root, rows, low, alpha, budget):
     """Whether branch and bound proves every margin row (m, *shape of the logits) positive on
-    the set of ``root``, a finished pass on an ℓ2 ball around input i of the setup s
-    (:class:`.api._Setup`), within ``budget`` passes on subdomains."""
+    the set of ``root``, a finished pass on an ℓ2 ball of the setup s (:class:`.api._Setup`) and
+    of a :func:`splittable` network, whose lower bounds there are ``low``, within ``budget``
+    passes on subdomains."""
     net, x, lo, hi = s.net, root.x, root.lo[s.g.input], root.hi[s.g.input]
     kw = dict(tighten=s.tighten > 0, limit=s.tighten, ball=root.ball, alpha=0)
-    low = _margins(root, rows, alpha)
     if np.all(low > 0):
         return True
-    if not splittable(net):
-        return False
     queue, tick, passes = [(float(low.min()), 0, root, {}, low)], 1, 0
     while queue:
         _, _, p, splits, low = heapq.heappop(queue)

@@ -36,8 +36,9 @@ def radius(s, i, iterations, reuse=True, alpha=0, branches=0):
 
     def certify(r):
         nonlocal best, bad, outer
-        c = s.one(i, r, outer=outer, certificate_only=True, alpha=alpha)["certified"]
-        if c < r and split and branch.certify(s, i, s.last, rows, alpha, branches):
+        res = s.one(i, r, outer=outer, certificate_only=True, alpha=alpha)
+        c = res["certified"]
+        if c < r and split and branch.certify(s, s.last, rows, res["margin_rows_lower"], alpha, branches):
             c = r
         best = max(best, c)
         if c < r:  # refused: every later ball is smaller, and may start from its intervals
