@@ -106,15 +106,18 @@ def _hidden(p, t, pre):
     r=st.floats(0.05, 0.5),
     sides=st.lists(st.integers(0, 1), min_size=1, max_size=3),
     alpha=st.sampled_from([0, 6]),
+    scramble=st.booleans(),
 )
-def test_every_subdomain_bound_holds_at_the_points_of_its_subdomain(seed, xs, leaky, r, sides, alpha):
-    """Each split clips one unit's interval and (alpha > 0) optimises its multiplier: the margin
-    bounds and intervals of a subdomain pass must hold at every grid point of disc ∩ box whose
-    pre-activations have the signs of all its splits."""
-    from fimaudit.bounds.local import branch, nested
+def test_every_subdomain_bound_holds_at_the_points_of_its_subdomain(seed, xs, leaky, r, sides, alpha, scramble):
+    """Each split clips one unit's interval and (alpha > 0) optimises its multiplier, starting
+    from the slopes its parent ended at (``scramble``: from slopes and multipliers scattered far
+    outside their ranges, which the ascent must clip): the margin bounds and intervals of a subdomain pass must hold
+    at every grid point of disc ∩ box whose pre-activations have the signs of all its splits."""
+    from fimaudit.bounds.local import branch, nested, slopes
 
     s, rows, pts, z, pre = _subdomain_case(seed, leaky, xs, r)
-    p, masks, keep = s.last, {}, np.ones(len(pts), bool)
+    p, masks, keep, ended = s.last, {}, np.ones(len(pts), bool), None
+    noise = np.random.default_rng(xs)
     root = p
     for side in sides:
         pick = branch._choose(p, rows, np.full(len(rows), -1.0))
@@ -128,7 +131,12 @@ def test_every_subdomain_bound_holds_at_the_points_of_its_subdomain(seed, xs, le
         lo, hi = root.lo[s.g.input], root.hi[s.g.input]
         kw = dict(tighten=True, limit=4096, ball=root.ball, alpha=0)
         p = branch.SplitPass(s.net, root.x, lo, hi, nested.intervals(p), masks, s.net.producer[t] + 1, **kw)
-        low = branch._margins(p, rows, alpha)
+        if scramble:  # one ascent step from slopes and multipliers scattered outside their ranges
+            values = slopes.optimise(p, s.g.output, rows, 0)[1]
+            far = {o: v + noise.normal(0, 5, v.shape) for o, v in values.items()}
+            low = slopes.optimise(p, s.g.output, rows, 1, far)[0]
+        else:
+            low, ended = branch._margins(p, rows, alpha, ended)
         inside = z[keep] @ rows.T
         if len(inside):
             assert np.all(low <= inside.min(0) + 1e-7), (low, inside.min(0))

@@ -18,6 +18,8 @@ The unit split is the one with the largest share of the unproven margins' lost b
 row L arriving at an unstable ReLU's output, its upper line ``u (z − l) / (u − l)`` costs
 ``max(−L, 0) · (−u l / (u − l))`` in the bound (the BaBSR score's intercept term). Subdomains
 are taken lowest margin bound first; the search stops, refusing B, after ``budget`` passes.
+A subdomain's margin ascent starts from the slopes and multipliers its parent ended at and
+stops once its margins are proven (:func:`.slopes.lower`).
 
 References: Bunel et al., JMLR 2020, "Branch and bound for piecewise linear neural network
 verification" (BaBSR); Wang et al., NeurIPS 2021 (β-CROWN: subdomains keep the bounds of the
@@ -78,9 +80,19 @@ class SplitPass(NestedPass):
         super()._forward(k, node, role)
 
 
-def _margins(p, rows, alpha):
-    """Lower bounds of the margin rows (m, *shape of the logits) on the pass's set."""
-    return slopes.bounds(p, p.net.g.output, rows, alpha, upper=False)[0]
+def _margins(p, rows, alpha, start):
+    """(lower bounds of the margin rows (m, *shape of the logits) on the pass's set, the slopes
+    they end at or None), the ascent starting from ``start`` and stopping once all are proven."""
+    return slopes.lower(p, p.net.g.output, rows, alpha, start, enough=True)
+
+
+def _rows(kept, keep):
+    """The rows ``keep`` (sorted indices) of the slopes ``kept`` = (the sorted indices of the
+    rows they are for, a superset of ``keep``; {tensor: values}), or None."""
+    if kept is None or kept[1] is None:
+        return None
+    at = np.searchsorted(kept[0], keep)
+    return {o: v[at] for o, v in kept[1].items()}
 
 
 def _choose(p, rows, low):
@@ -117,9 +129,9 @@ def certify(s, root, rows, low, alpha, budget):
     kw = dict(tighten=s.tighten > 0, limit=s.tighten, ball=root.ball, alpha=0)
     if np.all(low > 0):
         return True
-    queue, tick, passes = [(float(low.min()), 0, root, {}, low)], 1, 0
+    queue, tick, passes = [(float(low.min()), 0, root, {}, low, None)], 1, 0
     while queue:
-        _, _, p, splits, low = heapq.heappop(queue)
+        _, _, p, splits, low, kept = heapq.heappop(queue)
         pick = _choose(p, rows, low)
         if pick is None:
             return False
@@ -132,10 +144,10 @@ def certify(s, root, rows, low, alpha, budget):
             masks.setdefault(t, (np.zeros(size, bool), np.zeros(size, bool)))[side][j] = True
             child = SplitPass(net, x, lo, hi, nested.intervals(p), masks, net.producer[t] + 1, **kw)
             passes += 1
-            sub, todo = low.copy(), low <= 0
-            sub[todo] = _margins(child, rows[todo], alpha)
+            sub, todo = low.copy(), np.flatnonzero(low <= 0)
+            sub[todo], ended = _margins(child, rows[todo], alpha, _rows(kept, todo))
             if not np.all(sub > 0):
-                heapq.heappush(queue, (float(sub.min()), tick, child, masks, sub))
+                heapq.heappush(queue, (float(sub.min()), tick, child, masks, sub, (todo, ended)))
                 tick += 1
     return True
 

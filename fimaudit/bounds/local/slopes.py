@@ -27,6 +27,8 @@ gets a multiplier β_k ≥ 0 (β-CROWN): f ≥ f − β_k z_k where z_k ≥ 0 an
 z_k ≤ 0, so the rows ``β ⊙ (below − above)`` added at z_k keep the bound sound for every β ≥ 0,
 and the bound, minimised over the whole ball, regains some of what the split discards. Its
 gradient is ``(below − above) ⊙ v_z`` (v_z the adjoint at z_k); β is projected onto [0, ∞).
+A subdomain's ascent may start from the slopes and multipliers its parent ended at (clipped
+to its own ranges, so still sound) and stop once every margin is proven.
 
 References: Xu et al., ICLR 2021, "Fast and complete: enabling complete neural network
 verification with rapid and massively parallel incomplete verifiers" (α-CROWN); Kingma & Ba,
@@ -118,18 +120,23 @@ def _replay(p, tape, slopes, v):
     return grads, adj
 
 
-def optimise(p, t, G, n):
-    """The best lower bound per row of G (m, *shape of t) on the input set after ``n`` Adam
-    steps on the slopes, or None when the walk back from t is not one this module optimises."""
+def optimise(p, t, G, n, start=None, enough=False):
+    """(best lower bound per row of G (m, *shape of t) on the input set after ``n`` Adam steps
+    on the slopes, their last values {tensor: (m, …)}), or None when the walk back from t is not
+    one this module optimises. ``start`` holds values to begin from (clipped to this set's
+    ranges; the rest begin at CROWN's slopes and zero multipliers); with ``enough`` the ascent
+    stops once every row's bound is positive."""
     found = _ranges(p, t)
     if not found:
         return None
-    m = len(G)
+    m, start = len(G), start or {}
     slopes = {o: np.broadcast_to(crown._lines(p, k)[0], (m, *lo.shape[1:])).copy() for o, (k, lo, _) in found.items()}
     ranges = {o: (lo, hi) for o, (_, lo, hi) in found.items()}
     sign = {z: np.reshape(b.astype(np.float64) - a, p.lo[z].shape) for z, (a, b) in getattr(p, "splits", {}).items()}
     mult = {z: np.zeros((m, *c.shape[1:])) for z, c in sign.items()}  # split multipliers ≥ 0 (:mod:`.branch`)
     ranges.update({z: (0.0, np.where(c != 0, np.inf, 0.0)) for z, c in sign.items()})
+    for var in (slopes, mult):
+        var.update({o: np.clip(start[o], *ranges[o]) for o in var if o in start})
     mom = {o: (np.zeros_like(s), np.zeros_like(s)) for o, s in (slopes | mult).items()}
     best, lr = np.full(m, -np.inf), STEP
     for i in range(n + 1):
@@ -137,7 +144,7 @@ def optimise(p, t, G, n):
         Lam, beta = crown.lower(p, t, G, slopes, tape, {z: mult[z] * c for z, c in sign.items()})
         low, v = _concrete(p, Lam, beta)
         best = np.maximum(best, low)
-        if i == n or not np.all(np.isfinite(v)):
+        if i == n or not np.all(np.isfinite(v)) or (enough and np.all(best > 0)):
             break
         grads, adj = _replay(p, tape, slopes, v)
         grads.update({z: c * adj[z] for z, c in sign.items() if z in adj})
@@ -152,18 +159,24 @@ def optimise(p, t, G, n):
             var = slopes if o in slopes else mult
             var[o] = np.clip(var[o] + lr * hat1 / (np.sqrt(hat2) + 1e-12), lo, hi)
         lr *= DECAY
-    return best
+    return best, slopes | mult
+
+
+def lower(p, t, G, n, start=None, enough=False):
+    """(lower bounds of the rows G on the input set, the slopes they end at or None): the
+    ascent of :func:`optimise` where it applies and its work fits, plain CROWN elsewhere."""
+    if n > 0 and not p.net.heavy and n * len(G) * p.net.work.get(t, math.inf) <= WORK:
+        try:
+            found = optimise(p, t, G, n, start, enough)
+        except crown.Unrelaxed:
+            found = None
+        if found is not None:
+            return found
+    return crown.bounds(p, t, G, False)[0], None
 
 
 def bounds(p, t, G, n, upper=True):
     """:func:`.crown.bounds` with the lower slopes optimised by ``n`` steps (0: plain CROWN)."""
     m = len(G)
-    if n <= 0 or p.net.heavy or n * m * (2 if upper else 1) * p.net.work.get(t, math.inf) > WORK:
-        return crown.bounds(p, t, G, upper)
-    try:
-        low = optimise(p, t, np.concatenate([G, -G]) if upper else G, n)
-    except crown.Unrelaxed:
-        low = None
-    if low is None:
-        return crown.bounds(p, t, G, upper)
+    low = lower(p, t, np.concatenate([G, -G]) if upper else G, n)[0]
     return (low[:m], -low[m:]) if upper else (low, None)
