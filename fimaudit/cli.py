@@ -61,6 +61,7 @@ def _audit(args):
     check_model_source(args.model)
 
     from .audit import audit
+    from .audit.radius import OPTIONS
     from .plugins import wrap
 
     if args.kinks:
@@ -79,6 +80,7 @@ def _audit(args):
             batch_size=args.batch_size,
             input_domain=domain,
             certify=None if args.certify == "none" else args.certify,
+            certify_options={k: v for k in OPTIONS if (v := getattr(args, f"certify_{k}")) is not None} or None,
         )
     path = a.save(args.out)
     if args.json:
@@ -169,6 +171,12 @@ def _parser():
         help="each input's certified radius (models with an ONNX graph): 'global' (default) margin / (√2 L); "
         "'local' also the local CROWN radius, seconds per input, kept in --journal; 'none': no radius",
     )
+    for name, what in (
+        ("alpha", "ascent steps on the ReLU lower slopes (default 20; 0: CROWN's own)"),
+        ("branches", "subdomains of branch and bound for a refused ball, ReLU networks (default 0: off)"),
+        ("iterations", "log-bisection steps on the radius (default 12)"),
+    ):
+        au.add_argument(f"--certify-{name}", type=int, metavar="N", help=f"with --certify local: {what}")
     au.add_argument("--fail-above", type=_finite_float, help="exit with status 3 if any λ_max exceeds this")
     au.add_argument("--json", action="store_true", help="print the summary as JSON")
     au.add_argument("--quiet", action="store_true", help="no progress bar, no closing line: only the warnings' summary")

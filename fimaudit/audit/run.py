@@ -14,7 +14,7 @@ from .executors import run_chunks
 from .identity import data_digest, model_identity
 from .journal import Journal
 from .provenance import recorded
-from .radius import attach, check_certify
+from .radius import attach, check_certify, check_options
 from .result import Audit
 from .rows import numbered_chunk
 from .summary import precision, summarize
@@ -57,6 +57,7 @@ def audit(
     top=5,
     input_domain=None,
     certify="global",
+    certify_options=None,
 ) -> Audit:
     """Audit every input of X (n, *input_shape). See :class:`Audit` for what comes back.
 
@@ -73,7 +74,8 @@ def audit(
     ``certify``: each input's certified ℓ2 radius (with a graph): ``"global"`` margin / (√2 L),
     ``"local"`` the larger of that and :func:`fimaudit.certified_radius` (seconds per input; kept
     in the journal), None for none; rows say which gave it in ``radius_from``
-    (:mod:`fimaudit.audit.radius`).
+    (:mod:`fimaudit.audit.radius`). ``certify_options``: for ``"local"``, a dict of
+    :func:`fimaudit.certified_radius`'s ``alpha``, ``branches`` and ``iterations``.
     ``progress``: a bar of the inputs finished and the model rows sent; None (default) when
     standard error is a terminal, True/False to force it (:mod:`fimaudit.progress`).
 
@@ -86,6 +88,7 @@ def audit(
     (3, 1.25)
     """
     certify = check_certify(certify)
+    certify_options = check_options(certify, certify_options)
     m = wrap(model)
     X = np.asarray(to_numpy(X))
     if X.ndim < 1 or X.shape[0] == 0:
@@ -143,7 +146,7 @@ def audit(
         if tol is not None:
             summary["precision"] = precision(ordered, tol)
         graph_bound = _bound(m, bound, input_domain)
-        summary["radius"] = attach(m, X, ordered, graph_bound, certify, input_domain, jr, progress)
+        summary["radius"] = attach(m, X, ordered, graph_bound, certify, input_domain, jr, progress, certify_options)
     finally:
         if jr:
             jr.close()

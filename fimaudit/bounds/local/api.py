@@ -238,11 +238,7 @@ def certified_radius(
     With ``reuse`` (the default) a ball smaller than a refused one starts from that one's
     intervals (:mod:`.search`): fewer units to tighten, intervals never wider; ``reuse=False``
     bounds each ball afresh."""
-    if not (isinstance(iterations, (int, np.integer)) and 0 <= iterations <= 60):
-        raise InvalidArgumentError(f"iterations must be an integer in [0, 60], got {iterations!r}")
-    if not isinstance(reuse, (bool, np.bool_)):
-        raise InvalidArgumentError(f"reuse must be True (reuse a refused ball's intervals) or False, got {reuse!r}")
-    alpha, branches = slopes.steps(alpha), branch.budget(branches)
+    iterations, reuse, alpha, branches = search.checked(iterations, reuse, alpha, branches)
     s = _Setup(model, x, input_shape, "categorical", 1.0, input_domain, global_cap, memory_limit, tighten, "l2")
     radii = [search.radius(s, i, iterations, reuse, alpha, branches) for i in range(len(s.X))]
     return np.array(radii, dtype=np.float64)

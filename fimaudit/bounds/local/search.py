@@ -18,7 +18,21 @@ from __future__ import annotations
 
 import math
 
-from . import branch, layout, nested
+import numpy as np
+
+from ...errors import InvalidArgumentError
+from . import branch, layout, nested, slopes
+
+
+def checked(iterations, reuse, alpha, branches):
+    """(iterations, reuse, alpha, branches) of :func:`radius` checked: bisection steps an
+    integer in [0, 60], ``reuse`` a bool, ``alpha`` slope steps (:func:`.slopes.steps`) and
+    ``branches`` subdomains (:func:`.branch.budget`)."""
+    if isinstance(iterations, bool) or not (isinstance(iterations, (int, np.integer)) and 0 <= iterations <= 60):
+        raise InvalidArgumentError(f"iterations must be an integer in [0, 60], got {iterations!r}")
+    if not isinstance(reuse, (bool, np.bool_)):
+        raise InvalidArgumentError(f"reuse must be True (reuse a refused ball's intervals) or False, got {reuse!r}")
+    return int(iterations), bool(reuse), slopes.steps(alpha), branch.budget(branches)
 
 
 def radius(s, i, iterations, reuse=True, alpha=0, branches=0):
